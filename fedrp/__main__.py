@@ -1,0 +1,5 @@
+import sys
+
+from fedrp.cli import main
+
+sys.exit(main())

@@ -1,0 +1,46 @@
+"""Configuration shared by the jointly reparametrized adapters."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+from fedrp.inputs import check_pooling
+from fedrp.projection import DISTRIBUTIONS
+
+
+@dataclasses.dataclass
+class AdapterConfig:
+    """What defines an adapter besides its backbone: the projection and the head."""
+
+    method: ClassVar[str] = ""
+    d: int = 1024
+    seed: int = 0
+    distribution: str = "gaussian"
+    pooling: str = "mask"
+    num_labels: int = 2
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.d, int) or self.d < 1:
+            raise ValueError(f"d must be a positive integer, got {self.d!r}")
+        if self.distribution not in DISTRIBUTIONS:
+            raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {self.distribution!r}")
+        if not isinstance(self.num_labels, int) or self.num_labels < 1:
+            raise ValueError(f"num_labels must be a positive integer (1 for regression), got {self.num_labels!r}")
+        check_pooling(self.pooling)
+
+    @property
+    def position(self) -> str:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AdapterConfig":
+        data = {k: v for k, v in data.items() if k != "method"}
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown {cls.method} config keys {sorted(unknown)}; expected some of {sorted(names)}")
+        return cls(**data)

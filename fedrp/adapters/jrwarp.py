@@ -1,0 +1,80 @@
+"""JR-WARP: one prompt token, z W_0 at block 0, shifted by z W_l at every later block."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from fedrp.adapters.base import AdapterModel
+from fedrp.adapters.config import AdapterConfig
+from fedrp.backbone import blocks, hidden_size
+
+
+@dataclasses.dataclass
+class JRWarpConfig(AdapterConfig):
+    method = "jrwarp"
+
+    @property
+    def position(self) -> str:
+        return "prompt"
+
+
+def with_prompt_slot(inputs: dict[str, torch.Tensor], slot_id: int) -> dict[str, torch.Tensor]:
+    """Prepend one attended placeholder token; its hidden state is overwritten at block 0."""
+    out = {}
+    for key, value in inputs.items():
+        fill = {"input_ids": slot_id, "attention_mask": 1}.get(key, 0)
+        out[key] = torch.cat([torch.full_like(value[:, :1], fill), value], dim=1)
+    return out
+
+
+class PromptLayer:
+    """At a block's input, set (block 0) or shift (later blocks) the prompt token's hidden state."""
+
+    def __init__(self, block: nn.Module, vector: Callable[[], torch.Tensor], replace: bool) -> None:
+        self.vector = vector
+        self.replace = replace
+        self.handle = block.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module: nn.Module, args: tuple, kwargs: dict):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        v = self.vector().to(hidden.dtype).expand(hidden.shape[0], 1, hidden.shape[-1])
+        token = v if self.replace else hidden[:, :1] + v
+        hidden = torch.cat([token, hidden[:, 1:]], dim=1)
+        if args:
+            return (hidden, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": hidden}
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
+def attach_prompt(model: nn.Module, vector: Callable[[int], torch.Tensor]) -> list[PromptLayer]:
+    """Prompt hooks on every block; `vector(l)` gives block l's contribution."""
+    return [PromptLayer(block, lambda i=i: vector(i), replace=(i == 0)) for i, block in enumerate(blocks(model))]
+
+
+def prompted_hidden_states(model: nn.Module, inputs: dict[str, torch.Tensor], slot_id: int) -> torch.Tensor:
+    """Run a backbone carrying prompt hooks; return the real tokens' states, prompt dropped."""
+    return model(**with_prompt_slot(inputs, slot_id)).last_hidden_state[:, 1:]
+
+
+def slot_id(tokenizer) -> int:
+    # The pad id: RoBERTa-style position ids then skip the slot, so real tokens keep their positions.
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+class JRWarpModel(AdapterModel):
+    config_class = JRWarpConfig
+
+    def layer_widths(self) -> tuple[int, ...]:
+        return (hidden_size(self.backbone),) * len(blocks(self.backbone))
+
+    def attach(self) -> list[PromptLayer]:
+        return attach_prompt(self.backbone, self.vector)
+
+    def hidden_states(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return prompted_hidden_states(self.backbone, inputs, slot_id(self.tokenizer))

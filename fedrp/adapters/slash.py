@@ -1,0 +1,69 @@
+"""SLaSh: every block adds a shift s_l = z W_l to the output of one of its Linear layers."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from fedrp.adapters.base import AdapterModel
+from fedrp.adapters.config import AdapterConfig
+from fedrp.backbone import target_linears
+
+SLASH_POSITIONS = ("output", "intermediate", "attention")
+
+
+@dataclasses.dataclass
+class SLaShConfig(AdapterConfig):
+    method = "slash"
+    shift_position: str = "output"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.shift_position not in SLASH_POSITIONS:
+            raise ValueError(f"SLaSh position must be one of {SLASH_POSITIONS}, got {self.shift_position!r}")
+
+    @property
+    def position(self) -> str:
+        return self.shift_position
+
+
+class SLaShLayer:
+    """Adds a block's shift to a Linear's output: W x + b + s, which is the Linear with bias b + s."""
+
+    def __init__(self, linear: nn.Linear, shift: Callable[[], torch.Tensor]) -> None:
+        self.shift = shift
+        self.handle = linear.register_forward_hook(self._hook)
+
+    def _hook(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        return output + self.shift().to(output.dtype)
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
+class SLaShModel(AdapterModel):
+    config_class = SLaShConfig
+
+    def _targets(self) -> list[nn.Linear]:
+        return target_linears(self.backbone, self.config.position)
+
+    def layer_widths(self) -> tuple[int, ...]:
+        return tuple(linear.out_features for linear in self._targets())
+
+    def attach(self) -> list[SLaShLayer]:
+        return [SLaShLayer(linear, lambda i=i: self.vector(i)) for i, linear in enumerate(self._targets())]
+
+    @torch.no_grad()
+    def fold_into_biases(self) -> None:
+        """Make the shifts permanent in the backbone's biases and drop the hooks."""
+        shifts = self.vectors().float()
+        targets = self._targets()
+        for linear in targets:
+            if linear.bias is None:
+                raise ValueError("SLaSh export needs a bias in every target Linear; this backbone has none to fold into")
+        self.detach_layers()
+        for linear, shift in zip(targets, shifts):
+            linear.bias.add_(shift.to(linear.bias.dtype))

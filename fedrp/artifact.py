@@ -1,0 +1,137 @@
+"""The per-task artifact: one safetensors file holding z, the head and what they mean."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from fedrp import projection
+from fedrp.adapters import TRAINABLE, AdapterModel, build_model, config_from_dict
+from fedrp.backbone import Backbone, load_backbone
+
+FORMAT = "fedrp-adapter/1"
+
+
+@dataclasses.dataclass
+class Artifact:
+    """z and the head of one task, with the spec and backbone they only make sense with."""
+
+    tensors: dict[str, torch.Tensor]
+    config: dict
+    spec: projection.ProjectionSpec
+    fingerprint: str
+    backbone: str
+    backbone_config_hash: str
+    task: str | None = None
+    label_names: list[str] = dataclasses.field(default_factory=list)
+    metric: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def method(self) -> str:
+        return self.config["method"]
+
+    @property
+    def params(self) -> int:
+        return sum(t.numel() for t in self.tensors.values())
+
+    def metadata(self) -> dict:
+        return {
+            "format": FORMAT, "method": self.method, "config": self.config, "spec": self.spec.to_dict(),
+            "fingerprint": self.fingerprint, "backbone": self.backbone,
+            "backbone_config_hash": self.backbone_config_hash, "pooling": self.config["pooling"],
+            "task": self.task, "label_names": self.label_names, "metric": self.metric,
+        }
+
+
+def from_model(model: AdapterModel, task: str | None = None, label_names: list[str] | None = None,
+               metric: dict | None = None) -> Artifact:
+    return Artifact(
+        tensors=model.state_vectors(), config=model.config.to_dict(), spec=model.spec,
+        fingerprint=model.fingerprint, backbone=model.backbone_name,
+        backbone_config_hash=model.backbone_config_hash, task=task,
+        label_names=list(label_names or []), metric=dict(metric or {}),
+    )
+
+
+def save(artifact: Artifact, path: str | os.PathLike) -> Path:
+    """Write atomically: a crash mid-write never leaves a torn file where a good one was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(artifact.tensors, tmp, metadata={"fedrp": json.dumps(artifact.metadata(), sort_keys=True)})
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; an adapter is meant to be shared
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load(path: str | os.PathLike, verify: bool = True) -> Artifact:
+    """Read an artifact; with verify, regenerate the projections and check the fingerprint."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no adapter file at {path}: expected a .safetensors file written by fedrp")
+    try:
+        tensors = load_file(path)
+        with safe_open(path, framework="pt") as f:
+            raw = (f.metadata() or {}).get("fedrp")
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path} is not a readable safetensors file: {err}") from err
+    if raw is None:
+        raise ValueError(f"{path} is a safetensors file without fedrp metadata: expected an adapter written by fedrp")
+    meta = json.loads(raw)
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} has format {meta.get('format')!r}; this fedrp reads {FORMAT!r}")
+    if set(tensors) != set(TRAINABLE):
+        raise ValueError(f"{path} holds tensors {sorted(tensors)}; expected exactly {list(TRAINABLE)}")
+    spec = projection.ProjectionSpec.from_dict(meta["spec"])
+    if verify:
+        projection.check_fingerprint(spec, meta["fingerprint"])
+    return Artifact(
+        tensors=tensors, config=meta["config"], spec=spec, fingerprint=meta["fingerprint"],
+        backbone=meta["backbone"], backbone_config_hash=meta["backbone_config_hash"], task=meta.get("task"),
+        label_names=meta.get("label_names", []), metric=meta.get("metric", {}),
+    )
+
+
+def check_compatible(artifact: Artifact, model: AdapterModel) -> None:
+    """Refuse to put an artifact on a model with another backbone, method or projection."""
+    if artifact.backbone_config_hash != model.backbone_config_hash:
+        raise ValueError(
+            f"adapter was trained on backbone {artifact.backbone!r} (config hash {artifact.backbone_config_hash[:12]}), "
+            f"not on {model.backbone_name!r} (config hash {model.backbone_config_hash[:12]})"
+        )
+    if artifact.method != model.config.method:
+        raise ValueError(f"adapter is for method {artifact.method!r}, the model is {model.config.method!r}")
+    if artifact.spec != model.spec:
+        raise ValueError(
+            f"adapter projection spec {artifact.spec.canonical_json()} differs from the model's {model.spec.canonical_json()}"
+        )
+    if artifact.fingerprint != model.fingerprint:
+        raise ValueError(
+            f"projection fingerprint mismatch: adapter has {artifact.fingerprint}, model builds {model.fingerprint}"
+        )
+
+
+def apply(artifact: Artifact, model: AdapterModel) -> AdapterModel:
+    check_compatible(artifact, model)
+    model.load_state_vectors(artifact.tensors)
+    return model
+
+
+def load_model(path: str | os.PathLike, backbone: Backbone | None = None, model_name: str | None = None) -> tuple[AdapterModel, Artifact]:
+    """Backbone + adapter ready for inference; the backbone defaults to the one the artifact names."""
+    artifact = load(path)
+    backbone = backbone or load_backbone(model_name or artifact.backbone)
+    model = build_model(backbone, config_from_dict(artifact.config))
+    return apply(artifact, model), artifact

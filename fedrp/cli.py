@@ -1,0 +1,155 @@
+"""The `fedrp` command: one subcommand per job; --json prints one object on stdout, logs go to stderr."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+
+log = logging.getLogger("fedrp")
+
+
+def _emit(args: argparse.Namespace, data: dict, human: Callable[[dict], str]) -> None:
+    print(json.dumps(data) if args.json else human(data))
+
+
+def cmd_init(args: argparse.Namespace) -> None:
+    from fedrp import artifact
+    from fedrp.adapters import build_model, make_config
+    from fedrp.backbone import load_backbone
+
+    extra = {"shift_position": args.position} if args.method == "slash" else {}
+    config = make_config(args.method, d=args.d, seed=args.seed, distribution=args.distribution,
+                         pooling=args.pooling, num_labels=len(args.labels), **extra)
+    model = build_model(load_backbone(args.model), config)
+    path = artifact.save(artifact.from_model(model, task=args.task, label_names=args.labels), args.out)
+    _emit(args, {"artifact": str(path), "method": args.method, "params": model.num_trainable(),
+                 "fingerprint": model.fingerprint}, lambda d: f"wrote {d['artifact']} ({d['params']} parameters)")
+
+
+def describe(art) -> dict:
+    """What `fedrp inspect --json` prints; other tools read these keys."""
+    return {
+        "method": art.method, "params": art.params, "bytes_fp32": art.params * 4, "bytes_fp16": art.params * 2,
+        "fingerprint": art.fingerprint, "spec": art.spec.to_dict(), "backbone": art.backbone,
+        "backbone_config_hash": art.backbone_config_hash, "pooling": art.config["pooling"], "task": art.task,
+        "label_names": art.label_names, "metric": art.metric, "config": art.config,
+        "tensors": {k: list(v.shape) for k, v in art.tensors.items()},
+    }
+
+
+def _describe_text(d: dict) -> str:
+    spec = d["spec"]
+    rows = [
+        ("method", d["method"]), ("task", d["task"] or "-"), ("labels", ", ".join(d["label_names"]) or "-"),
+        ("backbone", f"{d['backbone']} (config {d['backbone_config_hash'][:12]})"),
+        ("pooling", d["pooling"]),
+        ("projection", f"seed {spec['seed']}, d {spec['d']}, {spec['distribution']}, position {spec['position']}, "
+                       f"{len(spec['widths'])} layers of width {sorted(set(spec['widths']))}"),
+        ("fingerprint", d["fingerprint"]),
+        ("parameters", f"{d['params']:,}  " + ", ".join(f"{k} {v}" for k, v in d["tensors"].items())),
+        ("on the wire", f"{d['bytes_fp32']:,} B in fp32, {d['bytes_fp16']:,} B in fp16"),
+        ("metric", ", ".join(f"{k} {v}" for k, v in d["metric"].items()) or "-"),
+    ]
+    return "\n".join(f"{k:<12} {v}" for k, v in rows)
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    from fedrp import artifact
+
+    _emit(args, describe(artifact.load(args.file)), _describe_text)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from fedrp.export import export
+
+    out = export(args.adapter, args.out, model_name=args.model)
+    _emit(args, {"out": str(out), "files": sorted(p.name for p in out.iterdir())},
+          lambda d: f"exported to {d['out']}: " + ", ".join(d["files"]))
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from fedrp.predict import predict
+
+    if args.exported:
+        from fedrp.export import ExportedClassifier
+
+        model = ExportedClassifier(args.exported)
+        labels = model.label_names
+    else:
+        from fedrp import artifact
+
+        model, art = artifact.load_model(args.adapter, model_name=args.model)
+        labels = art.label_names
+    pairs = [args.text_pair] if args.text_pair is not None else None
+    result = predict(model, labels, [args.text], pairs, max_length=args.max_length)[0]
+    _emit(args, result, lambda d: f"{d['label']}  (logits {', '.join(f'{x:.4f}' for x in d['logits'])})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedrp", description="Federated finetuning of one small vector per task.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func: Callable, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        p.set_defaults(func=func)
+        return p
+
+    p = command("init", cmd_init, "Write a fresh, untrained adapter for a backbone.")
+    p.add_argument("--method", choices=["slash", "jrwarp"], default="slash")
+    p.add_argument("--model", default=None, help="transformers model name or path (default: packaged all-MiniLM-L6-v2)")
+    p.add_argument("--d", type=int, default=1024, help="dimension of z")
+    p.add_argument("--seed", type=int, default=0, help="projection seed shared by all devices")
+    p.add_argument("--distribution", choices=["gaussian", "rademacher"], default="gaussian")
+    p.add_argument("--position", choices=["output", "intermediate", "attention"], default="output",
+                   help="SLaSh shift position")
+    p.add_argument("--pooling", choices=["mask", "cls", "mean"], default="mask")
+    p.add_argument("--labels", nargs="+", default=["0", "1"], help="label names, one per class (one for regression)")
+    p.add_argument("--task", default=None)
+    p.add_argument("--out", required=True, help="adapter file to write (.safetensors)")
+
+    p = command("inspect", cmd_inspect, "Show an adapter's size on the wire, projection spec and metadata.")
+    p.add_argument("file", help="adapter .safetensors file")
+
+    p = command("export", cmd_export, "Write a plain transformers folder plus head (SLaSh folded into biases).")
+    p.add_argument("--adapter", required=True, help="adapter .safetensors file")
+    p.add_argument("--out", required=True, help="folder to write")
+    p.add_argument("--model", default=None, help="load the backbone from here instead of the name in the adapter")
+
+    p = command("predict", cmd_predict, "Label and logits for one text (or text pair).")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--adapter", help="adapter .safetensors file")
+    src.add_argument("--exported", help="folder written by `fedrp export`")
+    p.add_argument("--model", default=None, help="with --adapter: backbone to load instead of the one it names")
+    p.add_argument("--text", required=True)
+    p.add_argument("--text-pair", default=None)
+    p.add_argument("--max-length", type=int, default=128)
+    return parser
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    import transformers
+
+    transformers.utils.logging.set_verbosity_info() if verbose else transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    _quiet_libraries(args.verbose)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"fedrp {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

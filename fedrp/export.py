@@ -1,0 +1,109 @@
+"""Export: a plain transformers folder plus a small head, with no W_l needed at inference.
+
+SLaSh shifts fold into the biases of the Linear layers they follow, so the exported backbone
+has the original architecture and latency. JR-WARP stores its per-layer prompt vectors z W_l.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoModel, AutoTokenizer
+
+from fedrp import artifact as artifacts
+from fedrp.adapters import JRWarpModel, SLaShModel
+from fedrp.adapters.jrwarp import attach_prompt, prompted_hidden_states, slot_id
+from fedrp.backbone import accepted_inputs, freeze
+from fedrp.inputs import classify
+
+HEAD_FILE = "fedrp_head.safetensors"
+PROMPT_FILE = "fedrp_prompt.safetensors"
+INFO_FILE = "fedrp_head.json"
+
+
+def export(adapter_path: str | os.PathLike, out_dir: str | os.PathLike, model_name: str | None = None) -> Path:
+    """Write `out_dir` atomically; an existing folder is replaced only once the new one is complete."""
+    model, art = artifacts.load_model(adapter_path, model_name=model_name)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        _write(model, art, tmp)
+        _make_readable(tmp)
+        if out_dir.exists():
+            if not (out_dir / INFO_FILE).is_file():
+                raise FileExistsError(f"{out_dir} exists and is not a fedrp export; choose an empty or new --out")
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def _write(model, art: artifacts.Artifact, out: Path) -> None:
+    info = {
+        "method": art.method, "pooling": model.pooling, "num_labels": model.config.num_labels,
+        "label_names": art.label_names, "task": art.task, "backbone": art.backbone,
+        "fingerprint": art.fingerprint, "prompt": isinstance(model, JRWarpModel),
+    }
+    head = {"weight": model.head.weight.detach().float().contiguous(), "bias": model.head.bias.detach().float().contiguous()}
+    if isinstance(model, SLaShModel):
+        model.fold_into_biases()
+    elif isinstance(model, JRWarpModel):
+        with torch.no_grad():
+            save_file({"prompt": model.vectors().float().contiguous()}, out / PROMPT_FILE)
+        model.detach_layers()
+    else:
+        raise ValueError(f"no export rule for method {art.method!r}")
+    model.backbone.save_pretrained(out)
+    model.tokenizer.save_pretrained(out)
+    save_file(head, out / HEAD_FILE)
+    (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _make_readable(folder: Path) -> None:
+    # mkdtemp and some writers create owner-only files; an export is meant to be shared.
+    folder.chmod(0o755)
+    for f in folder.iterdir():
+        f.chmod(0o644)
+
+
+class ExportedClassifier(nn.Module):
+    """An exported folder loaded for inference: plain backbone, head, pooling, optional prompt."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        super().__init__()
+        path = Path(path)
+        if not (path / INFO_FILE).is_file():
+            raise FileNotFoundError(f"{path} is not a fedrp export: expected {INFO_FILE} beside a transformers model")
+        self.info = json.loads((path / INFO_FILE).read_text())
+        self.pooling = self.info["pooling"]
+        self.label_names = self.info["label_names"]
+        self.backbone = freeze(AutoModel.from_pretrained(path, local_files_only=True))
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        head = load_file(path / HEAD_FILE)
+        self.head = nn.Linear(head["weight"].shape[1], head["weight"].shape[0])
+        self.head.load_state_dict(head)
+        self.head.requires_grad_(False)
+        self._accepts = accepted_inputs(self.backbone)
+        if self.info["prompt"]:
+            self.register_buffer("prompt", load_file(path / PROMPT_FILE)["prompt"])
+            self._layers = attach_prompt(self.backbone, lambda i: self.prompt[i])
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None, **_) -> torch.Tensor:
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            batch["token_type_ids"] = token_type_ids
+        inputs = {k: v for k, v in batch.items() if k in self._accepts}
+        if self.info["prompt"]:
+            hidden = prompted_hidden_states(self.backbone, inputs, slot_id(self.tokenizer))
+        else:
+            hidden = self.backbone(**inputs).last_hidden_state
+        return classify(hidden, batch, self.head, self.pooling, self.tokenizer.mask_token_id)

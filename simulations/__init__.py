@@ -1,0 +1,1 @@
+"""Experiments and benchmarks over fedrp: scripts that print JSON."""

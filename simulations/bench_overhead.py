@@ -1,0 +1,164 @@
+"""Overhead of SLaSh and JR-WARP on the default backbone, printed as one JSON object.
+
+Training: time per sample of a full step (forward, loss, backward, AdamW) for each method,
+against the floor: the same frozen backbone's forward plus the backward pass of activation
+gradients down to its first block, with no weight gradients. Inference: latency of the
+exported SLaSh backbone (shifts folded into biases) against the untouched backbone.
+Variants run interleaved and the median is reported, so load from elsewhere hits all alike.
+
+    python -m simulations.bench_overhead [--data-dir ../shared/glue] [--batch-size 32] [--rounds 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import transformers
+
+from fedrp import artifact
+from fedrp.adapters import build_model, make_config
+from fedrp.backbone import load_backbone
+from fedrp.export import ExportedClassifier, export
+from fedrp.inputs import batch_inputs, classify
+
+TARGETS = {"slash_train_ratio_max": 1.10, "export_latency_ratio_max": 1.02}
+
+
+def sst2_sentences(data_dir: Path, n: int) -> list[str]:
+    path = data_dir / "SST-2" / "dev.tsv"
+    if not path.is_file():
+        raise FileNotFoundError(f"expected SST-2 dev sentences at {path} (GLUE layout); pass --data-dir")
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+    return [r[0] for r in rows[:n]]
+
+
+class Floor(torch.nn.Module):
+    """Frozen backbone whose embedding output asks for gradients: activation backward to block 0, no weight grads."""
+
+    def __init__(self, backbone, num_labels: int = 2) -> None:
+        super().__init__()
+        self.backbone = backbone.model
+        self.tokenizer = backbone.tokenizer
+        self.head = torch.nn.Linear(backbone.hidden_size, num_labels).requires_grad_(False)
+        self.backbone.get_input_embeddings()  # fail early on odd models
+        self.backbone.embeddings.register_forward_hook(lambda m, a, out: out.detach().requires_grad_())
+
+    def forward(self, **batch):
+        hidden = self.backbone(**batch).last_hidden_state
+        return classify(hidden, batch, self.head, "mask", self.tokenizer.mask_token_id)
+
+
+def train_step(model, batch, labels, optimizer) -> None:
+    loss = torch.nn.functional.cross_entropy(model(**batch), labels)
+    if optimizer is not None:
+        optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if optimizer is not None:
+        optimizer.step()
+
+
+def interleaved_medians(fns: dict, rounds: int, steps: int) -> dict[str, float]:
+    """Median seconds per call of each fn, the variants taking turns round by round."""
+    times = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()  # warm-up
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            times[name].append((time.perf_counter() - start) / steps)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def bench_training(batches, labels, rounds: int, steps: int) -> dict:
+    floor = Floor(load_backbone())
+    models = {"slash": build_model(load_backbone(), make_config("slash")),
+              "jrwarp": build_model(load_backbone(), make_config("jrwarp"))}
+    opts = {k: torch.optim.AdamW(m.trainable_parameters().values(), lr=1e-2) for k, m in models.items()}
+    for m in models.values():
+        m.train()
+    cycle = {"i": 0}
+
+    def runner(model, opt):
+        def run():
+            b = batches[cycle["i"] % len(batches)]
+            train_step(model, b, labels, opt)
+        return run
+
+    fns = {"floor": runner(floor, None), **{k: runner(m, opts[k]) for k, m in models.items()}}
+    med = interleaved_medians(fns, rounds, steps)
+    bs = len(labels)
+    out = {k: {"ms_per_sample": 1000 * v / bs, "samples_per_second": bs / v} for k, v in med.items()}
+    for k in models:
+        out[k]["ratio_to_floor"] = med[k] / med["floor"]
+    return out
+
+
+def bench_inference(texts: list[str], rounds: int, steps: int) -> dict:
+    model = build_model(load_backbone(), make_config("slash"))
+    with torch.no_grad():
+        model.z.normal_()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = artifact.save(artifact.from_model(model), Path(tmp) / "a.safetensors")
+        exported = ExportedClassifier(export(path, Path(tmp) / "exported")).backbone
+    plain = load_backbone()
+    results = {}
+    for bs in (1, 32):
+        batch = batch_inputs(plain.tokenizer, texts[:bs], pooling="mask")
+        with torch.inference_mode():
+            med = interleaved_medians(
+                {"backbone": lambda: plain.model(**batch), "exported_slash": lambda: exported(**batch)}, rounds, steps
+            )
+        results[f"batch_{bs}"] = {
+            "backbone_ms": 1000 * med["backbone"], "exported_slash_ms": 1000 * med["exported_slash"],
+            "ratio": med["exported_slash"] / med["backbone"],
+        }
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("FEDRP_GLUE_DIR", "../shared/glue")))
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--num-batches", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=3)
+    args = parser.parse_args(argv)
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    torch.manual_seed(0)
+
+    texts = sst2_sentences(args.data_dir, args.batch_size * args.num_batches)
+    tok = load_backbone().tokenizer
+    batches = [batch_inputs(tok, texts[i:i + args.batch_size]) for i in range(0, len(texts), args.batch_size)]
+    labels = torch.randint(0, 2, (args.batch_size,))
+    train = bench_training(batches, labels, args.rounds, args.steps)
+    infer = bench_inference(texts, args.rounds, args.steps * 3)
+    result = {
+        "device": "cpu", "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "batch_size": args.batch_size,
+        "mean_tokens": sum(int(b["attention_mask"].sum()) for b in batches) / len(texts),
+        "train": train, "inference": infer, "targets": TARGETS,
+        "met": {
+            "slash_train": train["slash"]["ratio_to_floor"] <= TARGETS["slash_train_ratio_max"],
+            "export_latency": all(v["ratio"] <= TARGETS["export_latency_ratio_max"] for v in infer.values()),
+        },
+    }
+    json.dump(result, sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()

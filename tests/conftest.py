@@ -1,0 +1,51 @@
+"""Shared fixtures: the real default backbone and tiny random encoders of every supported family."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+from transformers import AutoModel
+
+from fedrp.backbone import Backbone, freeze, load_backbone
+
+transformers.utils.logging.set_verbosity_error()
+transformers.utils.logging.disable_progress_bar()
+
+_TINY = dict(num_hidden_layers=2, num_attention_heads=2, intermediate_size=48, vocab_size=30522, type_vocab_size=2)
+
+TINY_CONFIGS = {
+    "bert": lambda: transformers.BertConfig(hidden_size=32, **_TINY),
+    "roberta": lambda: transformers.RobertaConfig(hidden_size=32, **_TINY),
+    "xlm-roberta": lambda: transformers.XLMRobertaConfig(hidden_size=32, **_TINY),
+    "electra": lambda: transformers.ElectraConfig(hidden_size=32, embedding_size=16, **_TINY),
+    "deberta-v2": lambda: transformers.DebertaV2Config(hidden_size=32, relative_attention=True, pos_att_type=["p2c", "c2p"], **_TINY),
+    "distilbert": lambda: transformers.DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=48, vocab_size=30522),
+}
+
+
+@pytest.fixture(scope="session")
+def default_tokenizer():
+    return load_backbone().tokenizer
+
+
+@pytest.fixture
+def default_backbone() -> Backbone:
+    """A fresh copy of the real all-MiniLM-L6-v2 each time (loading takes a fraction of a second)."""
+    return load_backbone()
+
+
+@pytest.fixture
+def tiny_backbone(default_tokenizer):
+    """Factory: a tiny randomly initialised encoder of a family, sharing the MiniLM tokenizer."""
+
+    def make(family: str, seed: int = 0) -> Backbone:
+        torch.manual_seed(seed)
+        model = freeze(AutoModel.from_config(TINY_CONFIGS[family]()))
+        return Backbone(f"tiny-{family}", model, default_tokenizer)
+
+    return make
+
+
+TEXTS = ["a gripping, funny and moving film", "dull", "the plot is thin but the acting is terrific [MASK] indeed"]
+PAIRS = ["it was good", "not at all", "yes"]

@@ -1,0 +1,116 @@
+"""The per-task artifact: round trip, and refusal of anything that does not belong together."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from fedrp import artifact
+from fedrp.adapters import build_model, make_config
+from fedrp.backbone import DEFAULT_BACKBONE, load_backbone
+
+
+@pytest.fixture
+def trained(default_backbone, tmp_path):
+    model = build_model(default_backbone, make_config("slash", d=256))
+    with torch.no_grad():
+        model.z.normal_()
+        model.head.bias.fill_(0.25)
+    art = artifact.from_model(model, task="sst2", label_names=["negative", "positive"], metric={"accuracy": 0.875})
+    return model, artifact.save(art, tmp_path / "sst2.safetensors")
+
+
+def test_round_trip_keeps_tensors_and_metadata(trained):
+    model, path = trained
+    art = artifact.load(path)
+    for name, tensor in model.state_vectors().items():
+        assert torch.equal(art.tensors[name], tensor)
+    assert art.method == "slash" and art.task == "sst2" and art.label_names == ["negative", "positive"]
+    assert art.metric == {"accuracy": 0.875}
+    assert art.backbone == DEFAULT_BACKBONE
+    assert art.spec == model.spec and art.fingerprint == model.fingerprint
+    assert art.params == 256 + 384 * 2 + 2
+
+    restored, _ = artifact.load_model(path)
+    assert restored.backbone_config_hash == model.backbone_config_hash
+    batch = {"input_ids": torch.tensor([[101, 2307, 103, 102]]), "attention_mask": torch.ones(1, 4, dtype=torch.long)}
+    with torch.no_grad():
+        torch.testing.assert_close(restored(**batch), model(**batch))
+
+
+def test_loading_onto_another_backbone_is_refused(trained, tiny_backbone):
+    _, path = trained
+    with pytest.raises(ValueError, match="was trained on backbone .*all-MiniLM-L6-v2.* not on 'tiny-bert'"):
+        artifact.load_model(path, backbone=tiny_backbone("bert"))
+
+
+def test_loading_onto_another_spec_is_refused(trained):
+    _, path = trained
+    other = build_model(load_backbone(), make_config("slash", d=256, seed=1))
+    with pytest.raises(ValueError, match="projection spec"):
+        artifact.apply(artifact.load(path), other)
+
+
+def test_loading_onto_another_method_is_refused(trained):
+    _, path = trained
+    other = build_model(load_backbone(), make_config("jrwarp", d=256))
+    with pytest.raises(ValueError, match="method 'slash'"):
+        artifact.apply(artifact.load(path), other)
+
+
+def _rewrite_metadata(path, target, change):
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        meta = json.loads(f.metadata()["fedrp"])
+    change(meta)
+    save_file(load_file(path), target, metadata={"fedrp": json.dumps(meta)})
+
+
+def test_tampered_fingerprint_is_refused(trained, tmp_path):
+    _, path = trained
+    bad = tmp_path / "bad.safetensors"
+    _rewrite_metadata(path, bad, lambda m: m.update(fingerprint="ab" * 32))
+    with pytest.raises(ValueError, match="fingerprint mismatch"):
+        artifact.load(bad)
+
+
+def test_tampered_spec_is_refused(trained, tmp_path):
+    _, path = trained
+    bad = tmp_path / "bad.safetensors"
+    _rewrite_metadata(path, bad, lambda m: m["spec"].update(seed=9))
+    with pytest.raises(ValueError, match="fingerprint mismatch"):
+        artifact.load(bad)
+
+
+def test_files_that_are_not_artifacts_are_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no adapter file"):
+        artifact.load(tmp_path / "missing.safetensors")
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a safetensors file at all")
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        artifact.load(garbage)
+    plain = tmp_path / "plain.safetensors"
+    save_file({"z": torch.zeros(3)}, plain)
+    with pytest.raises(ValueError, match="without fedrp metadata"):
+        artifact.load(plain)
+
+
+def test_wrong_tensor_shapes_are_refused(default_backbone):
+    model = build_model(default_backbone, make_config("slash", d=64))
+    tensors = model.state_vectors()
+    tensors["z"] = torch.zeros(65)
+    with pytest.raises(ValueError, match=r"'z' has shape \(65,\), this model expects \(64,\)"):
+        model.load_state_vectors(tensors)
+
+
+def test_failed_save_keeps_the_previous_file(trained):
+    model, path = trained
+    before = path.read_bytes()
+    art = artifact.from_model(model)
+    art.tensors["z"] = torch.zeros(2, 2)[:, 0]  # non-contiguous: safetensors refuses to write it
+    with pytest.raises(Exception):
+        artifact.save(art, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == [path.name]

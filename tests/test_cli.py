@@ -1,0 +1,66 @@
+"""The `fedrp` command as a user runs it: offline, on the default backbone, JSON on stdout."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def fedrp(*args, check=True):
+    res = subprocess.run([sys.executable, "-m", "fedrp", *args], capture_output=True, text=True,
+                         env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    if check:
+        assert res.returncode == 0, res.stderr
+    return res
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "sst2.safetensors"
+    fedrp("init", "--method", "jrwarp", "--d", "512", "--labels", "negative", "positive", "--task", "sst2", "--out", str(path))
+    return path
+
+
+def test_inspect_json_has_the_keys_other_tools_read(adapter):
+    info = json.loads(fedrp("inspect", str(adapter), "--json").stdout)
+    assert info["method"] == "jrwarp" and info["task"] == "sst2"
+    assert info["params"] == 512 + 384 * 2 + 2
+    assert info["bytes_fp32"] == 4 * info["params"] and info["bytes_fp16"] == 2 * info["params"]
+    assert len(info["fingerprint"]) == 64
+    assert {"seed", "d", "distribution", "position"} <= set(info["spec"])
+    assert info["spec"]["d"] == 512 and info["spec"]["position"] == "prompt"
+    assert info["backbone"] == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_inspect_text_names_the_sizes(adapter):
+    out = fedrp("inspect", str(adapter)).stdout
+    assert "5,128 B in fp32" in out and "2,564 B in fp16" in out
+
+
+def test_export_and_predict_agree(adapter, tmp_path):
+    out = tmp_path / "exported"
+    fedrp("export", "--adapter", str(adapter), "--out", str(out), "--json")
+    args = ["--text", "a gripping film", "--text-pair", "it was great", "--json"]
+    a = json.loads(fedrp("predict", "--adapter", str(adapter), *args).stdout)
+    b = json.loads(fedrp("predict", "--exported", str(out), *args).stdout)
+    assert a["label"] == b["label"] and a["label"] in ("negative", "positive")
+    assert len(a["logits"]) == 2
+    assert a["logits"] == pytest.approx(b["logits"], abs=1e-5)
+
+
+@pytest.mark.parametrize("command", ["init", "inspect", "export", "predict"])
+def test_every_command_has_help(command):
+    assert "usage: fedrp " + command in fedrp(command, "--help").stdout
+
+
+def test_bad_input_gets_one_clear_line(tmp_path):
+    res = fedrp("inspect", str(tmp_path / "nope.safetensors"), check=False)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        f"fedrp inspect: error: no adapter file at {tmp_path / 'nope.safetensors'}: expected a .safetensors file written by fedrp"
+    ]
+    res = fedrp("predict", "--exported", str(tmp_path), "--text", "x", check=False)
+    assert res.returncode == 2 and "is not a fedrp export" in res.stderr
+    res = fedrp("init", "--d", "0", "--out", str(tmp_path / "a.safetensors"), check=False)
+    assert res.returncode == 2 and "d must be a positive integer" in res.stderr

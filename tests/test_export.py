@@ -1,0 +1,92 @@
+"""Export: a plain transformers folder that predicts what the adapter predicts."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fedrp import artifact
+from fedrp.adapters import build_model, make_config
+from fedrp.backbone import load_backbone
+from fedrp.export import ExportedClassifier, export
+from fedrp.predict import predict
+from tests.conftest import PAIRS, TEXTS
+
+VARIANTS = [("slash", "output"), ("slash", "intermediate"), ("slash", "attention"), ("jrwarp", None)]
+
+
+def _adapter(tmp_path, method, position, pooling="mask"):
+    extra = {"shift_position": position} if position else {}
+    model = build_model(load_backbone(), make_config(method, pooling=pooling, **extra))
+    with torch.no_grad():
+        model.z.mul_(40)  # shifts large enough that a wrong fold would show
+        model.head.weight.mul_(20)
+    path = artifact.save(artifact.from_model(model, task="sst2", label_names=["neg", "pos"]), tmp_path / "a.safetensors")
+    return model, path
+
+
+@pytest.mark.parametrize("method, position", VARIANTS)
+def test_exported_model_predicts_what_the_adapter_predicts(tmp_path, method, position):
+    model, path = _adapter(tmp_path, method, position)
+    out = export(path, tmp_path / "exported")
+    exported = ExportedClassifier(out)
+    a = predict(model, ["neg", "pos"], TEXTS, PAIRS)
+    b = predict(exported, exported.label_names, TEXTS, PAIRS)
+    for x, y in zip(a, b):
+        assert x["label"] == y["label"]
+        assert x["logits"] == pytest.approx(y["logits"], abs=1e-5)
+
+
+@pytest.mark.parametrize("method, position", VARIANTS)
+def test_export_keeps_the_architecture_and_stores_no_projection(tmp_path, method, position):
+    model, path = _adapter(tmp_path, method, position)
+    out = export(path, tmp_path / "exported")
+    original = load_backbone().model.state_dict()
+    exported = ExportedClassifier(out).backbone.state_dict()
+    assert exported.keys() == original.keys()
+    changed = {k for k in original if not torch.equal(original[k], exported[k])}
+    if method == "jrwarp":
+        assert changed == set()
+        files = {p.name for p in out.iterdir()}
+        assert "fedrp_prompt.safetensors" in files
+    else:
+        target = {"output": "output.dense.bias", "intermediate": "intermediate.dense.bias", "attention": "attention.output.dense.bias"}[position]
+        assert changed == {f"encoder.layer.{i}.{target}" for i in range(6)}
+        shifts = model.vectors().detach()
+        for i in range(6):
+            key = f"encoder.layer.{i}.{target}"
+            torch.testing.assert_close(exported[key] - original[key], shifts[i], rtol=1e-5, atol=1e-6)
+    info = json.loads((out / "fedrp_head.json").read_text())
+    assert info["method"] == method and info["label_names"] == ["neg", "pos"]
+
+
+def test_plain_transformers_loads_the_export_without_fedrp(tmp_path):
+    _, path = _adapter(tmp_path, "slash", "output")
+    out = export(path, tmp_path / "exported")
+    code = f"""
+import sys
+sys.modules["fedrp"] = None  # any import of fedrp now fails
+from transformers import AutoModel, AutoTokenizer
+m = AutoModel.from_pretrained({str(out)!r})
+t = AutoTokenizer.from_pretrained({str(out)!r})
+print(type(m).__name__, m(**t(["hello"], return_tensors="pt")).last_hidden_state.shape[-1])
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["BertModel", "384"]
+
+
+def test_export_refuses_to_overwrite_a_foreign_folder(tmp_path):
+    _, path = _adapter(tmp_path, "slash", "output")
+    foreign = tmp_path / "precious"
+    foreign.mkdir()
+    (foreign / "data.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a fedrp export"):
+        export(path, foreign)
+    assert (foreign / "data.txt").read_text() == "keep me"
+    # a previous export is replaced cleanly
+    export(path, tmp_path / "exported")
+    export(path, tmp_path / "exported")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
