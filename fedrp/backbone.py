@@ -35,6 +35,7 @@ class Family:
     name: str
     blocks: str
     targets: dict[str, str]
+    lora_targets: tuple[str, ...] = ("query", "value")  # attention query and value projections
 
 
 _BERT_LIKE = {"output": "output.dense", "intermediate": "intermediate.dense", "attention": "attention.output.dense"}
@@ -44,10 +45,11 @@ FAMILIES: dict[str, Family] = {
     "roberta": Family("roberta", "encoder.layer", _BERT_LIKE),
     "xlm-roberta": Family("xlm-roberta", "encoder.layer", _BERT_LIKE),
     "electra": Family("electra", "encoder.layer", _BERT_LIKE),
-    "deberta-v2": Family("deberta-v2", "encoder.layer", _BERT_LIKE),
+    "deberta-v2": Family("deberta-v2", "encoder.layer", _BERT_LIKE, ("query_proj", "value_proj")),
     "distilbert": Family(
         "distilbert", "transformer.layer",
         {"output": "ffn.lin2", "intermediate": "ffn.lin1", "attention": "attention.out_lin"},
+        ("q_lin", "v_lin"),
     ),
 }
 

@@ -88,6 +88,72 @@ def cmd_predict(args: argparse.Namespace) -> None:
     _emit(args, result, lambda d: f"{d['label']}  (logits {', '.join(f'{x:.4f}' for x in d['logits'])})")
 
 
+def _metrics_text(d: dict) -> str:
+    lines = [f"{d['task']} / {d['method']}: " + ", ".join(f"{k} {v:.4f}" for k, v in d["metrics"].items())]
+    lines.append(f"trainable parameters {d['params']:,}; update {d['bytes_fp32']:,} B in fp32")
+    if "samples_per_second" in d:
+        lines.append(f"{d['train_examples']:,} training examples, {d['samples_per_second']:.1f} samples/s, "
+                     f"{d['wall_seconds']:.1f} s in all")
+    if d.get("artifact"):
+        lines.append(f"adapter written to {d['artifact']}")
+    return "\n".join(lines)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from fedrp.centralized import RunConfig, run
+
+    fields = {f for f in RunConfig.__dataclass_fields__}
+    cfg = RunConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    _emit(args, run(cfg), _metrics_text)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from fedrp.centralized import evaluate_artifact
+
+    result = evaluate_artifact(args.adapter, args.task, args.data_dir, args.max_eval_samples,
+                               max_length=args.max_length, device=args.device, model_name=args.model)
+    _emit(args, result, _metrics_text)
+
+
+def _partition_table(d: dict) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{d['task']}: {d['scheme']} over {d['num_clients']} clients (alpha {d['alpha']}, seed {d['seed']})")
+    table.add_column("client", justify="right")
+    table.add_column("examples", justify="right")
+    for name in d["label_names"]:
+        table.add_column(name, justify="right")
+    for i, (size, counts) in enumerate(zip(d["sizes"], d["label_counts"])):
+        table.add_row(str(i), f"{size:,}", *(f"{c:,}" for c in counts))
+    console = Console(width=120)
+    with console.capture() as cap:
+        console.print(table)
+    return cap.get().rstrip()
+
+
+def cmd_partition(args: argparse.Namespace) -> None:
+    from fedrp import glue
+    from fedrp.partition import label_counts, partition, partition_labels
+
+    task = glue.get_task(args.task)
+    labels = partition_labels(glue.load_split(task, "train", args.data_dir)["label"], task.is_regression)
+    clients = partition(labels, args.num_clients, args.scheme, args.alpha, args.seed, args.min_size,
+                        args.classes_per_client)
+    names = list(task.label_names) or [f"score {i}-{i + 1}" for i in range(int(labels.max()) + 1)]
+    result = {
+        "task": task.name, "num_clients": args.num_clients, "scheme": args.scheme, "alpha": args.alpha,
+        "seed": args.seed, "sizes": [len(c) for c in clients],
+        "label_counts": label_counts(labels, clients, len(names)), "label_names": names,
+    }
+    _emit(args, result, _partition_table)
+
+
+def _data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None,
+                   help="local GLUE folder in the official layout (default: $FEDRP_GLUE_DIR, else the hub's nyu-mll/glue)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedrp", description="Federated finetuning of one small vector per task.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
@@ -128,6 +194,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", required=True)
     p.add_argument("--text-pair", default=None)
     p.add_argument("--max-length", type=int, default=128)
+
+    from fedrp.methods import DEFAULT_LR, METHODS
+
+    p = command("train", cmd_train, "Train one method on one GLUE task (centralized) and report dev metrics.")
+    p.add_argument("--task", required=True, help="cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte or wnli")
+    p.add_argument("--method", choices=METHODS, default="slash")
+    p.add_argument("--model", default=None, help="transformers model name or path (default: packaged all-MiniLM-L6-v2)")
+    _data_options(p)
+    p.add_argument("--d", type=int, default=1024, help="dimension of z (slash, jrwarp)")
+    p.add_argument("--seed", type=int, default=0, help="projection, initialisation and shuffling seed")
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default per method: " + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    p.add_argument("--schedule", choices=["linear", "constant"], default="linear", help="after warmup")
+    p.add_argument("--warmup-ratio", type=float, default=0.06)
+    p.add_argument("--max-train-samples", type=int, default=None, help="a seeded random subset, the same for every method")
+    p.add_argument("--max-eval-samples", type=int, default=None, help="the first N dev examples")
+    p.add_argument("--pooling", choices=["mask", "cls", "mean"], default="mask")
+    p.add_argument("--position", choices=["output", "intermediate", "attention"], default="output", help="SLaSh shift position")
+    p.add_argument("--distribution", choices=["gaussian", "rademacher"], default="gaussian")
+    p.add_argument("--lora-rank", type=int, default=8)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
+                   help="bf16 autocast (auto: on CUDA and on CPUs with native bf16)")
+    p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu in that order), or a torch device")
+    p.add_argument("--out", default="runs", help="folder for the adapter file (slash, jrwarp)")
+
+    p = command("eval", cmd_eval, "Dev metrics of a saved adapter.")
+    p.add_argument("--adapter", required=True)
+    p.add_argument("--task", default=None, help="default: the task the adapter was trained on")
+    _data_options(p)
+    p.add_argument("--model", default=None, help="backbone to load instead of the one the adapter names")
+    p.add_argument("--max-eval-samples", type=int, default=None)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--device", default="auto")
+
+    from fedrp.partition import SCHEMES
+
+    p = command("partition", cmd_partition, "Show how a task's training set splits over federated clients.")
+    p.add_argument("--task", required=True)
+    p.add_argument("--num-clients", type=int, required=True)
+    p.add_argument("--scheme", choices=SCHEMES, default="dirichlet")
+    p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (dirichlet, quantity)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--min-size", type=int, default=1, help="smallest partition allowed")
+    p.add_argument("--classes-per-client", type=int, default=1, help="pathological: classes each client holds")
+    _data_options(p)
     return parser
 
 
@@ -136,6 +251,11 @@ def _quiet_libraries(verbose: bool) -> None:
 
     transformers.utils.logging.set_verbosity_info() if verbose else transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    if not verbose:
+        import datasets
+
+        datasets.disable_progress_bars()
+        datasets.logging.set_verbosity_error()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries(args.verbose)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as err:
         print(f"fedrp {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

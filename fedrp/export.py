@@ -20,8 +20,8 @@ from transformers import AutoModel, AutoTokenizer
 from fedrp import artifact as artifacts
 from fedrp.adapters import JRWarpModel, SLaShModel
 from fedrp.adapters.jrwarp import attach_prompt, prompted_hidden_states, slot_id
-from fedrp.backbone import accepted_inputs, freeze
-from fedrp.inputs import classify
+from fedrp.backbone import freeze
+from fedrp.classifier import Classifier
 
 HEAD_FILE = "fedrp_head.safetensors"
 PROMPT_FILE = "fedrp_prompt.safetensors"
@@ -75,35 +75,29 @@ def _make_readable(folder: Path) -> None:
         f.chmod(0o644)
 
 
-class ExportedClassifier(nn.Module):
+class ExportedClassifier(Classifier):
     """An exported folder loaded for inference: plain backbone, head, pooling, optional prompt."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        super().__init__()
         path = Path(path)
         if not (path / INFO_FILE).is_file():
             raise FileNotFoundError(f"{path} is not a fedrp export: expected {INFO_FILE} beside a transformers model")
-        self.info = json.loads((path / INFO_FILE).read_text())
-        self.pooling = self.info["pooling"]
-        self.label_names = self.info["label_names"]
-        self.backbone = freeze(AutoModel.from_pretrained(path, local_files_only=True))
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        head = load_file(path / HEAD_FILE)
-        self.head = nn.Linear(head["weight"].shape[1], head["weight"].shape[0])
-        self.head.load_state_dict(head)
-        self.head.requires_grad_(False)
-        self._accepts = accepted_inputs(self.backbone)
-        if self.info["prompt"]:
+        info = json.loads((path / INFO_FILE).read_text())
+        head_tensors = load_file(path / HEAD_FILE)
+        head = nn.Linear(head_tensors["weight"].shape[1], head_tensors["weight"].shape[0])
+        head.load_state_dict(head_tensors)
+        super().__init__(
+            freeze(AutoModel.from_pretrained(path, local_files_only=True)),
+            AutoTokenizer.from_pretrained(path, local_files_only=True),
+            head.requires_grad_(False), info["pooling"],
+        )
+        self.info = info
+        self.label_names = info["label_names"]
+        if info["prompt"]:
             self.register_buffer("prompt", load_file(path / PROMPT_FILE)["prompt"])
             self._layers = attach_prompt(self.backbone, lambda i: self.prompt[i])
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None, **_) -> torch.Tensor:
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            batch["token_type_ids"] = token_type_ids
-        inputs = {k: v for k, v in batch.items() if k in self._accepts}
+    def hidden_states(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.info["prompt"]:
-            hidden = prompted_hidden_states(self.backbone, inputs, slot_id(self.tokenizer))
-        else:
-            hidden = self.backbone(**inputs).last_hidden_state
-        return classify(hidden, batch, self.head, self.pooling, self.tokenizer.mask_token_id)
+            return prompted_hidden_states(self.backbone, inputs, slot_id(self.tokenizer))
+        return super().hidden_states(inputs)

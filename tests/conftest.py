@@ -49,3 +49,29 @@ def tiny_backbone(default_tokenizer):
 
 TEXTS = ["a gripping, funny and moving film", "dull", "the plot is thin but the acting is terrific [MASK] indeed"]
 PAIRS = ["it was good", "not at all", "yes"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fresh_token_cache(tmp_path_factory):
+    """Tests build their own tokenization cache instead of reading a developer's."""
+    import os
+
+    old = os.environ.get("FEDRP_CACHE")
+    os.environ["FEDRP_CACHE"] = str(tmp_path_factory.mktemp("fedrp-cache"))
+    yield
+    if old is None:
+        os.environ.pop("FEDRP_CACHE", None)
+    else:
+        os.environ["FEDRP_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def glue_dir():
+    """The shared GLUE copy (official layout); its absence is an error, not a skip."""
+    import os
+    from pathlib import Path
+
+    path = Path(os.environ.get("FEDRP_GLUE_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "glue")
+    if not (path / "SST-2" / "dev.tsv").is_file():
+        raise FileNotFoundError(f"tests need GLUE in the official layout at {path} (set FEDRP_GLUE_DIR)")
+    return path

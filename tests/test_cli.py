@@ -49,7 +49,7 @@ def test_export_and_predict_agree(adapter, tmp_path):
     assert a["logits"] == pytest.approx(b["logits"], abs=1e-5)
 
 
-@pytest.mark.parametrize("command", ["init", "inspect", "export", "predict"])
+@pytest.mark.parametrize("command", ["init", "inspect", "export", "predict", "train", "eval", "partition"])
 def test_every_command_has_help(command):
     assert "usage: fedrp " + command in fedrp(command, "--help").stdout
 
@@ -64,3 +64,58 @@ def test_bad_input_gets_one_clear_line(tmp_path):
     assert res.returncode == 2 and "is not a fedrp export" in res.stderr
     res = fedrp("init", "--d", "0", "--out", str(tmp_path / "a.safetensors"), check=False)
     assert res.returncode == 2 and "d must be a positive integer" in res.stderr
+
+
+@pytest.fixture(scope="module")
+def glue_env(glue_dir, tmp_path_factory):
+    import os
+
+    return {**os.environ, "FEDRP_GLUE_DIR": str(glue_dir), "HF_HUB_OFFLINE": "1",
+            "FEDRP_CACHE": str(tmp_path_factory.mktemp("cache"))}
+
+
+def _run(env, *args):
+    return subprocess.run([sys.executable, "-m", "fedrp", *args], capture_output=True, text=True, env=env)
+
+
+def test_train_then_eval_reports_the_same_metrics(glue_env, tmp_path):
+    res = _run(glue_env, "train", "--task", "rte", "--method", "slash", "--d", "256", "--max-train-samples", "64",
+               "--max-eval-samples", "48", "--out", str(tmp_path), "--bf16", "off", "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert {"task", "method", "metrics", "params", "bytes_fp32", "samples_per_second", "wall_seconds", "artifact"} <= set(out)
+    assert out["task"] == "rte" and out["method"] == "slash" and out["params"] == 256 + 770
+    assert out["bytes_fp32"] == 4 * out["params"] and out["train_examples"] == 64 and out["eval_examples"] == 48
+    assert set(out["metrics"]) == {"accuracy"} and out["lr"] == 3e-2
+    res = _run(glue_env, "eval", "--adapter", out["artifact"], "--max-eval-samples", "48", "--json")
+    assert res.returncode == 0, res.stderr
+    again = json.loads(res.stdout)
+    assert again["task"] == "rte"
+    assert again["metrics"]["accuracy"] == pytest.approx(out["metrics"]["accuracy"], abs=1 / 48 + 1e-9)
+
+
+def test_train_a_baseline_writes_no_artifact(glue_env, tmp_path):
+    res = _run(glue_env, "train", "--task", "wnli", "--method", "head", "--max-train-samples", "32",
+               "--max-eval-samples", "16", "--out", str(tmp_path), "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["artifact"] is None and out["params"] == 770 and list(tmp_path.iterdir()) == []
+
+
+def test_partition_json_and_table(glue_env):
+    res = _run(glue_env, "partition", "--task", "mrpc", "--num-clients", "5", "--scheme", "dirichlet",
+               "--alpha", "0.3", "--seed", "1", "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert {"num_clients", "scheme", "alpha", "seed", "sizes", "label_counts"} <= set(out)
+    assert out["num_clients"] == 5 and sum(out["sizes"]) == 3668
+    assert [sum(c) for c in out["label_counts"]] == out["sizes"]
+    table = _run(glue_env, "partition", "--task", "mrpc", "--num-clients", "5", "--alpha", "0.3", "--seed", "1").stdout
+    assert "not_equivalent" in table and f"{out['sizes'][0]:,}" in table
+
+
+def test_missing_task_data_is_one_line(glue_env):
+    res = _run(glue_env, "train", "--task", "qqp")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1].startswith("fedrp train: error: no GLUE file at ")
+    assert "expected the official layout <dir>/QQP/{train,dev}.tsv" in res.stderr

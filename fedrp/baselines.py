@@ -1,0 +1,47 @@
+"""Baselines trained in the same loop as SLaSh and JR-WARP: head only, full, LoRA, BitFit."""
+
+from __future__ import annotations
+
+import peft
+import torch
+from torch import nn
+
+from fedrp.backbone import Backbone, family_of
+from fedrp.classifier import Classifier
+
+BASELINES = ("head", "full", "lora", "bitfit")
+
+
+class BaselineModel(Classifier):
+    """The backbone with a chosen part of its own weights trainable, and the same pooled head."""
+
+    def __init__(self, backbone: Backbone, method: str, num_labels: int, pooling: str = "mask",
+                 lora_rank: int = 8, seed: int = 0) -> None:
+        if method not in BASELINES:
+            raise ValueError(f"unknown baseline {method!r}; expected one of {BASELINES}")
+        self_name, self_hash = backbone.name, backbone.config_hash
+        model = backbone.model
+        model.requires_grad_(method == "full")
+        if method == "bitfit":
+            for name, p in model.named_parameters():
+                p.requires_grad_(name.endswith(".bias"))
+        if method == "lora":
+            if lora_rank < 1:
+                raise ValueError(f"LoRA rank must be a positive integer, got {lora_rank}")
+            config = peft.LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.0,
+                                     target_modules=list(family_of(model).lora_targets))
+            model = peft.get_peft_model(model, config)
+        head = nn.Linear(backbone.hidden_size, num_labels)
+        std = getattr(backbone.model.config, "initializer_range", 0.02)
+        with torch.no_grad():
+            head.weight.normal_(0.0, std, generator=torch.Generator().manual_seed(seed))
+            head.bias.zero_()
+        super().__init__(model, backbone.tokenizer, head, pooling)
+        self.method = method
+        self.backbone_name, self.backbone_config_hash = self_name, self_hash
+
+    def train(self, mode: bool = True) -> "BaselineModel":
+        super().train(mode)
+        if self.method == "head":
+            self.backbone.eval()  # a frozen feature extractor: no dropout
+        return self

@@ -1,0 +1,103 @@
+"""A centralized run: one task, one method, the shared loop, dev metrics and the artifact."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+from fedrp import artifact, data, glue
+from fedrp.adapters import AdapterModel
+from fedrp.backbone import load_backbone
+from fedrp.methods import DEFAULT_LR, build, payload_bytes
+from fedrp.train import TrainConfig, evaluate, select_device, train, use_bf16
+
+
+@dataclasses.dataclass
+class RunConfig:
+    task: str
+    method: str = "slash"
+    model: str | None = None
+    data_dir: str | None = None
+    d: int = 1024
+    seed: int = 0
+    epochs: float = 1.0
+    lr: float | None = None  # None: the method's default
+    batch_size: int = 32
+    grad_accum: int = 1
+    schedule: str = "linear"
+    warmup_ratio: float = 0.06
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    pooling: str = "mask"
+    position: str = "output"
+    distribution: str = "gaussian"
+    lora_rank: int = 8
+    max_length: int = 128
+    bf16: str = "auto"
+    device: str = "auto"
+    out: str | None = "runs"
+    progress: bool | None = None
+
+
+def dev_metrics(model, task: glue.Task, tokenizer, pooling: str, max_length: int, data_dir, max_samples: int | None,
+                batch_size: int, device) -> tuple[dict[str, float], int]:
+    """Official metrics on every dev split (MNLI: matched, then `mismatched_`-prefixed)."""
+    metrics, count = {}, 0
+    for i, split in enumerate(task.dev_splits):
+        dev = data.subset(data.load_tokenized(task, split, tokenizer, pooling, max_length, data_dir), max_samples, seed=None)
+        prefix = "" if i == 0 else f"{split.removeprefix('dev_')}_"
+        metrics.update({prefix + k: v for k, v in evaluate(model, dev, task, batch_size * 2, device).items()})
+        count += len(dev)
+    return metrics, count
+
+
+def run(cfg: RunConfig) -> dict:
+    """Train, evaluate and (for slash and jrwarp) save the artifact; returns what `fedrp train --json` prints."""
+    start = time.perf_counter()
+    task = glue.get_task(cfg.task)
+    device = select_device(cfg.device)
+    backbone = load_backbone(cfg.model)
+    train_data = data.subset(
+        data.load_tokenized(task, "train", backbone.tokenizer, cfg.pooling, cfg.max_length, cfg.data_dir),
+        cfg.max_train_samples, seed=0,  # the same subset for every method and training seed
+    )
+    model = build(cfg.method, backbone, task.num_labels, cfg.pooling, d=cfg.d, seed=cfg.seed,
+                  distribution=cfg.distribution, position=cfg.position, lora_rank=cfg.lora_rank)
+    lr = cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.method]
+    tcfg = TrainConfig(lr=lr, epochs=cfg.epochs, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+                       schedule=cfg.schedule, warmup_ratio=cfg.warmup_ratio, bf16=cfg.bf16, seed=cfg.seed,
+                       progress=cfg.progress)
+    result = train(model, train_data, tcfg, device)
+    metrics, n_eval = dev_metrics(model, task, backbone.tokenizer, cfg.pooling, cfg.max_length, cfg.data_dir,
+                                  cfg.max_eval_samples, cfg.batch_size, device)
+    path = None
+    if isinstance(model, AdapterModel) and cfg.out:
+        art = artifact.from_model(model, task=task.name, label_names=list(task.label_names), metric=metrics)
+        path = str(artifact.save(art, Path(cfg.out) / f"{task.name}-{cfg.method}.safetensors"))
+    return {
+        "task": task.name, "method": cfg.method, "metrics": metrics, "params": model.num_trainable(),
+        "bytes_fp32": payload_bytes(model), "samples_per_second": result.samples_per_second,
+        "wall_seconds": time.perf_counter() - start, "artifact": path,
+        "train_seconds": result.seconds, "train_examples": len(train_data), "eval_examples": n_eval,
+        "steps": result.steps, "final_loss": result.loss, "lr": lr, "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size, "seed": cfg.seed, "backbone": backbone.name, "device": device.type,
+        "bf16": use_bf16(cfg.bf16, device),
+    }
+
+
+def evaluate_artifact(path: str | os.PathLike, task_name: str | None = None, data_dir: str | None = None,
+                      max_eval_samples: int | None = None, batch_size: int = 64, max_length: int = 128,
+                      device: str = "auto", model_name: str | None = None) -> dict:
+    """Dev metrics of a saved adapter on its task (or another task with the same labels)."""
+    model, art = artifact.load_model(path, model_name=model_name)
+    if not (task_name or art.task):
+        raise ValueError(f"{path} names no task: pass --task")
+    task = glue.get_task(task_name or art.task)
+    if task.num_labels != model.config.num_labels:
+        raise ValueError(f"adapter has {model.config.num_labels} outputs, task {task.name} needs {task.num_labels}")
+    metrics, n = dev_metrics(model, task, model.tokenizer, model.pooling, max_length, data_dir, max_eval_samples,
+                             batch_size // 2, select_device(device))
+    return {"task": task.name, "method": art.method, "metrics": metrics, "params": art.params,
+            "bytes_fp32": art.params * 4, "eval_examples": n, "artifact": str(path)}

@@ -1,0 +1,42 @@
+"""What every trainable or exported model here shares: backbone states, pooled, into a linear head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fedrp.backbone import accepted_inputs
+from fedrp.inputs import check_pooling, classify
+
+
+class Classifier(nn.Module):
+    """backbone -> hidden states -> pooling -> head; subclasses change how the states are computed."""
+
+    def __init__(self, backbone: nn.Module, tokenizer, head: nn.Linear, pooling: str) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.head = head
+        self.pooling = check_pooling(pooling)
+        base = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone  # PEFT wrappers
+        self._accepts = accepted_inputs(base)
+
+    def backbone_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in batch.items() if k in self._accepts}
+
+    def hidden_states(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.backbone(**inputs).last_hidden_state
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None, **_) -> torch.Tensor:
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            batch["token_type_ids"] = token_type_ids
+        hidden = self.hidden_states(self.backbone_inputs(batch))
+        return classify(hidden, batch, self.head, self.pooling, self.tokenizer.mask_token_id)
+
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        return {name: p for name, p in self.named_parameters() if p.requires_grad}
+
+    def num_trainable(self) -> int:
+        return sum(p.numel() for p in self.trainable_parameters().values())

@@ -1,0 +1,160 @@
+"""GLUE tasks: where each one's text and labels live, from a local folder or the hub."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+import datasets
+
+GLUE_DIR_ENV = "FEDRP_GLUE_DIR"
+HUB_DATASET = "nyu-mll/glue"
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One GLUE task: its folder, columns (official TSV and hub), labels and official metrics."""
+
+    name: str
+    folder: str
+    text: str | int
+    pair: str | int | None
+    label: str | int
+    label_names: tuple[str, ...]
+    metrics: tuple[str, ...]
+    hub_text: str
+    hub_pair: str | None
+    header: bool = True
+    dev_splits: tuple[str, ...] = ("dev",)
+
+    @property
+    def is_regression(self) -> bool:
+        return self.label_names == ()
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.is_regression else len(self.label_names)
+
+    @property
+    def primary_metric(self) -> str:
+        return self.metrics[0]
+
+
+_ENT = ("entailment", "not_entailment")
+
+TASKS: dict[str, Task] = {t.name: t for t in [
+    Task("cola", "CoLA", 3, None, 1, ("unacceptable", "acceptable"), ("matthews_correlation",), "sentence", None, header=False),
+    Task("sst2", "SST-2", "sentence", None, "label", ("negative", "positive"), ("accuracy",), "sentence", None),
+    Task("mrpc", "MRPC", "#1 String", "#2 String", "Quality", ("not_equivalent", "equivalent"), ("f1", "accuracy"), "sentence1", "sentence2"),
+    Task("qqp", "QQP", "question1", "question2", "is_duplicate", ("not_duplicate", "duplicate"), ("f1", "accuracy"), "question1", "question2"),
+    Task("stsb", "STS-B", "sentence1", "sentence2", "score", (), ("pearson", "spearmanr"), "sentence1", "sentence2"),
+    Task("mnli", "MNLI", "sentence1", "sentence2", "gold_label", ("entailment", "neutral", "contradiction"), ("accuracy",),
+         "premise", "hypothesis", dev_splits=("dev_matched", "dev_mismatched")),
+    Task("qnli", "QNLI", "question", "sentence", "label", _ENT, ("accuracy",), "question", "sentence"),
+    Task("rte", "RTE", "sentence1", "sentence2", "label", _ENT, ("accuracy",), "sentence1", "sentence2"),
+    Task("wnli", "WNLI", "sentence1", "sentence2", "label", ("not_entailment", "entailment"), ("accuracy",), "sentence1", "sentence2"),
+]}
+
+_HUB_SPLITS = {"train": "train", "dev": "validation", "dev_matched": "validation_matched", "dev_mismatched": "validation_mismatched"}
+
+
+def get_task(name: str) -> Task:
+    key = name.lower().replace("-", "")
+    if key not in TASKS:
+        raise ValueError(f"unknown GLUE task {name!r}; expected one of {sorted(TASKS)}")
+    return TASKS[key]
+
+
+def data_dir(given: str | os.PathLike | None) -> Path | None:
+    """The local GLUE folder: --data-dir, else $FEDRP_GLUE_DIR, else None (the hub)."""
+    value = given if given is not None else os.environ.get(GLUE_DIR_ENV)
+    return Path(value) if value else None
+
+
+def _column(header: list[str] | None, key: str | int, path: Path) -> int:
+    if isinstance(key, int):
+        return key
+    if header is None or key not in header:
+        raise ValueError(f"{path} has no column {key!r} in its header {header}: expected the official GLUE TSV")
+    return header.index(key)
+
+
+def _label_value(task: Task, raw: str, path: Path, line: int) -> float | int:
+    try:
+        if task.is_regression:
+            return float(raw)
+        if raw.isdigit():
+            value = int(raw)
+        else:
+            value = task.label_names.index(raw)
+        if not 0 <= value < task.num_labels:
+            raise ValueError
+        return value
+    except ValueError:
+        expected = "a number" if task.is_regression else f"one of {list(task.label_names)} or 0..{task.num_labels - 1}"
+        raise ValueError(f"{path} line {line}: label {raw!r} is not {expected}") from None
+
+
+def tsv_path(task: Task, split: str, folder: Path) -> Path:
+    """The split's file in the official layout, or one line saying what was expected."""
+    path = folder / task.folder / f"{split}.tsv"
+    if not path.is_file():
+        layout = f"<dir>/{task.folder}/{{train,{','.join(task.dev_splits)}}}.tsv"
+        raise FileNotFoundError(f"no GLUE file at {path}: expected the official layout {layout}")
+    return path
+
+
+def read_tsv(task: Task, path: Path) -> datasets.Dataset:
+    """One official TSV split: quoting off, as the GLUE files need (quotes are literal text)."""
+    csv.field_size_limit(sys.maxsize)
+    with path.open(encoding="utf-8-sig", newline="") as f:  # MRPC starts with a byte-order mark
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    header = rows.pop(0) if task.header else None
+    cols = [_column(header, k, path) for k in (task.text, task.pair, task.label) if k is not None]
+    data: dict[str, list] = {"text": [], "label": []}
+    if task.pair is not None:
+        data["pair"] = []
+    for line, row in enumerate(rows, start=2 if task.header else 1):
+        if not row:
+            continue
+        if len(row) <= max(cols):
+            raise ValueError(f"{path} line {line}: {len(row)} columns, expected at least {max(cols) + 1}")
+        data["text"].append(row[cols[0]])
+        if task.pair is not None:
+            data["pair"].append(row[cols[1]])
+        data["label"].append(_label_value(task, row[cols[-1]], path, line))
+    return datasets.Dataset.from_dict(data)
+
+
+def _from_hub(task: Task, split: str) -> datasets.Dataset:
+    ds = datasets.load_dataset(HUB_DATASET, task.name, split=_HUB_SPLITS[split])
+    columns = {task.hub_text: "text", "label": "label"}
+    if task.hub_pair:
+        columns[task.hub_pair] = "pair"
+    return ds.select_columns(list(columns)).rename_columns({k: v for k, v in columns.items() if k != v})
+
+
+def load_split(task: str | Task, split: str = "train", data_dir_: str | os.PathLike | None = None) -> datasets.Dataset:
+    """Columns `text`, optional `pair`, `label` (int class, or float score for STS-B)."""
+    task = get_task(task) if isinstance(task, str) else task
+    if split == "dev":
+        split = task.dev_splits[0]
+    if split not in ("train", *task.dev_splits):
+        raise ValueError(f"task {task.name} has splits {['train', *task.dev_splits]}, not {split!r}")
+    folder = data_dir(data_dir_)
+    if folder is None:
+        return _from_hub(task, split)
+    return read_tsv(task, tsv_path(task, split, folder))
+
+
+def source_id(task: Task, split: str, data_dir_: str | os.PathLike | None) -> str:
+    """What identifies a split's content for caching: the file's path, size and mtime, or the hub name."""
+    folder = data_dir(data_dir_)
+    if folder is None:
+        return f"hub:{HUB_DATASET}/{task.name}/{split}"
+    path = tsv_path(task, split, folder).resolve()
+    stat = path.stat()
+    return f"{path}:{stat.st_size}:{stat.st_mtime_ns}"

@@ -1,0 +1,34 @@
+"""Every trainable method by name, with the defaults a user gets when naming none."""
+
+from __future__ import annotations
+
+from fedrp.adapters import METHODS as ADAPTERS
+from fedrp.adapters import build_model, make_config
+from fedrp.backbone import Backbone
+from fedrp.baselines import BASELINES, BaselineModel
+from fedrp.classifier import Classifier
+
+METHODS = (*ADAPTERS, *BASELINES)
+
+# The best of a sweep on SST-2 (1,000 training examples, one epoch, batch 32, MiniLM-L6):
+# `python -m simulations.bench_glue --suite sweep`; the README lists every point.
+DEFAULT_LR = {
+    "slash": 3e-2, "jrwarp": 1e-2, "head": 3e-2, "full": 3e-4, "lora": 1e-2, "bitfit": 3e-3,
+}
+
+
+def build(method: str, backbone: Backbone, num_labels: int, pooling: str = "mask", *, d: int = 1024,
+          seed: int = 0, distribution: str = "gaussian", position: str = "output", lora_rank: int = 8) -> Classifier:
+    if method in ADAPTERS:
+        extra = {"shift_position": position} if method == "slash" else {}
+        config = make_config(method, d=d, seed=seed, distribution=distribution, pooling=pooling,
+                             num_labels=num_labels, **extra)
+        return build_model(backbone, config)
+    if method in BASELINES:
+        return BaselineModel(backbone, method, num_labels, pooling, lora_rank=lora_rank, seed=seed)
+    raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
+
+
+def payload_bytes(model: Classifier, bytes_per_value: int = 4) -> int:
+    """What one update of this method would send: every trainable value."""
+    return model.num_trainable() * bytes_per_value

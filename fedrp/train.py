@@ -1,0 +1,196 @@
+"""The one local training loop: centralized runs and federated clients both call `train`."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from contextlib import nullcontext
+
+import datasets
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from fedrp import metrics as glue_metrics
+from fedrp.classifier import Classifier
+from fedrp.data import loader
+from fedrp.glue import Task
+
+SCHEDULES = ("linear", "constant")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    lr: float = 3e-2
+    epochs: float = 1.0
+    batch_size: int = 32
+    grad_accum: int = 1
+    schedule: str = "linear"
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+    bf16: str = "auto"  # auto | on | off
+    seed: int = 0
+    progress: bool | None = None  # None: only on a terminal
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.bf16 not in ("auto", "on", "off"):
+            raise ValueError(f"bf16 must be auto, on or off, got {self.bf16!r}")
+        for name in ("lr", "epochs", "batch_size", "grad_accum"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    steps: int
+    examples: int
+    seconds: float
+    loss: float  # mean over the last optimizer step's micro-batches
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.examples / self.seconds if self.seconds > 0 else 0.0
+
+
+def select_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:  # native bf16 (AVX512-BF16 / AMX); elsewhere it would be emulated and slow
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def use_bf16(setting: str, device: torch.device) -> bool:
+    if setting == "off":
+        return False
+    supported = bf16_supported(device)
+    if setting == "on" and not supported:
+        raise ValueError(f"bf16 was asked for, but {device.type} here has no native bf16 support")
+    return supported
+
+
+def autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else nullcontext()
+
+
+def store_frozen_in_bf16(model: torch.nn.Module) -> None:
+    """Keep weights that do not train in bf16 once, instead of autocast re-casting them every call.
+
+    Autocast caches its bf16 copies only of weights that require grad, so a frozen backbone
+    would be cast anew in every forward pass. Trainable weights stay fp32.
+    """
+    for p in model.parameters():
+        if not p.requires_grad and p.is_floating_point() and p.dtype != torch.bfloat16:
+            p.data = p.data.to(torch.bfloat16)
+
+
+def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy for classes; MSE on the single output for a regression task (STS-B)."""
+    logits = logits.float()
+    if logits.shape[-1] == 1 and labels.is_floating_point():
+        return torch.nn.functional.mse_loss(logits.squeeze(-1), labels)
+    return torch.nn.functional.cross_entropy(logits, labels)
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def train(model: Classifier, data: datasets.Dataset, config: TrainConfig, device: torch.device | None = None) -> TrainResult:
+    """AdamW over the model's trainable parameters, warmup then linear decay (or constant)."""
+    device = device or select_device()
+    model.to(device).train()
+    batches = loader(data, model.tokenizer, config.batch_size, shuffle=True, seed=config.seed)
+    micro_batches = math.ceil(len(batches) * config.epochs)
+    total_steps = math.ceil(micro_batches / config.grad_accum)
+    params = list(model.trainable_parameters().values())
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    name = "linear" if config.schedule == "linear" else "constant_with_warmup"
+    scheduler = get_scheduler(name, optimizer, num_warmup_steps=int(config.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    bf16 = use_bf16(config.bf16, device)
+    if bf16:
+        store_frozen_in_bf16(model)
+    disable = None if config.progress is None else not config.progress
+    bar = tqdm(total=total_steps, desc="training", unit="step", disable=disable, leave=False)
+
+    examples, step, seen, window, last_loss = 0, 0, 0, [], float("nan")
+    start = time.perf_counter()
+    epoch = 0
+    while seen < micro_batches:
+        if epoch > 0:  # reshuffle per epoch, still determined by the seed
+            batches = loader(data, model.tokenizer, config.batch_size, shuffle=True, seed=config.seed + epoch)
+        for batch in batches:
+            if seen >= micro_batches:
+                break
+            batch = _to(batch, device)
+            labels = batch.pop("labels")
+            with autocast(device, bf16):
+                loss = loss_fn(model(**batch), labels)
+            if not torch.isfinite(loss):
+                bar.close()
+                raise FloatingPointError(
+                    f"training loss became {loss.item()} at step {step + 1} of {total_steps} "
+                    f"(lr {config.lr}); lower the learning rate or check the data"
+                )
+            (loss / config.grad_accum).backward()
+            window.append(loss.item())
+            examples += len(labels)
+            seen += 1
+            if seen % config.grad_accum == 0 or seen == micro_batches:
+                if config.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(window):.4f}")
+                last_loss, window = float(np.mean(window)), []
+        epoch += 1
+    bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return TrainResult(steps=step, examples=examples, seconds=time.perf_counter() - start, loss=last_loss)
+
+
+@torch.no_grad()
+def predictions(model: Classifier, data: datasets.Dataset, batch_size: int = 64,
+                device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, predictions): class ids, or scores for a single-output head."""
+    device = device or select_device()
+    model.to(device).eval()
+    preds, labels = [], []
+    bf16 = use_bf16("auto", device)
+    for batch in loader(data, model.tokenizer, batch_size):
+        batch = _to(batch, device)
+        labels.append(batch.pop("labels").cpu().numpy())
+        with autocast(device, bf16):
+            logits = model(**batch).float()
+        preds.append((logits.squeeze(-1) if logits.shape[-1] == 1 else logits.argmax(-1)).cpu().numpy())
+    return np.concatenate(labels), np.concatenate(preds)
+
+
+def evaluate(model: Classifier, data: datasets.Dataset, task: Task, batch_size: int = 64,
+             device: torch.device | None = None) -> dict[str, float]:
+    """The task's official metrics on `data`."""
+    labels, preds = predictions(model, data, batch_size, device)
+    return glue_metrics.compute(task.metrics, labels, preds)

@@ -1,0 +1,170 @@
+"""The shared training loop and the baselines, on small real slices of GLUE and the real backbone."""
+
+import numpy as np
+import pytest
+import torch
+
+from fedrp import data, glue
+from fedrp.backbone import load_backbone
+from fedrp.methods import METHODS, build, payload_bytes
+from fedrp.train import TrainConfig, evaluate, loss_fn, predictions, select_device, train
+
+CPU = torch.device("cpu")
+
+
+def _config(**kw):
+    return TrainConfig(**{"lr": 3e-2, "batch_size": 16, "bf16": "off", "progress": False, **kw})
+
+
+@pytest.fixture(scope="module")
+def sst2(glue_dir):
+    tok = load_backbone().tokenizer
+    train_ds = data.subset(data.load_tokenized("sst2", "train", tok, data_dir=glue_dir), 256)
+    dev = data.subset(data.load_tokenized("sst2", "dev", tok, data_dir=glue_dir), 128, seed=None)
+    return train_ds, dev
+
+
+def test_slash_learns_sst2_from_a_small_slice(sst2):
+    train_ds, dev = sst2
+    model = build("slash", load_backbone(), 2)
+    before = evaluate(model, dev, glue.get_task("sst2"), device=CPU)["accuracy"]
+    result = train(model, train_ds, _config(epochs=2), CPU)
+    after = evaluate(model, dev, glue.get_task("sst2"), device=CPU)["accuracy"]
+    assert result.steps == 32 and result.examples == 512
+    assert np.isfinite(result.loss) and result.samples_per_second > 0
+    assert after > before + 0.05 and after > 0.6
+
+
+def test_gradient_accumulation_matches_the_larger_batch(sst2):
+    train_ds, _ = sst2
+    train_ds = train_ds.select(range(64))
+    zs = []
+    for batch_size, accum in [(16, 1), (8, 2)]:
+        model = build("slash", load_backbone(), 2)
+        cfg = _config(lr=1e-2, batch_size=batch_size, grad_accum=accum, schedule="constant", warmup_ratio=0.0,
+                      max_grad_norm=None)
+        assert train(model, train_ds, cfg, CPU).steps == 4
+        zs.append(model.z.detach().clone())
+    # same examples per optimizer step: equal up to padding-dependent rounding
+    torch.testing.assert_close(zs[0], zs[1], rtol=0, atol=1e-4)
+
+
+def test_nan_loss_stops_with_a_clear_error(sst2):
+    train_ds, _ = sst2
+    model = build("head", load_backbone(), 2)
+    with torch.no_grad():
+        model.head.bias.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match=r"training loss became nan at step 1 of \d+ \(lr 0.03\); lower the learning rate"):
+        train(model, train_ds, _config(), CPU)
+
+
+def test_same_seed_same_result(sst2):
+    train_ds, _ = sst2
+    runs = []
+    for _ in range(2):
+        model = build("jrwarp", load_backbone(), 2)
+        train(model, train_ds.select(range(48)), _config(lr=1e-2), CPU)
+        runs.append(model.z.detach().clone())
+    assert torch.equal(runs[0], runs[1])
+
+
+EXPECTED_PARAMS = {
+    "slash": 1024 + 770, "jrwarp": 1024 + 770, "head": 770,
+    # 6 blocks x (query and value) x rank 8 x (384 in + 384 out)
+    "lora": 6 * 2 * 8 * (384 + 384) + 770,
+}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_reports_what_it_trains_and_sends(method):
+    backbone = load_backbone()
+    total = sum(p.numel() for p in backbone.model.parameters())
+    biases = sum(p.numel() for n, p in backbone.model.named_parameters() if n.endswith(".bias"))
+    model = build(method, backbone, 2)
+    expected = {**EXPECTED_PARAMS, "full": total + 770, "bitfit": biases + 770}[method]
+    assert model.num_trainable() == expected
+    assert payload_bytes(model) == 4 * expected
+
+
+@pytest.mark.parametrize("method", ["head", "lora", "bitfit", "full"])
+def test_baselines_train_in_the_same_loop(sst2, method):
+    train_ds, _ = sst2
+    model = build(method, load_backbone(), 2)
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    moving = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    lr = {"head": 1e-2, "lora": 1e-3, "bitfit": 1e-3, "full": 1e-4}[method]
+    train(model, train_ds.select(range(32)), _config(lr=lr), CPU)
+    params = dict(model.named_parameters())
+    assert all(torch.equal(params[n], v) for n, v in frozen.items())
+    assert all(not torch.equal(params[n], v) for n, v in moving.items() if n.startswith("head"))
+    assert sum(not torch.equal(params[n], v) for n, v in moving.items()) > 0.5 * len(moving)
+
+
+@pytest.mark.parametrize("task", ["cola", "mrpc", "stsb", "rte", "wnli"])
+def test_every_present_task_trains_and_evaluates(glue_dir, task):
+    t = glue.get_task(task)
+    backbone = load_backbone()
+    train_ds = data.subset(data.load_tokenized(t, "train", backbone.tokenizer, data_dir=glue_dir), 48)
+    dev = data.subset(data.load_tokenized(t, "dev", backbone.tokenizer, data_dir=glue_dir), 40, seed=None)
+    model = build("slash", backbone, t.num_labels)
+    result = train(model, train_ds, _config(), CPU)
+    got = evaluate(model, dev, t, device=CPU)
+    assert set(got) == set(t.metrics) and all(np.isfinite(v) for v in got.values())
+    assert np.isfinite(result.loss)
+    labels, preds = predictions(model, dev, device=CPU)
+    if t.is_regression:
+        assert preds.dtype == np.float32 and labels.dtype == np.float32
+    else:
+        assert set(np.unique(preds)) <= set(range(t.num_labels))
+
+
+def test_regression_uses_mse_and_classes_cross_entropy():
+    scores = torch.tensor([[0.5], [2.0]])
+    assert loss_fn(scores, torch.tensor([1.0, 2.0])).item() == pytest.approx(0.125)
+    logits = torch.tensor([[0.0, 0.0]])
+    assert loss_fn(logits, torch.tensor([1])).item() == pytest.approx(np.log(2))
+
+
+def test_bf16_autocast_on_cpu_when_supported(sst2):
+    from fedrp.train import bf16_supported
+
+    train_ds, _ = sst2
+    model = build("slash", load_backbone(), 2)
+    if bf16_supported(CPU):
+        assert np.isfinite(train(model, train_ds.select(range(32)), _config(bf16="on"), CPU).loss)
+        assert model.z.dtype == torch.float32  # autocast: the trained state stays fp32
+    else:
+        with pytest.raises(ValueError, match="no native bf16"):
+            train(model, train_ds, _config(bf16="on"), CPU)
+
+
+def test_device_selection_and_config_checks():
+    assert select_device("cpu") == CPU
+    assert select_device().type in ("cuda", "mps", "cpu")
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        TrainConfig(schedule="cosine")
+    with pytest.raises(ValueError, match="batch_size must be positive"):
+        TrainConfig(batch_size=0)
+
+
+def test_tokenization_is_cached_on_disk(glue_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDRP_CACHE", str(tmp_path))
+    tok = load_backbone().tokenizer
+    first = data.load_tokenized("rte", "dev", tok, data_dir=glue_dir)
+    cached = list((tmp_path / "tokens").iterdir())
+    assert len(cached) == 1 and cached[0].name.startswith("rte-dev-")
+    data._load_or_build.cache_clear()
+    again = data.load_tokenized("rte", "dev", tok, data_dir=glue_dir)
+    assert again["input_ids"] == first["input_ids"]
+    assert list((tmp_path / "tokens").iterdir()) == cached
+    # another pooling is another cache entry
+    data.load_tokenized("rte", "dev", tok, pooling="cls", data_dir=glue_dir)
+    assert len(list((tmp_path / "tokens").iterdir())) == 2
+
+
+def test_batches_are_padded_per_batch(glue_dir):
+    tok = load_backbone().tokenizer
+    ds = data.load_tokenized("sst2", "dev", tok, data_dir=glue_dir).select(range(64))
+    lengths = [b["input_ids"].shape[1] for b in data.loader(ds, tok, 8)]
+    assert len(set(lengths)) > 1
+    assert max(lengths) == max(len(x) for x in ds["input_ids"])
