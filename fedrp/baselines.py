@@ -19,7 +19,7 @@ class BaselineModel(Classifier):
                  lora_rank: int = 8, seed: int = 0) -> None:
         if method not in BASELINES:
             raise ValueError(f"unknown baseline {method!r}; expected one of {BASELINES}")
-        self_name, self_hash = backbone.name, backbone.config_hash
+        identity = (backbone.name, backbone.config_hash)  # taken before PEFT wraps the model
         model = backbone.model
         model.requires_grad_(method == "full")
         if method == "bitfit":
@@ -38,7 +38,7 @@ class BaselineModel(Classifier):
             head.bias.zero_()
         super().__init__(model, backbone.tokenizer, head, pooling)
         self.method = method
-        self.backbone_name, self.backbone_config_hash = self_name, self_hash
+        self.backbone_name, self.backbone_config_hash = identity
 
     def train(self, mode: bool = True) -> "BaselineModel":
         super().train(mode)

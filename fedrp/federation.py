@@ -1,0 +1,283 @@
+"""The federated task, without Flower: run config, the model and data a client needs, local rounds.
+
+The Flower apps in clients/ and server/ are thin wrappers over these functions, so the same
+logic runs under the simulation engine, the deployment engine and plain Python tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+import datasets
+import numpy as np
+
+from fedrp import data, glue
+from fedrp.adapters import AdapterModel
+from fedrp.backbone import load_backbone
+from fedrp.centralized import dev_metrics
+from fedrp.classifier import Classifier
+from fedrp.methods import DEFAULT_LR, METHODS, build
+from fedrp.partition import partition, partition_labels
+from fedrp.payload import load_trainable_state, trainable_state
+from fedrp.train import TrainConfig, select_device, train
+
+AGGREGATIONS = ("fedavg", "fedadam", "median", "trimmed-mean")
+FAULTS = ("nan", "wrong-fingerprint", "scaled-1000", "wrong-shape", "error")
+
+
+@dataclasses.dataclass
+class FedConfig:
+    """The run config ([tool.flwr.app.config] in pyproject.toml); Python names use _ for -."""
+
+    task: str = "sst2"
+    method: str = "slash"
+    model: str = ""
+    data_dir: str = ""
+    num_server_rounds: int = 10
+    fraction_train: float = 0.5
+    fraction_evaluate: float = 0.5
+    min_train_nodes: int = 2
+    local_epochs: float = 1.0
+    lr: float = 0.0  # 0: the method's default
+    schedule: str = "constant"  # local learning-rate schedule; rounds are short, so no decay by default
+    batch_size: int = 32
+    d: int = 1024
+    seed: int = 0
+    pooling: str = "mask"
+    position: str = "output"
+    distribution: str = "gaussian"
+    lora_rank: int = 8
+    max_length: int = 128
+    bf16: str = "auto"
+    partition_scheme: str = "dirichlet"
+    alpha: float = 0.5
+    min_partition_size: int = 10
+    max_train_samples: int = 0  # 0: the whole training set, before partitioning
+    max_train_samples_per_client: int = 200  # 0: the whole partition
+    max_eval_samples: int = 0  # 0: the whole dev set (server-side evaluation)
+    aggregation: str = "fedavg"
+    server_lr: float = 0.01  # fedadam's eta
+    trim_beta: float = 0.2
+    norm_bound: float = 0.0  # 0: off
+    round_timeout: float = 600.0
+    store: str = "runs/fedrp.sqlite"
+    checkpoint_dir: str = "runs/checkpoints"
+    resume_from: str = ""
+    faulty_clients: str = ""
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
+        glue.get_task(self.task)
+        if not 0.0 < self.fraction_train <= 1.0:
+            raise ValueError(f"fraction-train must be in (0, 1], got {self.fraction_train}")
+        if not 0.0 <= self.fraction_evaluate <= 1.0:
+            raise ValueError(f"fraction-evaluate must be in [0, 1], got {self.fraction_evaluate}")
+        if self.num_server_rounds < 1 or self.min_train_nodes < 1 or self.round_timeout <= 0:
+            raise ValueError("num-server-rounds and min-train-nodes must be at least 1 and round-timeout positive")
+        self.faults  # parse early so a typo fails before any work
+
+    @classmethod
+    def from_run_config(cls, run_config: dict, overrides: dict | None = None) -> "FedConfig":
+        """Defaults, then the run config, then overrides; unknown keys are refused by name."""
+        merged = {**dict(run_config), **(overrides or {})}
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {}
+        for key, value in merged.items():
+            name = key.replace("-", "_")
+            if name not in names:
+                raise ValueError(f"unknown run-config key {key!r}; expected one of {sorted(n.replace('_', '-') for n in names)}")
+            values[name] = _coerce(cls, name, value)
+        return cls(**values)
+
+    def to_run_config(self) -> dict:
+        return {k.replace("_", "-"): v for k, v in dataclasses.asdict(self).items()}
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr > 0 else DEFAULT_LR[self.method]
+
+    @property
+    def glue_dir(self) -> str | None:
+        return self.data_dir or None
+
+    @property
+    def faults(self) -> dict[int, str]:
+        return parse_faults(self.faulty_clients)
+
+    def model_key(self) -> tuple:
+        """What determines the model a client builds; the round's state is loaded into it."""
+        return (self.model, self.method, self.d, self.seed, self.pooling, self.position, self.distribution,
+                self.lora_rank, glue.get_task(self.task).num_labels)
+
+
+def _coerce(cls, name: str, value):
+    kind = {f.name: f.type for f in dataclasses.fields(cls)}[name]
+    try:
+        return {"int": int, "float": float, "str": str}[kind](value)
+    except (TypeError, ValueError):
+        raise ValueError(f"run-config key {name.replace('_', '-')!r} expects {kind}, got {value!r}") from None
+
+
+def parse_faults(spec: str) -> dict[int, str]:
+    """'0:nan,3:wrong-fingerprint' -> {0: 'nan', 3: 'wrong-fingerprint'}."""
+    faults = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        pid, _, kind = item.partition(":")
+        if not pid.strip().isdigit() or kind not in FAULTS:
+            raise ValueError(f"faulty-clients entry {item!r} must be PARTITION:KIND with KIND one of {FAULTS}")
+        faults[int(pid)] = kind
+    return faults
+
+
+def round_seed(seed: int, server_round: int, partition_id: int) -> int:
+    """A client's training seed: fixed by the run seed, the round and the partition, nothing else."""
+    digest = hashlib.sha256(f"{seed}:{server_round}:{partition_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+# ---- models, cached per process ------------------------------------------------------------
+
+@lru_cache(maxsize=2)
+def _cached_model(key: tuple) -> Classifier:
+    model_name, method, d, seed, pooling, position, distribution, lora_rank, num_labels = key
+    return build(method, load_backbone(model_name or None), num_labels, pooling, d=d, seed=seed,
+                 distribution=distribution, position=position, lora_rank=lora_rank)
+
+
+def model_for(cfg: FedConfig) -> Classifier:
+    """The process's model for this run config (the backbone loads once per process)."""
+    return _cached_model(cfg.model_key())
+
+
+def initial_state(cfg: FedConfig) -> dict[str, np.ndarray]:
+    return trainable_state(build(cfg.method, load_backbone(cfg.model or None), glue.get_task(cfg.task).num_labels,
+                                 cfg.pooling, d=cfg.d, seed=cfg.seed, distribution=cfg.distribution,
+                                 position=cfg.position, lora_rank=cfg.lora_rank))
+
+
+def identity(model: Classifier) -> dict[str, str]:
+    """What the server sends so a client can prove it runs the same backbone and projection."""
+    ident = {"backbone": model.backbone_name, "backbone-hash": model.backbone_config_hash}
+    if isinstance(model, AdapterModel):
+        ident.update(spec=model.spec.canonical_json(), fingerprint=model.fingerprint)
+    return ident
+
+
+def check_identity(model: Classifier, sent: dict) -> None:
+    """Refuse to train when this device's backbone or projection differs from the run's."""
+    mine = identity(model)
+    if sent.get("backbone-hash") != mine["backbone-hash"]:
+        raise ValueError(
+            f"backbone mismatch: the run uses {sent.get('backbone')!r} (config hash {str(sent.get('backbone-hash'))[:12]}), "
+            f"this device has {mine['backbone']!r} (config hash {mine['backbone-hash'][:12]})"
+        )
+    if "fingerprint" in mine:
+        if sent.get("spec") != mine["spec"]:
+            raise ValueError(f"projection spec mismatch: the run sends {sent.get('spec')}, this device builds {mine['spec']}")
+        if sent.get("fingerprint") != mine["fingerprint"]:
+            raise ValueError(
+                f"projection fingerprint mismatch: the run sends {str(sent.get('fingerprint'))[:16]}..., "
+                f"this device builds {mine['fingerprint'][:16]}..."
+            )
+
+
+# ---- data --------------------------------------------------------------------------------
+
+def _pool_train(cfg: FedConfig, tokenizer) -> datasets.Dataset:
+    full = data.load_tokenized(cfg.task, "train", tokenizer, cfg.pooling, cfg.max_length, cfg.glue_dir)
+    return data.subset(full, cfg.max_train_samples or None, seed=0)  # the centralized runs' subset
+
+
+@lru_cache(maxsize=4)
+def _partitions(task: str, labels: tuple, num_partitions: int, scheme: str, alpha: float,
+                seed: int, min_size: int) -> tuple[np.ndarray, ...]:
+    t = glue.get_task(task)
+    return tuple(partition(partition_labels(labels, t.is_regression), num_partitions, scheme, alpha, seed, min_size))
+
+
+def client_indices(cfg: FedConfig, labels: list, partition_id: int, num_partitions: int) -> np.ndarray:
+    if not 0 <= partition_id < num_partitions:
+        raise ValueError(f"partition-id must be in [0, {num_partitions}), got {partition_id}")
+    parts = _partitions(cfg.task, tuple(labels), num_partitions, cfg.partition_scheme, cfg.alpha, cfg.seed,
+                        cfg.min_partition_size)
+    return parts[partition_id]
+
+
+def client_train_data(cfg: FedConfig, tokenizer, partition_id: int, num_partitions: int) -> datasets.Dataset:
+    """This client's share of the training set, capped at max-train-samples-per-client."""
+    pool = _pool_train(cfg, tokenizer)
+    idx = client_indices(cfg, pool["label"], partition_id, num_partitions)
+    part = pool.select(idx)
+    return data.subset(part, cfg.max_train_samples_per_client or None, seed=cfg.seed)
+
+
+def client_eval_data(cfg: FedConfig, tokenizer, partition_id: int, num_partitions: int) -> datasets.Dataset:
+    """This client's share of the dev set, split like the training set (its local test data)."""
+    dev = data.load_tokenized(cfg.task, "dev", tokenizer, cfg.pooling, cfg.max_length, cfg.glue_dir)
+    return dev.select(client_indices(cfg, dev["label"], partition_id, num_partitions))
+
+
+def local_data_file(path: str, task: glue.Task, tokenizer, cfg: FedConfig) -> datasets.Dataset:
+    """A deployed node's own examples: .jsonl/.json or .csv/.tsv with text, optional pair, label."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no local data file at {p}: expected .jsonl or .tsv with columns text, [pair,] label")
+    if p.suffix in (".jsonl", ".json"):
+        ds = datasets.Dataset.from_json(str(p))
+    elif p.suffix in (".tsv", ".csv"):
+        ds = datasets.Dataset.from_csv(str(p), sep="\t" if p.suffix == ".tsv" else ",")
+    else:
+        raise ValueError(f"local data file {p} must end in .jsonl, .json, .tsv or .csv")
+    if not {"text", "label"} <= set(ds.column_names):
+        raise ValueError(f"{p} has columns {ds.column_names}; expected text, [pair,] label")
+
+    def label(row):
+        value = row["label"]
+        if not task.is_regression and isinstance(value, str) and not value.isdigit():
+            return {"label": task.label_names.index(value)}
+        return {"label": float(value) if task.is_regression else int(value)}
+
+    ds = ds.map(label)
+    return data.tokenize(ds, tokenizer, cfg.pooling, cfg.max_length)
+
+
+# ---- a client's round --------------------------------------------------------------------
+
+def local_train(cfg: FedConfig, state: dict[str, np.ndarray], train_data: datasets.Dataset, server_round: int,
+                partition_id: int, device: str = "auto") -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Start from the server's state, train on local data, return the new state and metrics."""
+    model = model_for(cfg)
+    load_trainable_state(model, state)
+    tcfg = TrainConfig(lr=cfg.learning_rate, epochs=cfg.local_epochs, batch_size=cfg.batch_size, bf16=cfg.bf16,
+                       schedule=cfg.schedule, warmup_ratio=0.0,
+                       seed=round_seed(cfg.seed, server_round, partition_id), progress=False)
+    result = train(model, train_data, tcfg, select_device(device))
+    metrics = {"num-examples": float(len(train_data)), "train-loss": result.loss,
+               "samples-per-second": result.samples_per_second, "train-seconds": result.seconds}
+    return trainable_state(model), metrics
+
+
+def local_evaluate(cfg: FedConfig, state: dict[str, np.ndarray], eval_data: datasets.Dataset,
+                   device: str = "auto") -> dict[str, float]:
+    from fedrp.train import evaluate
+
+    model = model_for(cfg)
+    load_trainable_state(model, state)
+    task = glue.get_task(cfg.task)
+    return {"num-examples": float(len(eval_data)), **evaluate(model, eval_data, task, cfg.batch_size * 2, select_device(device))}
+
+
+def server_evaluate(cfg: FedConfig, model: Classifier, state: dict[str, np.ndarray]) -> dict[str, float]:
+    """Centralized evaluation of the global state on the task's dev set (all dev splits)."""
+    load_trainable_state(model, state)
+    task = glue.get_task(cfg.task)
+    metrics, _ = dev_metrics(model, task, model.tokenizer, cfg.pooling, cfg.max_length, cfg.glue_dir,
+                             cfg.max_eval_samples or None, cfg.batch_size, select_device("auto"))
+    return metrics
+

@@ -1,0 +1,92 @@
+"""What travels between server and clients, and the checks every reply must pass.
+
+A payload is a flat dict of float32 numpy arrays: z and the head for SLaSh and JR-WARP, the
+trainable weights for the baselines. The projections never travel; their fingerprint does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fedrp.adapters import AdapterModel
+from fedrp.classifier import Classifier
+
+# Why a reply was refused; the run store records these names.
+MISSING = "missing-arrays"
+UNEXPECTED = "unexpected-arrays"
+SHAPE = "shape-mismatch"
+DTYPE = "dtype-mismatch"
+NON_FINITE = "non-finite"
+FINGERPRINT = "fingerprint-mismatch"
+NORM = "norm-bound"
+EXAMPLES = "bad-num-examples"
+CLIENT_ERROR = "client-error"
+REASONS = (MISSING, UNEXPECTED, SHAPE, DTYPE, NON_FINITE, FINGERPRINT, NORM, EXAMPLES, CLIENT_ERROR)
+
+
+def trainable_state(model: Classifier) -> dict[str, np.ndarray]:
+    """The model's trainable values as float32 arrays, in a stable order."""
+    if isinstance(model, AdapterModel):
+        tensors = model.state_vectors()
+    else:
+        tensors = {k: p.detach().float().cpu() for k, p in model.trainable_parameters().items()}
+    return {k: tensors[k].numpy().astype(np.float32, copy=True) for k in sorted(tensors)}
+
+
+def load_trainable_state(model: Classifier, state: dict[str, np.ndarray]) -> None:
+    """Copy a payload into the model; names and shapes must match exactly."""
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}
+    if isinstance(model, AdapterModel):
+        model.load_state_vectors(tensors)
+        return
+    params = model.trainable_parameters()
+    if set(tensors) != set(params):
+        raise ValueError(f"payload holds {sorted(tensors)[:4]}..., the model trains {sorted(params)[:4]}...")
+    with torch.no_grad():
+        for name, p in params.items():
+            if tuple(tensors[name].shape) != tuple(p.shape):
+                raise ValueError(f"payload array {name!r} has shape {tuple(tensors[name].shape)}, expected {tuple(p.shape)}")
+            p.copy_(tensors[name].to(p.dtype))
+
+
+def nbytes(state: dict[str, np.ndarray]) -> int:
+    return int(sum(a.nbytes for a in state.values()))
+
+
+def update_norm(state: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> float:
+    """L2 norm of the change a reply proposes, over every array."""
+    return float(np.sqrt(sum(np.sum((state[k].astype(np.float64) - reference[k]) ** 2) for k in reference)))
+
+
+def refusal(
+    state: dict[str, np.ndarray],
+    reference: dict[str, np.ndarray],
+    fingerprint: str | None = None,
+    expected_fingerprint: str | None = None,
+    num_examples: float | None = None,
+    norm_bound: float | None = None,
+) -> tuple[str, str] | None:
+    """(reason, detail) when a reply must not be aggregated, else None."""
+    missing, extra = set(reference) - set(state), set(state) - set(reference)
+    if missing:
+        return MISSING, f"missing {sorted(missing)}"
+    if extra:
+        return UNEXPECTED, f"unexpected {sorted(extra)}"
+    for k, ref in reference.items():
+        if state[k].shape != ref.shape:
+            return SHAPE, f"{k} has shape {state[k].shape}, expected {ref.shape}"
+        if state[k].dtype != np.float32:
+            return DTYPE, f"{k} has dtype {state[k].dtype}, expected float32"
+    for k in reference:
+        if not np.isfinite(state[k]).all():
+            return NON_FINITE, f"{k} holds {int((~np.isfinite(state[k])).sum())} non-finite values"
+    if expected_fingerprint is not None and fingerprint != expected_fingerprint:
+        return FINGERPRINT, f"fingerprint {str(fingerprint)[:16]}... differs from the run's {expected_fingerprint[:16]}..."
+    if num_examples is None or not np.isfinite(num_examples) or num_examples < 1:
+        return EXAMPLES, f"num-examples {num_examples!r} is not a positive count"
+    if norm_bound:
+        norm = update_norm(state, reference)
+        if norm > norm_bound:
+            return NORM, f"update norm {norm:.4g} exceeds the bound {norm_bound:.4g}"
+    return None

@@ -1,0 +1,134 @@
+"""The server's round loop: train, validate, aggregate, evaluate, checkpoint, record.
+
+Flower's `Strategy.start` runs rounds too, but it can neither resume from a checkpoint nor
+stop cleanly when too few replies survive validation; this loop adds both and keeps using
+the strategy's own configure/aggregate steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from fedrp import glue, payload
+from fedrp.federation import FedConfig, identity, initial_state, model_for, server_evaluate
+from server import checkpoint
+from server.store import RunStore
+from server.strategy import Validating, from_record, make_strategy, to_record
+
+log = logging.getLogger("fedrp.server")
+
+
+class TooFewReplies(RuntimeError):
+    """Fewer valid replies than min-train-nodes: the round cannot be aggregated."""
+
+
+def discover(grid: Grid, known: dict[int, int], timeout: float, wait: float = 60.0, minimum: int = 1) -> dict[int, int]:
+    """Ask nodes not seen yet for their partition id (node id -> partition id)."""
+    deadline = time.time() + wait
+    while len(list(grid.get_node_ids())) < minimum and time.time() < deadline:
+        time.sleep(0.5)
+    new = [n for n in grid.get_node_ids() if n not in known]
+    if new:
+        msgs = [Message(RecordDict({"config": ConfigRecord({"ask": "partition"})}), dst_node_id=n,
+                        message_type=MessageType.QUERY) for n in new]
+        for reply in grid.send_and_receive(msgs, timeout=timeout):
+            if not reply.has_error():
+                known[reply.metadata.src_node_id] = int(reply.content["partition"]["partition-id"])
+    return dict(known)
+
+
+def run_federation(grid: Grid, cfg: FedConfig) -> dict:
+    """Run (or resume) a federation; returns the summary `simulations.run --json` prints."""
+    task = glue.get_task(cfg.task)
+    model = model_for(cfg)
+    ident = identity(model)
+    store = RunStore(cfg.store)
+    strategy: Validating = make_strategy(cfg.aggregation, cfg.fraction_train, cfg.fraction_evaluate,
+                                         cfg.min_train_nodes, cfg.server_lr, cfg.trim_beta)
+    start_round, state = 0, initial_state(cfg)
+    if cfg.resume_from:
+        start_round, state, server_state, meta = checkpoint.load(cfg.resume_from)
+        if meta.get("fingerprint") != ident.get("fingerprint") or meta.get("method") != cfg.method:
+            raise ValueError(f"checkpoint {cfg.resume_from} is for another method or projection; refusing to resume")
+        strategy.load_server_state(server_state)
+    run_id = store.start_run(task.name, cfg.method, ident["backbone"], cfg.to_run_config(), ident.get("spec"),
+                             ident.get("fingerprint"), cfg.num_server_rounds, cfg.resume_from or None)
+    folder = Path(cfg.checkpoint_dir) / f"run-{run_id}"
+    log.info("run %d: %s / %s, rounds %d..%d, store %s", run_id, task.name, cfg.method, start_round + 1,
+             cfg.num_server_rounds, cfg.store)
+    try:
+        if start_round == 0:
+            store.add_round(run_id, 0, server_evaluate(cfg, model, state))
+        nodes: dict[int, int] = {}
+        for rnd in range(start_round + 1, cfg.num_server_rounds + 1):
+            nodes = discover(grid, nodes, cfg.round_timeout, minimum=cfg.min_train_nodes)
+            strategy.prepare(nodes, cfg.seed, ident.get("fingerprint"), cfg.norm_bound)
+            state = _one_round(grid, cfg, strategy, store, run_id, rnd, state, model, ident)
+            checkpoint.save(folder, rnd, state, strategy.server_state(),
+                            {"method": cfg.method, "fingerprint": ident.get("fingerprint"), "run_id": run_id})
+    except BaseException as err:
+        store.end_run(run_id, "failed", f"{type(err).__name__}: {err}")
+        raise
+    store.end_run(run_id, "completed")
+    return summary(store, run_id)
+
+
+def _one_round(grid: Grid, cfg: FedConfig, strategy: Validating, store: RunStore, run_id: int, rnd: int,
+               state: dict[str, np.ndarray], model, ident: dict) -> dict[str, np.ndarray]:
+    start = time.time()
+    config = ConfigRecord({**ident, "local-epochs": cfg.local_epochs, "lr": cfg.learning_rate})
+    messages = list(strategy.configure_train(rnd, to_record(state), config, grid))
+    bytes_down = len(messages) * payload.nbytes(state)
+    replies = list(grid.send_and_receive(messages, timeout=cfg.round_timeout))
+    arrays, train_metrics = strategy.aggregate_train(rnd, replies)
+    records = strategy.records
+    answered = {r["node_id"] for r in records}
+    records += [{"node_id": m.metadata.dst_node_id, "partition_id": strategy.nodes.get(m.metadata.dst_node_id),
+                 "status": "missing", "reason": "no-reply", "detail": f"no reply within {cfg.round_timeout}s"}
+                for m in messages if m.metadata.dst_node_id not in answered]
+    store.add_replies(run_id, rnd, "train", records)
+    accepted = sum(r["status"] == "accepted" for r in records)
+    if arrays is None:
+        raise TooFewReplies(
+            f"round {rnd}: {accepted} valid replies, fewer than min-train-nodes {cfg.min_train_nodes}; "
+            f"refused: {[(r['partition_id'], r['reason']) for r in records if r['status'] != 'accepted']}"
+        )
+    state = from_record(arrays)
+    eval_metrics = _client_evaluation(grid, cfg, strategy, rnd, state, config)
+    server_metrics = server_evaluate(cfg, model, state)
+    store.add_round(run_id, rnd, server_metrics, dict(train_metrics or {}), eval_metrics,
+                    bytes_up=sum(r.get("bytes", 0) for r in records), bytes_down=bytes_down, accepted=accepted,
+                    refused=len(records) - accepted, wall_seconds=time.time() - start)
+    log.info("round %d: %s, %d accepted, %d refused", rnd, server_metrics, accepted, len(records) - accepted)
+    return state
+
+
+def _client_evaluation(grid: Grid, cfg: FedConfig, strategy: Validating, rnd: int, state, config) -> dict:
+    """The weighted average of the clients' own dev metrics."""
+    messages = list(strategy.configure_evaluate(rnd, to_record(state), ConfigRecord(dict(config)), grid))
+    if not messages:
+        return {}
+    replies = [r for r in grid.send_and_receive(messages, timeout=cfg.round_timeout) if not r.has_error()]
+    if not replies:
+        return {}
+    return dict(strategy.aggregate_evaluate(rnd, replies) or {})
+
+
+def summary(store: RunStore, run_id: int) -> dict:
+    rounds = store.rounds(run_id)
+    out = {
+        "run_id": run_id, "store": str(store.path), "status": store.run(run_id)["status"],
+        "rounds": [{"round": r["round"], "metrics": r["server_metrics"], "client_metrics": r["eval_metrics"],
+                    "bytes_up": r["bytes_up"], "bytes_down": r["bytes_down"], "accepted": r["accepted"],
+                    "refused": r["refused"], "wall_seconds": r["wall_seconds"]} for r in rounds],
+        "final_metrics": rounds[-1]["server_metrics"] if rounds else {},
+        "refusals": [{k: r[k] for k in ("round", "partition_id", "reason", "detail")}
+                     for r in store.replies(run_id) if r["status"] != "accepted"],
+    }
+    return out

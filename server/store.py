@@ -1,0 +1,112 @@
+"""The run store: one SQLite file with a row per run, per round and per client reply.
+
+WAL mode lets a dashboard read while the server writes. Every write is its own transaction,
+so a crash loses at most the round in flight, never what was stored before.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    task TEXT, method TEXT, backbone TEXT, config TEXT, spec TEXT, fingerprint TEXT,
+    num_rounds INTEGER, resumed_from TEXT, started REAL, ended REAL,
+    status TEXT, error TEXT
+);
+CREATE TABLE IF NOT EXISTS rounds (
+    run_id INTEGER REFERENCES runs(id), round INTEGER,
+    server_metrics TEXT, train_metrics TEXT, eval_metrics TEXT,
+    bytes_up INTEGER, bytes_down INTEGER, accepted INTEGER, refused INTEGER,
+    wall_seconds REAL, ended REAL,
+    PRIMARY KEY (run_id, round)
+);
+CREATE TABLE IF NOT EXISTS replies (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER REFERENCES runs(id), round INTEGER, kind TEXT,
+    node_id TEXT, partition_id INTEGER, num_examples REAL, bytes INTEGER,  -- node ids are uint64
+    status TEXT, reason TEXT, detail TEXT, metrics TEXT
+);
+CREATE INDEX IF NOT EXISTS replies_by_round ON replies (run_id, round);
+"""
+STORE_MARK = "fedrp-run-store"
+
+
+class RunStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self._check_or_mark()
+        self.db.executescript(SCHEMA)
+
+    def _check_or_mark(self) -> None:
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "meta" not in tables:
+            raise ValueError(f"{self.path} is an SQLite file but not a fedrp run store; name another store")
+        self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (STORE_MARK,))
+
+    def start_run(self, task: str, method: str, backbone: str, config: dict, spec: str | None,
+                  fingerprint: str | None, num_rounds: int, resumed_from: str | None = None) -> int:
+        cur = self.db.execute(
+            "INSERT INTO runs (task, method, backbone, config, spec, fingerprint, num_rounds, resumed_from,"
+            " started, status) VALUES (?,?,?,?,?,?,?,?,?, 'running')",
+            (task, method, backbone, json.dumps(config, sort_keys=True), spec, fingerprint, num_rounds,
+             resumed_from, time.time()),
+        )
+        return int(cur.lastrowid)
+
+    def end_run(self, run_id: int, status: str, error: str | None = None) -> None:
+        self.db.execute("UPDATE runs SET ended=?, status=?, error=? WHERE id=?", (time.time(), status, error, run_id))
+
+    def add_round(self, run_id: int, rnd: int, server_metrics: dict, train_metrics: dict | None = None,
+                  eval_metrics: dict | None = None, bytes_up: int = 0, bytes_down: int = 0, accepted: int = 0,
+                  refused: int = 0, wall_seconds: float = 0.0) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO rounds VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (run_id, rnd, json.dumps(server_metrics), json.dumps(train_metrics or {}), json.dumps(eval_metrics or {}),
+             bytes_up, bytes_down, accepted, refused, wall_seconds, time.time()),
+        )
+
+    def add_replies(self, run_id: int, rnd: int, kind: str, records: list[dict]) -> None:
+        rows = [(run_id, rnd, kind, str(r.get("node_id")), r.get("partition_id"), r.get("num_examples"), r.get("bytes", 0),
+                 r["status"], r.get("reason"), r.get("detail"), json.dumps(r.get("metrics") or {})) for r in records]
+        with self.db:
+            self.db.executemany(
+                "INSERT INTO replies (run_id, round, kind, node_id, partition_id, num_examples, bytes, status, reason,"
+                " detail, metrics) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+
+    # Reading, for summaries, tests and the dashboard.
+    def run(self, run_id: int) -> dict:
+        cur = self.db.execute("SELECT * FROM runs WHERE id=?", (run_id,))
+        row = cur.fetchone()
+        if row is None:
+            raise ValueError(f"no run {run_id} in {self.path}")
+        return dict(zip([c[0] for c in cur.description], row))
+
+    def rounds(self, run_id: int) -> list[dict]:
+        cur = self.db.execute("SELECT * FROM rounds WHERE run_id=? ORDER BY round", (run_id,))
+        cols = [c[0] for c in cur.description]
+        out = []
+        for row in cur.fetchall():
+            r = dict(zip(cols, row))
+            for k in ("server_metrics", "train_metrics", "eval_metrics"):
+                r[k] = json.loads(r[k])
+            out.append(r)
+        return out
+
+    def replies(self, run_id: int, status: str | None = None) -> list[dict]:
+        query = "SELECT * FROM replies WHERE run_id=?" + (" AND status=?" if status else "") + " ORDER BY id"
+        cur = self.db.execute(query, (run_id, status) if status else (run_id,))
+        cols = [c[0] for c in cur.description]
+        return [{**dict(zip(cols, row)), "metrics": json.loads(row[cols.index("metrics")])} for row in cur.fetchall()]
+
+    def close(self) -> None:
+        self.db.close()

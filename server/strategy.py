@@ -1,0 +1,142 @@
+"""Flower strategies that validate every reply before aggregating, and sample clients by seed.
+
+Each aggregation rule is Flower's own (FedAvg, FedAdam, FedMedian, FedTrimmedAvg); the mixin
+in front of it refuses bad replies (recorded with their reason) and picks the round's
+clients from the run seed and the round number, by partition id, so that a resumed run
+trains exactly the clients the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedMedian, FedTrimmedAvg
+from flwr.serverapp.strategy.fedopt import FedOpt
+
+from fedrp import payload
+
+
+def to_record(state: dict[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in state.items()})
+
+
+def from_record(record: ArrayRecord) -> dict[str, np.ndarray]:
+    return {k: a.numpy() for k, a in record.items()}
+
+
+def sample(partitions: list[int], fraction: float, minimum: int, seed: int, rnd: int, stream: int) -> list[int]:
+    """A seeded choice of partition ids for one round (stream 0: train, 1: evaluate)."""
+    if not partitions:
+        return []
+    k = min(len(partitions), max(int(len(partitions) * fraction), minimum))
+    rng = np.random.default_rng([seed, rnd, stream])
+    return sorted(int(p) for p in rng.choice(sorted(partitions), size=k, replace=False))
+
+
+class Validating:
+    """Mixin: deterministic sampling, reply validation and a record of every reply."""
+
+    def prepare(self, nodes: dict[int, int], seed: int, fingerprint: str | None, norm_bound: float) -> None:
+        self.nodes = nodes  # node id -> partition id
+        self.seed = seed
+        self.fingerprint = fingerprint
+        self.norm_bound = norm_bound or None
+        self.records: list[dict] = []
+        self.sent: dict[str, np.ndarray] = {}
+
+    def _messages(self, rnd: int, arrays: ArrayRecord, config: ConfigRecord, fraction: float, minimum: int,
+                  kind: str, stream: int) -> list[Message]:
+        by_partition = {p: n for n, p in self.nodes.items()}
+        chosen = sample(list(by_partition), fraction, minimum, self.seed, rnd, stream)
+        config["server-round"] = rnd
+        return [Message(RecordDict({"arrays": arrays, "config": config}), dst_node_id=by_partition[p], message_type=kind)
+                for p in chosen]
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        self.sent = from_record(arrays)
+        if isinstance(self, FedOpt):
+            self.current_arrays = {k: v.copy() for k, v in self.sent.items()}
+        return self._messages(server_round, arrays, config, self.fraction_train, self.min_train_nodes,
+                              MessageType.TRAIN, 0)
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        if self.fraction_evaluate == 0.0:
+            return []
+        return self._messages(server_round, arrays, config, self.fraction_evaluate, 1, MessageType.EVALUATE, 1)
+
+    def _judge(self, msg: Message) -> tuple[dict, bool]:
+        node = msg.metadata.src_node_id
+        record = {"node_id": node, "partition_id": self.nodes.get(node), "bytes": 0}
+        if msg.has_error():
+            return {**record, "status": "refused", "reason": payload.CLIENT_ERROR, "detail": msg.error.reason}, False
+        content = msg.content
+        state = from_record(content["arrays"]) if "arrays" in content.array_records else {}
+        metrics = dict(content["metrics"]) if "metrics" in content.metric_records else {}
+        meta = dict(content["meta"]) if "meta" in content.config_records else {}
+        record.update(bytes=payload.nbytes(state), num_examples=metrics.get("num-examples"), metrics=metrics)
+        verdict = payload.refusal(state, self.sent, meta.get("fingerprint"), self.fingerprint,
+                                  metrics.get("num-examples"), self.norm_bound)
+        if verdict is not None:
+            return {**record, "status": "refused", "reason": verdict[0], "detail": verdict[1]}, False
+        return {**record, "status": "accepted"}, True
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Refuse what fails validation; aggregate the rest in partition order (bit-stable sums)."""
+        replies = sorted(replies, key=lambda m: self.nodes.get(m.metadata.src_node_id, 1 << 30))
+        accepted, self.records = [], []
+        for msg in replies:
+            record, ok = self._judge(msg)
+            self.records.append(record)
+            if ok:
+                accepted.append(msg)
+        if len(accepted) < self.min_train_nodes:
+            return None, None
+        return super().aggregate_train(server_round, accepted)
+
+    def server_state(self) -> dict[str, np.ndarray]:
+        """The server optimizer's state, for checkpoints (FedAdam's moments; nothing for the others)."""
+        out = {}
+        for name in ("m_t", "v_t"):
+            for k, v in (getattr(self, name, None) or {}).items():
+                out[f"{name}/{k}"] = np.asarray(v)
+        return out
+
+    def load_server_state(self, state: dict[str, np.ndarray]) -> None:
+        for name in ("m_t", "v_t"):
+            part = {k.split("/", 1)[1]: v for k, v in state.items() if k.startswith(f"{name}/")}
+            if part:
+                setattr(self, name, part)
+
+
+class FedAvgRP(Validating, FedAvg):
+    """FedAvg weighted by examples: exact for SLaSh, whose shifts are linear in z."""
+
+
+class FedAdamRP(Validating, FedAdam):
+    """FedAdam: the averaged update drives a server-side Adam step."""
+
+
+class FedMedianRP(Validating, FedMedian):
+    """Coordinate-wise median: robust to a minority of corrupted replies."""
+
+
+class FedTrimmedAvgRP(Validating, FedTrimmedAvg):
+    """Coordinate-wise trimmed mean."""
+
+
+def make_strategy(name: str, fraction_train: float, fraction_evaluate: float, min_train_nodes: int,
+                  server_lr: float, trim_beta: float) -> Validating:
+    common = dict(fraction_train=fraction_train, fraction_evaluate=fraction_evaluate,
+                  min_train_nodes=min_train_nodes, min_evaluate_nodes=1, min_available_nodes=1)
+    if name == "fedavg":
+        return FedAvgRP(**common)
+    if name == "fedadam":
+        return FedAdamRP(**common, eta=server_lr)
+    if name == "median":
+        return FedMedianRP(**common)
+    if name == "trimmed-mean":
+        return FedTrimmedAvgRP(**common, beta=trim_beta)
+    raise ValueError(f"aggregation must be one of fedavg, fedadam, median, trimmed-mean; got {name!r}")

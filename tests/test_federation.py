@@ -1,0 +1,101 @@
+"""The federation end to end on the simulation engine: real Ray worker processes, real backbone."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from server import checkpoint
+from server.store import RunStore
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+SMALL = ["--task", "sst2", "--max-train-samples", "480", "--max-train-samples-per-client", "80",
+         "--max-eval-samples", "200", "--fraction-evaluate", "0.5", "--bf16", "off"]
+
+
+def simulate(tmp_path: Path, glue_dir, *args: str, supernodes: int = 4, wait: bool = True):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "FEDRP_GLUE_DIR": str(glue_dir), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "simulations.run", "--num-supernodes", str(supernodes), "--json",
+           "--store", str(tmp_path / "store.sqlite"), "--checkpoint-dir", str(tmp_path / "ckpt"), *SMALL, *args]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
+    res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_simulation_learns_and_sends_only_a_few_kb(tmp_path, glue_dir):
+    # Two IID clients with 480 examples each: enough local signal to learn in two rounds
+    # (smaller, skewed shares oscillate; see README, "Federated training").
+    out = simulate(tmp_path, glue_dir, "--num-server-rounds", "2", "--fraction-train", "1.0", "--fraction-evaluate", "1.0",
+                   "--partition-scheme", "iid", "--max-train-samples", "960", "--max-train-samples-per-client", "480",
+                   supernodes=2)
+    rounds = out["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    assert rounds[-1]["metrics"]["accuracy"] > rounds[0]["metrics"]["accuracy"] + 0.05
+    for r in rounds[1:]:
+        assert r["accepted"] == 2 and r["refused"] == 0
+        assert r["bytes_up"] / r["accepted"] <= 8 * 1024  # z + head: 7,176 bytes
+        assert r["bytes_down"] == r["bytes_up"]
+        assert "accuracy" in r["client_metrics"]
+    store = RunStore(out["store"])
+    replies = store.replies(out["run_id"])
+    assert len(replies) == 4 and {r["partition_id"] for r in replies} == {0, 1}
+    assert all(r["bytes"] == 7176 for r in replies)
+    assert store.run(out["run_id"])["status"] == "completed"
+
+
+def test_faulty_clients_are_refused_and_recorded(tmp_path, glue_dir):
+    faults = "0:nan,1:wrong-fingerprint,2:scaled-1000,3:wrong-shape"
+    out = simulate(tmp_path, glue_dir, "--num-server-rounds", "2", "--fraction-train", "1.0",
+                   "--faulty-clients", faults, "--norm-bound", "50", supernodes=6)
+    assert [r["accepted"] for r in out["rounds"][1:]] == [2, 2]
+    assert [r["refused"] for r in out["rounds"][1:]] == [4, 4]
+    reasons = {(r["partition_id"], r["reason"]) for r in out["refusals"]}
+    assert reasons == {(0, "non-finite"), (1, "fingerprint-mismatch"), (2, "norm-bound"), (3, "shape-mismatch")}
+    assert np.isfinite(out["final_metrics"]["accuracy"])
+
+
+def test_too_few_valid_replies_fail_the_run_cleanly(tmp_path, glue_dir):
+    proc = simulate(tmp_path, glue_dir, "--num-server-rounds", "2", "--fraction-train", "1.0",
+                    "--faulty-clients", "0:nan,1:nan", "--min-train-nodes", "2", supernodes=3, wait=False)
+    proc.wait(timeout=600)
+    store = RunStore(tmp_path / "store.sqlite")
+    run = store.run(1)
+    assert run["status"] == "failed" and "fewer than min-train-nodes 2" in run["error"]
+    assert [r["round"] for r in store.rounds(1)] == [0]  # round 1 was not aggregated
+    assert {r["reason"] for r in store.replies(1, "refused")} == {"non-finite"}
+
+
+def test_a_killed_run_resumes_to_the_same_final_vector(tmp_path, glue_dir):
+    args = ["--num-server-rounds", "4", "--fraction-train", "0.5", "--aggregation", "fedadam"]
+    whole = simulate(tmp_path / "whole", glue_dir, *args)
+    assert whole["status"] == "completed"
+    _, reference, _, _ = checkpoint.load(tmp_path / "whole" / "ckpt" / "run-1")
+
+    proc = simulate(tmp_path / "cut", glue_dir, *args, wait=False)
+    target = tmp_path / "cut" / "ckpt" / "run-1" / "round-0002.safetensors"
+    deadline = time.time() + 600
+    while not target.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    rnd, _, _, _ = checkpoint.load(tmp_path / "cut" / "ckpt" / "run-1")
+    assert rnd in (2, 3)  # killed mid-run
+
+    resumed = simulate(tmp_path / "cut", glue_dir, *args, "--resume-from", str(tmp_path / "cut" / "ckpt" / "run-1"))
+    assert resumed["status"] == "completed"
+    assert [r["round"] for r in resumed["rounds"]] == list(range(rnd + 1, 5))
+    _, final, _, _ = checkpoint.load(tmp_path / "cut" / "ckpt" / f"run-{resumed['run_id']}")
+    for k in reference:
+        np.testing.assert_array_equal(final[k], reference[k])

@@ -1,0 +1,105 @@
+"""The server's parts on their own: config, sampling, store, checkpoints."""
+
+import sqlite3
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedrp.federation import FedConfig, parse_faults, round_seed
+from server import checkpoint
+from server.store import RunStore
+from server.strategy import FedAdamRP, make_strategy, sample
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_pyproject_run_config_matches_the_defaults():
+    """`flwr run .` and `python -m simulations.run` must start from the same settings."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    assert config == FedConfig().to_run_config()
+    assert FedConfig.from_run_config(config) == FedConfig()
+
+
+def test_run_config_refuses_unknown_keys_and_bad_values():
+    with pytest.raises(ValueError, match="unknown run-config key 'rounds'"):
+        FedConfig.from_run_config({"rounds": 3})
+    with pytest.raises(ValueError, match="'num-server-rounds' expects int"):
+        FedConfig.from_run_config({"num-server-rounds": "many"})
+    with pytest.raises(ValueError, match="aggregation must be one of"):
+        FedConfig.from_run_config({"aggregation": "krum"})
+    with pytest.raises(ValueError, match="PARTITION:KIND"):
+        FedConfig.from_run_config({"faulty-clients": "0:melt"})
+    assert FedConfig.from_run_config({"lr": 0.0, "method": "full"}).learning_rate == 3e-4
+
+
+def test_fault_spec_parses():
+    assert parse_faults("0:nan, 3:wrong-fingerprint,5:scaled-1000") == {0: "nan", 3: "wrong-fingerprint", 5: "scaled-1000"}
+    assert parse_faults("") == {}
+
+
+def test_sampling_is_seeded_by_round_and_respects_fraction():
+    parts = list(range(10))
+    a = sample(parts, 0.5, 2, seed=0, rnd=3, stream=0)
+    assert len(a) == 5 and a == sample(parts, 0.5, 2, seed=0, rnd=3, stream=0)
+    assert a != sample(parts, 0.5, 2, seed=0, rnd=4, stream=0) or a != sample(parts, 0.5, 2, seed=1, rnd=3, stream=0)
+    assert len(sample(parts, 0.05, 2, 0, 1, 0)) == 2
+    assert sample(parts, 1.0, 2, 0, 1, 0) == parts
+    assert round_seed(0, 1, 2) == round_seed(0, 1, 2) != round_seed(0, 2, 2)
+
+
+def test_store_records_runs_rounds_and_replies(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    run = store.start_run("sst2", "slash", "bb", {"k": 1}, "{}", "ab" * 32, 3)
+    store.add_round(run, 0, {"accuracy": 0.5})
+    store.add_round(run, 1, {"accuracy": 0.7}, {"train-loss": 0.4}, {}, 100, 200, 4, 1, 1.5)
+    store.add_replies(run, 1, "train", [
+        {"node_id": 7, "partition_id": 2, "status": "accepted", "bytes": 20, "num_examples": 5.0, "metrics": {"a": 1}},
+        {"node_id": 8, "partition_id": 3, "status": "refused", "reason": "non-finite", "detail": "z holds 1"},
+    ])
+    store.end_run(run, "completed")
+    assert store.run(run)["status"] == "completed"
+    assert [r["server_metrics"]["accuracy"] for r in store.rounds(run)] == [0.5, 0.7]
+    refused = store.replies(run, "refused")
+    assert len(refused) == 1 and refused[0]["reason"] == "non-finite" and refused[0]["partition_id"] == 3
+    assert sqlite3.connect(tmp_path / "runs.sqlite").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    # reopening keeps everything
+    assert RunStore(tmp_path / "runs.sqlite").rounds(run)[1]["bytes_up"] == 100
+
+
+def test_store_refuses_a_foreign_sqlite_file_without_touching_it(tmp_path):
+    path = tmp_path / "other.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE mine (x)")
+    db.execute("INSERT INTO mine VALUES (42)")
+    db.commit()
+    db.close()
+    with pytest.raises(ValueError, match="not a fedrp run store"):
+        RunStore(path)
+    assert sqlite3.connect(path).execute("SELECT x FROM mine").fetchall() == [(42,)]
+
+
+def test_checkpoints_round_trip_and_resume_from_the_newest(tmp_path):
+    state = {"z": np.arange(4, dtype=np.float32)}
+    server = {"m_t/z": np.ones(4, np.float32)}
+    checkpoint.save(tmp_path, 1, state, server, {"fingerprint": "f"})
+    checkpoint.save(tmp_path, 2, {"z": state["z"] * 2}, server, {"fingerprint": "f"})
+    rnd, loaded, loaded_server, meta = checkpoint.load(tmp_path)
+    assert rnd == 2 and np.array_equal(loaded["z"], state["z"] * 2) and meta["fingerprint"] == "f"
+    assert np.array_equal(loaded_server["m_t/z"], server["m_t/z"])
+    assert checkpoint.load(tmp_path / "round-0001.safetensors")[0] == 1
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        checkpoint.load(tmp_path / "empty")
+
+
+def test_fedadam_state_survives_a_checkpoint():
+    strategy = make_strategy("fedadam", 0.5, 0.0, 2, 0.01, 0.2)
+    assert isinstance(strategy, FedAdamRP)
+    strategy.m_t = {"z": np.full(3, 0.5, np.float32)}
+    strategy.v_t = {"z": np.full(3, 0.25, np.float32)}
+    saved = strategy.server_state()
+    fresh = make_strategy("fedadam", 0.5, 0.0, 2, 0.01, 0.2)
+    fresh.load_server_state(saved)
+    assert np.array_equal(fresh.m_t["z"], strategy.m_t["z"]) and np.array_equal(fresh.v_t["z"], strategy.v_t["z"])
