@@ -22,7 +22,7 @@ from fedrp.classifier import Classifier
 from fedrp.methods import DEFAULT_LR, METHODS, build
 from fedrp.partition import partition, partition_labels
 from fedrp.payload import load_trainable_state, trainable_state
-from fedrp.train import TrainConfig, select_device, train
+from fedrp.train import TrainConfig, evaluate, select_device, train
 
 AGGREGATIONS = ("fedavg", "fedadam", "median", "trimmed-mean")
 FAULTS = ("nan", "wrong-fingerprint", "scaled-1000", "wrong-shape", "error")
@@ -265,8 +265,6 @@ def local_train(cfg: FedConfig, state: dict[str, np.ndarray], train_data: datase
 
 def local_evaluate(cfg: FedConfig, state: dict[str, np.ndarray], eval_data: datasets.Dataset,
                    device: str = "auto") -> dict[str, float]:
-    from fedrp.train import evaluate
-
     model = model_for(cfg)
     load_trainable_state(model, state)
     task = glue.get_task(cfg.task)

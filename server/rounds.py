@@ -51,12 +51,13 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
     store = RunStore(cfg.store)
     strategy: Validating = make_strategy(cfg.aggregation, cfg.fraction_train, cfg.fraction_evaluate,
                                          cfg.min_train_nodes, cfg.server_lr, cfg.trim_beta)
-    start_round, state = 0, initial_state(cfg)
     if cfg.resume_from:
         start_round, state, server_state, meta = checkpoint.load(cfg.resume_from)
         if meta.get("fingerprint") != ident.get("fingerprint") or meta.get("method") != cfg.method:
             raise ValueError(f"checkpoint {cfg.resume_from} is for another method or projection; refusing to resume")
         strategy.load_server_state(server_state)
+    else:
+        start_round, state = 0, initial_state(cfg)
     run_id = store.start_run(task.name, cfg.method, ident["backbone"], cfg.to_run_config(), ident.get("spec"),
                              ident.get("fingerprint"), cfg.num_server_rounds, cfg.resume_from or None)
     folder = Path(cfg.checkpoint_dir) / f"run-{run_id}"
