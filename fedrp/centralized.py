@@ -48,7 +48,7 @@ def dev_metrics(model, task: glue.Task, tokenizer, pooling: str, max_length: int
     for i, split in enumerate(task.dev_splits):
         dev = data.subset(data.load_tokenized(task, split, tokenizer, pooling, max_length, data_dir), max_samples, seed=None)
         prefix = "" if i == 0 else f"{split.removeprefix('dev_')}_"
-        metrics.update({prefix + k: v for k, v in evaluate(model, dev, task, batch_size * 2, device).items()})
+        metrics.update({prefix + k: v for k, v in evaluate(model, dev, task, batch_size, device).items()})
         count += len(dev)
     return metrics, count
 
@@ -71,7 +71,7 @@ def run(cfg: RunConfig) -> dict:
                        progress=cfg.progress)
     result = train(model, train_data, tcfg, device)
     metrics, n_eval = dev_metrics(model, task, backbone.tokenizer, cfg.pooling, cfg.max_length, cfg.data_dir,
-                                  cfg.max_eval_samples, cfg.batch_size, device)
+                                  cfg.max_eval_samples, cfg.batch_size * 2, device)
     path = None
     if isinstance(model, AdapterModel) and cfg.out:
         art = artifact.from_model(model, task=task.name, label_names=list(task.label_names), metric=metrics)
@@ -98,6 +98,6 @@ def evaluate_artifact(path: str | os.PathLike, task_name: str | None = None, dat
     if task.num_labels != model.config.num_labels:
         raise ValueError(f"adapter has {model.config.num_labels} outputs, task {task.name} needs {task.num_labels}")
     metrics, n = dev_metrics(model, task, model.tokenizer, model.pooling, max_length, data_dir, max_eval_samples,
-                             batch_size // 2, select_device(device))
+                             batch_size, select_device(device))
     return {"task": task.name, "method": art.method, "metrics": metrics, "params": art.params,
             "bytes_fp32": art.params * 4, "eval_examples": n, "artifact": str(path)}

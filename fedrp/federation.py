@@ -80,7 +80,7 @@ class FedConfig:
             raise ValueError(f"fraction-evaluate must be in [0, 1], got {self.fraction_evaluate}")
         if self.num_server_rounds < 1 or self.min_train_nodes < 1 or self.round_timeout <= 0:
             raise ValueError("num-server-rounds and min-train-nodes must be at least 1 and round-timeout positive")
-        self.faults  # parse early so a typo fails before any work
+        parse_faults(self.faulty_clients)  # a typo fails before any work
 
     @classmethod
     def from_run_config(cls, run_config: dict, overrides: dict | None = None) -> "FedConfig":
@@ -276,6 +276,6 @@ def server_evaluate(cfg: FedConfig, model: Classifier, state: dict[str, np.ndarr
     load_trainable_state(model, state)
     task = glue.get_task(cfg.task)
     metrics, _ = dev_metrics(model, task, model.tokenizer, cfg.pooling, cfg.max_length, cfg.glue_dir,
-                             cfg.max_eval_samples or None, cfg.batch_size, select_device("auto"))
+                             cfg.max_eval_samples or None, cfg.batch_size * 2, select_device("auto"))
     return metrics
 

@@ -51,7 +51,6 @@ class Floor(torch.nn.Module):
         self.backbone = backbone.model
         self.tokenizer = backbone.tokenizer
         self.head = torch.nn.Linear(backbone.hidden_size, num_labels).requires_grad_(False)
-        self.backbone.get_input_embeddings()  # fail early on odd models
         self.backbone.embeddings.register_forward_hook(lambda m, a, out: out.detach().requires_grad_())
 
     def forward(self, **batch):
@@ -119,7 +118,8 @@ def bench_inference(texts: list[str], rounds: int, steps: int) -> dict:
         batch = batch_inputs(plain.tokenizer, texts[:bs], pooling="mask")
         with torch.inference_mode():
             med = interleaved_medians(
-                {"backbone": lambda: plain.model(**batch), "exported_slash": lambda: exported(**batch)}, rounds, steps
+                {"backbone": lambda b=batch: plain.model(**b), "exported_slash": lambda b=batch: exported(**b)},
+                rounds, steps,
             )
         results[f"batch_{bs}"] = {
             "backbone_ms": 1000 * med["backbone"], "exported_slash_ms": 1000 * med["exported_slash"],

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 from fedrp import payload
 from fedrp.backbone import load_backbone
