@@ -41,6 +41,8 @@ def build_client_app(overrides: dict | None = None) -> ClientApp:
     @app.query()
     def query(msg: Message, context: Context) -> Message:
         pid, n = _partition(context)
+        if "data-file" in context.node_config and "partition-id" not in context.node_config:
+            pid = -1  # no GLUE partition: the server samples this node by its node id
         return Message(RecordDict({"partition": ConfigRecord({"partition-id": pid, "num-partitions": n})}), reply_to=msg)
 
     @app.train()

@@ -6,7 +6,6 @@ import hashlib
 import os
 import shutil
 from functools import lru_cache
-from pathlib import Path
 
 import datasets
 import numpy as np
@@ -14,16 +13,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from fedrp import glue
+from fedrp.cache import cache_root
 from fedrp.inputs import encode
 
 ENCODING_VERSION = "1"  # bump when fedrp.inputs.encode changes what it produces
-CACHE_ENV = "FEDRP_CACHE"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "fedrp"))
-
-
 def _tokenizer_id(tokenizer) -> str:
     return f"{type(tokenizer).__name__}:{tokenizer.name_or_path}:{len(tokenizer)}"
 

@@ -12,18 +12,21 @@ from functools import lru_cache
 from pathlib import Path
 
 import datasets
+import flwr_datasets
 import numpy as np
 
-from fedrp import data, glue
+from fedrp import cache, data, glue
 from fedrp.adapters import AdapterModel
 from fedrp.backbone import load_backbone
 from fedrp.centralized import dev_metrics
 from fedrp.classifier import Classifier
-from fedrp.methods import DEFAULT_LR, METHODS, build
+from fedrp.methods import FEDERATED_LR, METHODS, build
 from fedrp.partition import partition, partition_labels
 from fedrp.payload import load_trainable_state, trainable_state
 from fedrp.train import TrainConfig, evaluate, select_device, train
 
+PARTITION_CACHE_VERSION = 1  # bump when fedrp.partition changes which indices a client gets
+LOCAL_LOSSES = ("logit-adjusted", "ce")
 AGGREGATIONS = ("fedavg", "fedadam", "median", "trimmed-mean")
 FAULTS = ("nan", "wrong-fingerprint", "scaled-1000", "wrong-shape", "error")
 
@@ -41,7 +44,8 @@ class FedConfig:
     fraction_evaluate: float = 0.5
     min_train_nodes: int = 2
     local_epochs: float = 1.0
-    lr: float = 0.0  # 0: the method's default
+    lr: float = 0.0  # 0: the method's federated default (fedrp.methods.FEDERATED_LR)
+    local_loss: str = "logit-adjusted"  # or "ce"; see logit_offsets
     schedule: str = "constant"  # local learning-rate schedule; rounds are short, so no decay by default
     batch_size: int = 32
     d: int = 1024
@@ -71,6 +75,8 @@ class FedConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}")
+        if self.local_loss not in LOCAL_LOSSES:
+            raise ValueError(f"local-loss must be one of {LOCAL_LOSSES}, got {self.local_loss!r}")
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
         glue.get_task(self.task)
@@ -100,7 +106,7 @@ class FedConfig:
 
     @property
     def learning_rate(self) -> float:
-        return self.lr if self.lr > 0 else DEFAULT_LR[self.method]
+        return self.lr if self.lr > 0 else FEDERATED_LR[self.method]
 
     @property
     def glue_dir(self) -> str | None:
@@ -197,8 +203,17 @@ def _pool_train(cfg: FedConfig, tokenizer) -> datasets.Dataset:
 @lru_cache(maxsize=4)
 def _partitions(task: str, labels: tuple, num_partitions: int, scheme: str, alpha: float,
                 seed: int, min_size: int) -> tuple[np.ndarray, ...]:
-    t = glue.get_task(task)
-    return tuple(partition(partition_labels(labels, t.is_regression), num_partitions, scheme, alpha, seed, min_size))
+    """Every client's indices, cached on disk: each deployed message runs in a fresh process."""
+    bins = partition_labels(labels, glue.get_task(task).is_regression)
+
+    def build() -> dict[str, np.ndarray]:
+        parts = partition(bins, num_partitions, scheme, alpha, seed, min_size)
+        return {str(i): np.asarray(p, dtype=np.int64) for i, p in enumerate(parts)}
+
+    name = cache.key(PARTITION_CACHE_VERSION, flwr_datasets.__version__, task, num_partitions, scheme, alpha, seed,
+                     min_size, cache.digest({"labels": np.asarray(bins)}))
+    arrays = cache.load_or_build("partitions", name, build)
+    return tuple(arrays[str(i)] for i in range(num_partitions))
 
 
 def client_indices(cfg: FedConfig, labels: list, partition_id: int, num_partitions: int) -> np.ndarray:
@@ -239,9 +254,15 @@ def local_data_file(path: str, task: glue.Task, tokenizer, cfg: FedConfig) -> da
 
     def label(row):
         value = row["label"]
-        if not task.is_regression and isinstance(value, str) and not value.isdigit():
+        if task.is_regression:
+            return {"label": float(value)}
+        if isinstance(value, str) and not value.isdigit():
+            if value not in task.label_names:
+                raise ValueError(f"{p}: label {value!r} is not a {task.name} label; expected one of {task.label_names}")
             return {"label": task.label_names.index(value)}
-        return {"label": float(value) if task.is_regression else int(value)}
+        if not 0 <= int(value) < task.num_labels:
+            raise ValueError(f"{p}: label {value!r} is out of range; expected one of {task.label_names} or 0..{task.num_labels - 1}")
+        return {"label": int(value)}
 
     ds = ds.map(label)
     return data.tokenize(ds, tokenizer, cfg.pooling, cfg.max_length)
@@ -254,13 +275,27 @@ def local_train(cfg: FedConfig, state: dict[str, np.ndarray], train_data: datase
     """Start from the server's state, train on local data, return the new state and metrics."""
     model = model_for(cfg)
     load_trainable_state(model, state)
+    task = glue.get_task(cfg.task)
+    adjust = cfg.local_loss == "logit-adjusted" and not task.is_regression
     tcfg = TrainConfig(lr=cfg.learning_rate, epochs=cfg.local_epochs, batch_size=cfg.batch_size, bf16=cfg.bf16,
                        schedule=cfg.schedule, warmup_ratio=0.0,
+                       logit_offsets=logit_offsets(train_data["label"], task.num_labels) if adjust else None,
                        seed=round_seed(cfg.seed, server_round, partition_id), progress=False)
     result = train(model, train_data, tcfg, select_device(device))
     metrics = {"num-examples": float(len(train_data)), "train-loss": result.loss,
                "samples-per-second": result.samples_per_second, "train-seconds": result.seconds}
     return trainable_state(model), metrics
+
+
+def logit_offsets(labels, num_labels: int) -> tuple[float, ...]:
+    """log of this client's label prior (add-one smoothed), added to the logits in local training.
+
+    The local optimum then no longer encodes the client's own label mix, so the averaged heads
+    swing less with the round's sampled clients (logit adjustment against label skew: Menon
+    et al. 2021; FedLC, Zhang et al. 2022). Evaluation and inference use the plain logits.
+    """
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_labels)[:num_labels]
+    return tuple(float(x) for x in np.log((counts + 1) / (counts.sum() + num_labels)))
 
 
 def local_evaluate(cfg: FedConfig, state: dict[str, np.ndarray], eval_data: datasets.Dataset,

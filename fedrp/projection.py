@@ -16,6 +16,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from fedrp import cache
+
 DISTRIBUTIONS = ("gaussian", "rademacher")
 POSITIONS = ("output", "intermediate", "attention", "prompt")
 TRANSFORM_VERSION = 1
@@ -126,8 +128,12 @@ def layer_projection(spec: ProjectionSpec, layer: int) -> np.ndarray:
 
 @lru_cache(maxsize=4)
 def generate(spec: ProjectionSpec) -> tuple[np.ndarray, ...]:
-    """All W_l of a spec, read-only, cached per process."""
-    mats = tuple(layer_projection(spec, layer) for layer in range(spec.num_layers))
+    """All W_l of a spec, read-only, cached per process and on disk (checksummed)."""
+    def build() -> dict[str, np.ndarray]:
+        return {f"W{layer}": layer_projection(spec, layer) for layer in range(spec.num_layers)}
+
+    arrays = cache.load_or_build("projections", cache.key(spec.canonical_json()), build)
+    mats = tuple(arrays[f"W{layer}"] for layer in range(spec.num_layers))
     for m in mats:
         m.setflags(write=False)
     return mats

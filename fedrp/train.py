@@ -31,6 +31,7 @@ class TrainConfig:
     warmup_ratio: float = 0.06
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
+    logit_offsets: tuple[float, ...] | None = None  # added to the logits in training only (logit adjustment)
     bf16: str = "auto"  # auto | on | off
     seed: int = 0
     progress: bool | None = None  # None: only on a terminal
@@ -51,6 +52,7 @@ class TrainResult:
     examples: int
     seconds: float
     loss: float  # mean over the last optimizer step's micro-batches
+    privacy: dict | None = None  # DP training: what was spent (fedrp.privacy.accounting.report)
 
     @property
     def samples_per_second(self) -> float:
@@ -102,12 +104,13 @@ def store_frozen_in_bf16(model: torch.nn.Module) -> None:
             p.data = p.data.to(torch.bfloat16)
 
 
-def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def loss_fn(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy for classes; MSE on the single output for a regression task (STS-B)."""
-    logits = logits.float()
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
     if logits.shape[-1] == 1 and labels.is_floating_point():
-        return torch.nn.functional.mse_loss(logits.squeeze(-1), labels)
-    return torch.nn.functional.cross_entropy(logits, labels)
+        return torch.nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype), reduction=reduction)
+    return torch.nn.functional.cross_entropy(logits, labels, reduction=reduction)
 
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -129,6 +132,7 @@ def train(model: Classifier, data: datasets.Dataset, config: TrainConfig, device
     bf16 = use_bf16(config.bf16, device)
     if bf16:
         store_frozen_in_bf16(model)
+    offsets = None if config.logit_offsets is None else torch.tensor(config.logit_offsets, device=device)
     disable = None if config.progress is None else not config.progress
     bar = tqdm(total=total_steps, desc="training", unit="step", disable=disable, leave=False)
 
@@ -144,7 +148,10 @@ def train(model: Classifier, data: datasets.Dataset, config: TrainConfig, device
             batch = _to(batch, device)
             labels = batch.pop("labels")
             with autocast(device, bf16):
-                loss = loss_fn(model(**batch), labels)
+                logits = model(**batch)
+            if offsets is not None:
+                logits = logits.float() + offsets
+            loss = loss_fn(logits, labels)
             if not torch.isfinite(loss):
                 bar.close()
                 raise FloatingPointError(

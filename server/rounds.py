@@ -28,8 +28,9 @@ class TooFewReplies(RuntimeError):
     """Fewer valid replies than min-train-nodes: the round cannot be aggregated."""
 
 
-def discover(grid: Grid, known: dict[int, int], timeout: float, wait: float = 60.0, minimum: int = 1) -> dict[int, int]:
-    """Ask nodes not seen yet for their partition id (node id -> partition id)."""
+def discover(grid: Grid, known: dict[int, int | None], timeout: float, wait: float = 60.0,
+             minimum: int = 1) -> dict[int, int | None]:
+    """Ask nodes not seen yet for their partition id (node id -> partition id, None for a node's own data)."""
     deadline = time.time() + wait
     while len(list(grid.get_node_ids())) < minimum and time.time() < deadline:
         time.sleep(0.5)
@@ -39,7 +40,8 @@ def discover(grid: Grid, known: dict[int, int], timeout: float, wait: float = 60
                         message_type=MessageType.QUERY) for n in new]
         for reply in grid.send_and_receive(msgs, timeout=timeout):
             if not reply.has_error():
-                known[reply.metadata.src_node_id] = int(reply.content["partition"]["partition-id"])
+                pid = int(reply.content["partition"]["partition-id"])
+                known[reply.metadata.src_node_id] = pid if pid >= 0 else None
     return dict(known)
 
 
@@ -66,7 +68,7 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
     try:
         if start_round == 0:
             store.add_round(run_id, 0, server_evaluate(cfg, model, state))
-        nodes: dict[int, int] = {}
+        nodes: dict[int, int | None] = {}
         for rnd in range(start_round + 1, cfg.num_server_rounds + 1):
             nodes = discover(grid, nodes, cfg.round_timeout, minimum=cfg.min_train_nodes)
             strategy.prepare(nodes, cfg.seed, ident.get("fingerprint"), cfg.norm_bound)

@@ -39,8 +39,8 @@ def sample(partitions: list[int], fraction: float, minimum: int, seed: int, rnd:
 class Validating:
     """Mixin: deterministic sampling, reply validation and a record of every reply."""
 
-    def prepare(self, nodes: dict[int, int], seed: int, fingerprint: str | None, norm_bound: float) -> None:
-        self.nodes = nodes  # node id -> partition id
+    def prepare(self, nodes: dict[int, int | None], seed: int, fingerprint: str | None, norm_bound: float) -> None:
+        self.nodes = nodes  # node id -> partition id (None: a node with its own data file)
         self.seed = seed
         self.fingerprint = fingerprint
         self.norm_bound = norm_bound or None
@@ -49,11 +49,16 @@ class Validating:
 
     def _messages(self, rnd: int, arrays: ArrayRecord, config: ConfigRecord, fraction: float, minimum: int,
                   kind: str, stream: int) -> list[Message]:
-        by_partition = {p: n for n, p in self.nodes.items()}
-        chosen = sample(list(by_partition), fraction, minimum, self.seed, rnd, stream)
+        by_key = {self.sampling_key(n): n for n in self.nodes}
+        chosen = sample(list(by_key), fraction, minimum, self.seed, rnd, stream)
         config["server-round"] = rnd
-        return [Message(RecordDict({"arrays": arrays, "config": config}), dst_node_id=by_partition[p], message_type=kind)
-                for p in chosen]
+        return [Message(RecordDict({"arrays": arrays, "config": config}), dst_node_id=by_key[k], message_type=kind)
+                for k in chosen]
+
+    def sampling_key(self, node: int) -> int:
+        """The partition id, so simulations sample alike across restarts; else the node id itself."""
+        pid = self.nodes.get(node)
+        return node if pid is None else pid
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         self.sent = from_record(arrays)
@@ -85,7 +90,7 @@ class Validating:
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Refuse what fails validation; aggregate the rest in partition order (bit-stable sums)."""
-        replies = sorted(replies, key=lambda m: self.nodes.get(m.metadata.src_node_id, 1 << 30))
+        replies = sorted(replies, key=lambda m: self.sampling_key(m.metadata.src_node_id))
         accepted, self.records = [], []
         for msg in replies:
             record, ok = self._judge(msg)

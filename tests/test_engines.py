@@ -27,6 +27,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from fedrp import glue
 from server.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -235,7 +236,7 @@ def flwr_run(procs: Processes, app: Path, connection: str, config: dict, *extra:
         f"{runs[0]['status']}: {runs[0].get('status-details')}\n{procs.log('flwr-run')[-4000:]}"
 
 
-def check_store(store_path: Path, num_clients: int, num_rounds: int) -> list[dict]:
+def check_store(store_path: Path, num_clients: int, num_rounds: int, partitions: set | None = None) -> list[dict]:
     """The run completed; every round accepted every client's train reply of a few KB."""
     store = RunStore(store_path)
     try:
@@ -249,7 +250,7 @@ def check_store(store_path: Path, num_clients: int, num_rounds: int) -> list[dic
         replies = [r for r in store.replies(run_id) if r["kind"] == "train"]
         assert len(replies) == num_clients * num_rounds
         assert all(r["status"] == "accepted" for r in replies), replies
-        assert {r["partition_id"] for r in replies} == set(range(num_clients))
+        assert {r["partition_id"] for r in replies} == (partitions or set(range(num_clients)))
         assert all(0 < r["bytes"] <= MAX_REPLY_BYTES for r in replies), [r["bytes"] for r in replies]
         assert math.isfinite(rounds[-1]["server_metrics"]["accuracy"])
         return rounds
@@ -343,10 +344,12 @@ def test_deployment_engine_with_tls_and_supernode_auth(tmp_path, glue_dir):
     write_connection(env, "local-tls", f"127.0.0.1:{link_port}", root_certificates=certs["ca"])
     app = app_dir(tmp_path)
 
-    def supernode(i: int, key: Path, partition_id: int) -> list[str]:
+    own_data = write_local_data(tmp_path / "device-1", glue_dir)
+
+    def supernode(i: int, key: Path, node_config: str) -> list[str]:
         return ["flower-supernode", "--superlink", f"127.0.0.1:{link_port}", "--root-certificates", str(certs["ca"]),
                 "--auth-supernode-private-key", str(key), "--port", str(clientappio_ports[i]),
-                "--node-config", f"partition-id={partition_id} num-partitions=2"]
+                "--node-config", node_config]
 
     with Processes(env, tmp_path, tmp_path / "logs") as procs:
         link = procs.start("superlink", [
@@ -358,10 +361,11 @@ def test_deployment_engine_with_tls_and_supernode_auth(tmp_path, glue_dir):
             code, out = procs.run(f"register-{i}", ["flwr", "supernode", "register", str(public), "local-tls"],
                                   timeout=120)
             assert code == 0 and "registered successfully" in out, out[-4000:]
-        for i, (private, _) in enumerate(keys[:2]):
-            procs.start(f"supernode-{i}", supernode(i, private, i))
+        # Node 0 trains on a GLUE partition, node 1 on its own files, as a real device would.
+        procs.start("supernode-0", supernode(0, keys[0][0], "partition-id=0 num-partitions=2"))
+        procs.start("supernode-1", supernode(1, keys[1][0], own_data))
         # It asks for partition 0 too: had it been let in, the run would see three nodes.
-        intruder = procs.start("supernode-unregistered", supernode(2, keys[2][0], 0))
+        intruder = procs.start("supernode-unregistered", supernode(2, keys[2][0], "partition-id=0 num-partitions=2"))
 
         # 480 examples per client: with 2 x 240 the run ends at 0.520 against 0.515 untrained
         # (deterministic, and the same under run_simulation), too thin a margin; 2 x 480 gives 0.660.
@@ -377,8 +381,24 @@ def test_deployment_engine_with_tls_and_supernode_auth(tmp_path, glue_dir):
     assert intruder.returncode != 0
     assert "Failed to activate SuperNode" in procs.log("supernode-unregistered")
     assert "No SuperNode found with the given public key" in procs.log("superlink")
-    rounds = check_store(tmp_path / "store.sqlite", num_clients=2, num_rounds=2)
+    rounds = check_store(tmp_path / "store.sqlite", num_clients=2, num_rounds=2, partitions={0, None})
     assert_learned(rounds)
+    store = RunStore(tmp_path / "store.sqlite")
+    own = [r for r in store.replies(1) if r["partition_id"] is None]
+    assert own and all(r["num_examples"] == 480 for r in own)  # every row of its own file
+    store.close()
+
+
+def write_local_data(folder: Path, glue_dir: Path) -> str:
+    """A device's own SST-2 rows as JSON lines with label names, outside the GLUE partitions."""
+    folder.mkdir(parents=True)
+    rows = glue.load_split("sst2", "train", glue_dir).select(range(5000, 5480))
+    names = glue.get_task("sst2").label_names
+    for name, part in (("train.jsonl", rows), ("dev.jsonl", rows.select(range(100)))):
+        with (folder / name).open("w") as f:
+            for row in part:
+                f.write(json.dumps({"text": row["text"], "label": names[row["label"]]}) + "\n")
+    return f"data-file='{folder / 'train.jsonl'}' eval-file='{folder / 'dev.jsonl'}'"
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedrp.federation import FedConfig, initial_state
 from server import checkpoint
 from server.store import RunStore
 
@@ -99,3 +100,22 @@ def test_a_killed_run_resumes_to_the_same_final_vector(tmp_path, glue_dir):
     _, final, _, _ = checkpoint.load(tmp_path / "cut" / "ckpt" / f"run-{resumed['run_id']}")
     for k in reference:
         np.testing.assert_array_equal(final[k], reference[k])
+
+
+@pytest.mark.parametrize("aggregation", ["median", "trimmed-mean"])
+def test_robust_aggregation_outvotes_a_scaled_update_and_records_a_crash(tmp_path, glue_dir, aggregation):
+    """No norm bound: the x1000 update is accepted, yet the coordinate-wise rule leaves it out;
+    the crashing client is refused as a client error and the round goes on."""
+    out = simulate(tmp_path, glue_dir, "--num-server-rounds", "1", "--fraction-train", "1.0", "--fraction-evaluate", "0",
+                   "--aggregation", aggregation, "--trim-beta", "0.25", "--faulty-clients", "0:scaled-1000,1:error",
+                   supernodes=5)
+    (rnd,) = out["rounds"][1:]
+    assert (rnd["accepted"], rnd["refused"]) == (4, 1)
+    assert [(r["partition_id"], r["reason"]) for r in out["refusals"]] == [(1, "client-error")]
+    assert "injected client failure" in out["refusals"][0]["detail"]
+    store = RunStore(out["store"])
+    assert [r["status"] for r in store.replies(out["run_id"]) if r["partition_id"] == 0] == ["accepted"]
+    _, final, _, _ = checkpoint.load(tmp_path / "ckpt" / "run-1")
+    moved = np.linalg.norm(final["z"] - initial_state(FedConfig())["z"])
+    assert 0 < moved < 20.0  # one honest round moves z by a few units; the x1000 reply by thousands
+    assert np.isfinite(out["final_metrics"]["accuracy"])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from fedrp.federation import FedConfig, parse_faults, round_seed
+from fedrp.methods import FEDERATED_LR
 from server import checkpoint
 from server.store import RunStore
 from server.strategy import FedAdamRP, make_strategy, sample
@@ -31,7 +32,10 @@ def test_run_config_refuses_unknown_keys_and_bad_values():
         FedConfig.from_run_config({"aggregation": "krum"})
     with pytest.raises(ValueError, match="PARTITION:KIND"):
         FedConfig.from_run_config({"faulty-clients": "0:melt"})
-    assert FedConfig.from_run_config({"lr": 0.0, "method": "full"}).learning_rate == 3e-4
+    with pytest.raises(ValueError, match="local-loss must be one of"):
+        FedConfig.from_run_config({"local-loss": "focal"})
+    assert FedConfig.from_run_config({"lr": 0.0, "method": "full"}).learning_rate == FEDERATED_LR["full"] == 1e-4
+    assert FedConfig.from_run_config({"lr": 0.5}).learning_rate == 0.5
 
 
 def test_fault_spec_parses():

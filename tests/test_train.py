@@ -6,6 +6,7 @@ import torch
 
 from fedrp import data, glue
 from fedrp.backbone import load_backbone
+from fedrp.federation import logit_offsets
 from fedrp.methods import METHODS, build, payload_bytes
 from fedrp.train import TrainConfig, evaluate, loss_fn, predictions, select_device, train
 
@@ -136,6 +137,24 @@ def test_bf16_autocast_on_cpu_when_supported(sst2):
     else:
         with pytest.raises(ValueError, match="no native bf16"):
             train(model, train_ds, _config(bf16="on"), CPU)
+
+
+def test_logit_offsets_are_the_smoothed_log_prior_and_enter_only_training(sst2):
+    train_ds, dev = sst2
+    assert logit_offsets([1, 1, 1, 0], 2) == pytest.approx((np.log(2 / 6), np.log(4 / 6)))
+    assert logit_offsets([1, 1], 3) == pytest.approx((np.log(1 / 5), np.log(3 / 5), np.log(1 / 5)))
+    balanced = train_ds.select(range(64))
+    skewed = train_ds.select([i for i, y in enumerate(train_ds["label"]) if y == 1][:48]
+                             + [i for i, y in enumerate(train_ds["label"]) if y == 0][:16])
+    states = {}
+    for name, ds, off in (("plain", balanced, None), ("uniform", balanced, (np.log(0.5), np.log(0.5))),
+                          ("skew-plain", skewed, None), ("skew-adjusted", skewed, logit_offsets(skewed["label"], 2))):
+        model = build("slash", load_backbone(), 2)
+        train(model, ds, _config(logit_offsets=off, seed=3), CPU)
+        states[name] = {k: v.detach().clone() for k, v in model.trainable_parameters().items()}
+    for k in states["plain"]:  # equal offsets shift every logit alike: softmax, loss and steps unchanged
+        torch.testing.assert_close(states["uniform"][k], states["plain"][k], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(states["skew-adjusted"]["z"], states["skew-plain"]["z"], atol=1e-4)
 
 
 def test_device_selection_and_config_checks():

@@ -1,0 +1,109 @@
+"""The federation benchmark: slash vs. lora vs. full through the same server, printed as one JSON object.
+
+    python -m simulations.bench_federation --data-dir ../shared/glue
+
+The 4,000 SST-2 training examples of `bench_glue --suite sst2` are split over 10 clients by
+Dirichlet label skew (alpha 0.1 and 1.0); 20 rounds sample half of the clients each. Every
+cell is one `python -m simulations.run` process (the same ServerApp and ClientApp as
+`flwr run .`); finished cells are appended to --cache and skipped when asked for again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+METHODS = ("slash", "lora", "full")
+ALPHAS = (0.1, 1.0)
+# Centralized full finetuning on the same 4,000 examples, one epoch, bf16 autocast:
+# `python -m simulations.bench_glue --suite sst2` (README, Results).
+CENTRALIZED_FULL_ACCURACY = 0.830
+TARGETS = {"slash_accuracy_vs_centralized_full_min": 0.95, "bytes_full_over_slash_min": 10_000,
+           "bytes_lora_over_slash_min": 30}
+
+
+def run_cell(cell: dict, common: dict) -> dict:
+    options = [f"--{k}={v}" for k, v in {**common, **cell}.items()]
+    cmd = [sys.executable, "-m", "simulations.run", "--json", *options]
+    print("running", " ".join(cmd), file=sys.stderr, flush=True)
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def condense(cell: dict, result: dict) -> dict:
+    rounds = [r for r in result["rounds"] if r["round"] > 0]
+    return {
+        **cell, "status": result["status"], "store": result["store"], "run_id": result["run_id"],
+        "initial_accuracy": result["rounds"][0]["metrics"]["accuracy"],
+        "accuracy": [r["metrics"]["accuracy"] for r in rounds],
+        "bytes_up_per_client": [r["bytes_up"] / max(r["accepted"], 1) for r in rounds],
+        "wall_seconds": [round(r["wall_seconds"], 2) for r in rounds],
+        "final_accuracy": result["final_metrics"]["accuracy"],
+        "best_accuracy": max(r["metrics"]["accuracy"] for r in rounds),
+        "refused": sum(r["refused"] for r in rounds),
+    }
+
+
+def summarize(cells: list[dict], reference: float) -> dict:
+    out = {}
+    for alpha in sorted({c["alpha"] for c in cells}):
+        by = {c["method"]: c for c in cells if c["alpha"] == alpha}
+        if "slash" not in by:
+            continue
+        slash = by["slash"]
+        row = {"slash_final_vs_centralized_full": slash["final_accuracy"] / reference}
+        for other in ("full", "lora"):
+            if other in by:
+                row[f"bytes_{other}_over_slash"] = by[other]["bytes_up_per_client"][0] / slash["bytes_up_per_client"][0]
+        row["met"] = {
+            "accuracy": row["slash_final_vs_centralized_full"] >= TARGETS["slash_accuracy_vs_centralized_full_min"],
+            **{f"bytes_{o}": row[f"bytes_{o}_over_slash"] >= TARGETS[f"bytes_{o}_over_slash_min"]
+               for o in ("full", "lora") if f"bytes_{o}_over_slash" in row},
+        }
+        out[f"alpha={alpha:g}"] = row
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=os.environ.get("FEDRP_GLUE_DIR", "../shared/glue"))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--alphas", nargs="+", type=float, default=list(ALPHAS))
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--reference", type=float, default=CENTRALIZED_FULL_ACCURACY,
+                        help="centralized full-finetuning accuracy on the same 4,000 examples")
+    parser.add_argument("--cache", type=Path, default=Path("runs/bench_federation.jsonl"))
+    args = parser.parse_args(argv)
+    args.cache.parent.mkdir(parents=True, exist_ok=True)
+    common = {
+        "data-dir": os.path.abspath(args.data_dir), "task": "sst2", "num-supernodes": 10,
+        "num-server-rounds": args.rounds, "fraction-train": 0.5, "fraction-evaluate": 0.0,
+        "max-train-samples": 4000, "max-train-samples-per-client": 0, "partition-scheme": "dirichlet",
+        "store": str(args.cache.with_suffix(".sqlite")), "checkpoint-dir": str(args.cache.parent / "bench_federation_ckpt"),
+    }
+    done = {}
+    if args.cache.is_file():
+        for line in args.cache.read_text().splitlines():
+            row = json.loads(line)
+            done[row["key"]] = row["cell"]
+    cells = []
+    for alpha in args.alphas:
+        for method in args.methods:
+            cell = {"method": method, "alpha": alpha}
+            key = json.dumps({**common, **cell, "data-dir": None, "store": None, "checkpoint-dir": None}, sort_keys=True)
+            if key not in done:
+                done[key] = condense(cell, run_cell(cell, common))
+                with args.cache.open("a") as f:
+                    f.write(json.dumps({"key": key, "cell": done[key]}) + "\n")
+            cells.append(done[key])
+    json.dump({"targets": TARGETS, "reference_centralized_full": args.reference,
+               "summary": summarize(cells, args.reference), "cells": cells}, sys.stdout, indent=1)
+    print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""What a client trains on: its GLUE partition, or a deployed device's own file."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fedrp import glue
+from fedrp.federation import FedConfig, client_indices, client_train_data, local_data_file
+
+
+@pytest.fixture(scope="module")
+def tokenizer(default_tokenizer):
+    return default_tokenizer
+
+
+def test_a_device_file_with_label_names_or_ids(tmp_path, tokenizer):
+    jsonl = tmp_path / "train.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r) for r in [{"text": "a fine film", "label": "positive"},
+                                                         {"text": "a dull film", "label": "negative"},
+                                                         {"text": "fine again", "label": 1}]))
+    ds = local_data_file(str(jsonl), glue.get_task("sst2"), tokenizer, FedConfig())
+    assert ds["label"] == [1, 0, 1]
+    assert {"input_ids", "attention_mask"} <= set(ds.column_names)
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text("text\tpair\tlabel\nthe cat sat\ta cat was sitting\t4.5\nno\tyes\t0.0\n")
+    ds = local_data_file(str(tsv), glue.get_task("stsb"), tokenizer, FedConfig(task="stsb"))
+    assert ds["label"] == [4.5, 0.0]
+    sep = tokenizer.sep_token_id
+    assert ds[0]["input_ids"].count(sep) == 2  # text and pair both encoded
+
+
+def test_a_bad_device_file_is_refused_with_what_was_expected(tmp_path, tokenizer):
+    task, cfg = glue.get_task("sst2"), FedConfig()
+    with pytest.raises(FileNotFoundError, match="expected .jsonl or .tsv"):
+        local_data_file(str(tmp_path / "missing.jsonl"), task, tokenizer, cfg)
+    odd = tmp_path / "data.parquet"
+    odd.write_text("x")
+    with pytest.raises(ValueError, match="must end in .jsonl, .json, .tsv or .csv"):
+        local_data_file(str(odd), task, tokenizer, cfg)
+    wrong = tmp_path / "wrong.jsonl"
+    wrong.write_text(json.dumps({"sentence": "hi", "y": 1}))
+    with pytest.raises(ValueError, match="expected text, \\[pair,\\] label"):
+        local_data_file(str(wrong), task, tokenizer, cfg)
+    unknown = tmp_path / "unknown.jsonl"
+    unknown.write_text(json.dumps({"text": "hi", "label": "neutral"}))
+    with pytest.raises(ValueError, match="label 'neutral'.*expected one of"):
+        local_data_file(str(unknown), task, tokenizer, cfg)
+    unknown.write_text(json.dumps({"text": "hi", "label": 7}))
+    with pytest.raises(ValueError, match="label 7 is out of range"):
+        local_data_file(str(unknown), task, tokenizer, cfg)
+
+
+def test_glue_partitions_cover_the_pool_once(glue_dir, tokenizer):
+    cfg = FedConfig(data_dir=str(glue_dir), max_train_samples=400, max_train_samples_per_client=0, alpha=0.5)
+    labels = [0, 1] * 200
+    parts = [client_indices(cfg, labels, p, 4) for p in range(4)]
+    assert sorted(np.concatenate(parts).tolist()) == list(range(400))
+    with pytest.raises(ValueError, match=r"partition-id must be in \[0, 4\)"):
+        client_indices(cfg, labels, 4, 4)
+    sizes = [len(client_train_data(cfg, tokenizer, p, 4)) for p in range(4)]
+    assert sum(sizes) == 400
