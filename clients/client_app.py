@@ -10,8 +10,10 @@ from clients.faults import corrupt
 from fedrp import glue
 from fedrp.federation import (FedConfig, check_identity, client_eval_data, client_train_data, local_data_file,
                               local_evaluate, local_train, model_for)
+from fedrp.privacy.budget import BudgetExhausted, ClientBudget
 
-REFUSED = 1  # error code: this device refuses the round (backbone or projection mismatch, bad data)
+REFUSED = 1  # error code: this device refuses the round (backbone or projection mismatch, bad data, no budget left)
+BUDGET_KEY = "dp-budget"
 
 
 def _arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
@@ -32,6 +34,14 @@ def _data(cfg: FedConfig, context: Context, kind: str):
     pid, n = _partition(context)
     fn = client_train_data if kind == "train" else client_eval_data
     return fn(cfg, model.tokenizer, pid, n)
+
+
+def _budget(cfg: FedConfig, context: Context) -> ClientBudget | None:
+    """This node's DP accounting so far (None without DP)."""
+    if cfg.privacy is None:
+        return None
+    kept = context.state.config_records.get(BUDGET_KEY)
+    return ClientBudget.from_lists(cfg.privacy, dict(kept) if kept is not None else None)
 
 
 def build_client_app(overrides: dict | None = None) -> ClientApp:
@@ -56,7 +66,13 @@ def build_client_app(overrides: dict | None = None) -> ClientApp:
             return Message(Error(code=REFUSED, reason=str(err)), reply_to=msg)
         sent = _arrays(msg.content["arrays"])
         pid, _ = _partition(context)
-        state, metrics = local_train(cfg, sent, train_data, int(sent_config["server-round"]), pid)
+        budget = _budget(cfg, context)
+        try:
+            state, metrics = local_train(cfg, sent, train_data, int(sent_config["server-round"]), pid, budget=budget)
+        except BudgetExhausted as err:
+            return Message(Error(code=REFUSED, reason=str(err)), reply_to=msg)
+        if budget is not None:  # the node state outlives this message (and, deployed, this process)
+            context.state[BUDGET_KEY] = ConfigRecord(budget.to_lists())
         fingerprint = sent_config.get("fingerprint")
         if pid in cfg.faults:
             state, fingerprint = corrupt(cfg.faults[pid], state, sent, fingerprint)

@@ -11,6 +11,8 @@ from fedrp import artifact, data, glue
 from fedrp.adapters import AdapterModel
 from fedrp.backbone import load_backbone
 from fedrp.methods import DEFAULT_LR, build, payload_bytes
+from fedrp.privacy.config import PrivacyConfig
+from fedrp.privacy.engine import train_private
 from fedrp.train import TrainConfig, evaluate, select_device, train, use_bf16
 
 
@@ -39,6 +41,7 @@ class RunConfig:
     device: str = "auto"
     out: str | None = "runs"
     progress: bool | None = None
+    privacy: PrivacyConfig | None = None  # sample-level DP-SGD
 
 
 def dev_metrics(model, task: glue.Task, tokenizer, pooling: str, max_length: int, data_dir, max_samples: int | None,
@@ -69,7 +72,10 @@ def run(cfg: RunConfig) -> dict:
     tcfg = TrainConfig(lr=lr, epochs=cfg.epochs, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
                        schedule=cfg.schedule, warmup_ratio=cfg.warmup_ratio, bf16=cfg.bf16, seed=cfg.seed,
                        progress=cfg.progress)
-    result = train(model, train_data, tcfg, device)
+    if cfg.privacy is None:
+        result = train(model, train_data, tcfg, device)
+    else:
+        result = train_private(model, train_data, tcfg, cfg.privacy, device)
     metrics, n_eval = dev_metrics(model, task, backbone.tokenizer, cfg.pooling, cfg.max_length, cfg.data_dir,
                                   cfg.max_eval_samples, cfg.batch_size * 2, device)
     path = None
@@ -83,7 +89,7 @@ def run(cfg: RunConfig) -> dict:
         "train_seconds": result.seconds, "train_examples": len(train_data), "eval_examples": n_eval,
         "steps": result.steps, "final_loss": result.loss, "lr": lr, "epochs": cfg.epochs,
         "batch_size": cfg.batch_size, "seed": cfg.seed, "backbone": backbone.name, "device": device.type,
-        "bf16": use_bf16(cfg.bf16, device),
+        "bf16": use_bf16(cfg.bf16, device), **({"privacy": result.privacy} if result.privacy else {}),
     }
 
 

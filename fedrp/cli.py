@@ -103,8 +103,23 @@ def cmd_train(args: argparse.Namespace) -> None:
     from fedrp.centralized import RunConfig, run
 
     fields = {f for f in RunConfig.__dataclass_fields__}
-    cfg = RunConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    cfg = RunConfig(**{k: v for k, v in vars(args).items() if k in fields}, privacy=_privacy(args))
     _emit(args, run(cfg), _metrics_text)
+
+
+def _privacy(args: argparse.Namespace):
+    """--dp and its budget, or None; budget options without --dp are refused rather than ignored."""
+    from fedrp.privacy.config import PrivacyConfig
+
+    given = [o for o in ("epsilon", "delta", "max_grad_norm", "noise_multiplier") if getattr(args, o) is not None]
+    if not args.dp:
+        if given:
+            raise ValueError(f"--{given[0].replace('_', '-')} needs --dp")
+        return None
+    if args.epsilon is None:
+        raise ValueError("--dp needs --epsilon E (the privacy budget for the whole run)")
+    return PrivacyConfig(epsilon=args.epsilon, delta=args.delta, max_grad_norm=args.max_grad_norm or 1.0,
+                         accountant=args.accountant, noise_multiplier=args.noise_multiplier)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -222,6 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bf16 autocast (auto: on CUDA and on CPUs with native bf16)")
     p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu in that order), or a torch device")
     p.add_argument("--out", default="runs", help="folder for the adapter file (slash, jrwarp)")
+    dp = p.add_argument_group("differential privacy (sample-level DP-SGD)")
+    dp.add_argument("--dp", action="store_true", help="train with DP-SGD: Poisson batches, per-sample clipping, noise")
+    dp.add_argument("--epsilon", type=float, default=None, help="privacy budget of the whole run")
+    dp.add_argument("--delta", type=float, default=None, help="default 1/(2n) for n training examples")
+    dp.add_argument("--max-grad-norm", type=float, default=None, help="per-sample clipping norm (default 1.0)")
+    dp.add_argument("--accountant", choices=["rdp", "prv"], default="rdp")
+    dp.add_argument("--noise-multiplier", type=float, default=None, help="fix the noise instead of calibrating it")
 
     p = command("eval", cmd_eval, "Dev metrics of a saved adapter.")
     p.add_argument("--adapter", required=True)

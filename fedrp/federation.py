@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,10 +24,15 @@ from fedrp.classifier import Classifier
 from fedrp.methods import FEDERATED_LR, METHODS, build
 from fedrp.partition import partition, partition_labels
 from fedrp.payload import load_trainable_state, trainable_state
-from fedrp.train import TrainConfig, evaluate, select_device, train
+from fedrp.privacy.budget import ClientBudget
+from fedrp.privacy.client_level import ClientLevelDP
+from fedrp.privacy.config import PrivacyConfig
+from fedrp.privacy.engine import poisson_schedule, train_private
+from fedrp.train import TrainConfig, TrainResult, evaluate, select_device, train
 
 PARTITION_CACHE_VERSION = 1  # bump when fedrp.partition changes which indices a client gets
 LOCAL_LOSSES = ("logit-adjusted", "ce")
+LR_DECAYS = ("none", "cosine")
 AGGREGATIONS = ("fedavg", "fedadam", "median", "trimmed-mean")
 FAULTS = ("nan", "wrong-fingerprint", "scaled-1000", "wrong-shape", "error")
 
@@ -46,6 +52,7 @@ class FedConfig:
     local_epochs: float = 1.0
     lr: float = 0.0  # 0: the method's federated default (fedrp.methods.FEDERATED_LR)
     local_loss: str = "logit-adjusted"  # or "ce"; see logit_offsets
+    lr_decay: str = "none"  # or "cosine": the clients' rate falls over the rounds (round_lr)
     schedule: str = "constant"  # local learning-rate schedule; rounds are short, so no decay by default
     batch_size: int = 32
     d: int = 1024
@@ -71,12 +78,21 @@ class FedConfig:
     checkpoint_dir: str = "runs/checkpoints"
     resume_from: str = ""
     faulty_clients: str = ""
+    dp_epsilon: float = 0.0  # sample-level DP budget of each client over the whole run; 0: off
+    dp_delta: float = 0.0  # 0: 1/(2n) for a client's n examples
+    dp_max_grad_norm: float = 1.0
+    dp_accountant: str = "rdp"
+    client_dp_noise: float = 0.0  # client-level DP on the server (DP-FedAvg): noise multiplier; 0: off
+    client_dp_clip: float = 1.0  # L2 bound of each client's whole update
+    client_dp_delta: float = 1e-5
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}")
         if self.local_loss not in LOCAL_LOSSES:
             raise ValueError(f"local-loss must be one of {LOCAL_LOSSES}, got {self.local_loss!r}")
+        if self.lr_decay not in LR_DECAYS:
+            raise ValueError(f"lr-decay must be one of {LR_DECAYS}, got {self.lr_decay!r}")
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
         glue.get_task(self.task)
@@ -87,6 +103,16 @@ class FedConfig:
         if self.num_server_rounds < 1 or self.min_train_nodes < 1 or self.round_timeout <= 0:
             raise ValueError("num-server-rounds and min-train-nodes must be at least 1 and round-timeout positive")
         parse_faults(self.faulty_clients)  # a typo fails before any work
+        self._client_dp = None if self.client_dp_noise == 0 else ClientLevelDP(  # checks the client-dp-* values
+            self.client_dp_noise, self.client_dp_clip, self.client_dp_delta)
+        if self._client_dp is not None and self.aggregation != "fedavg":
+            raise ValueError(f"client-level DP (client-dp-noise) averages clipped updates: it needs aggregation "
+                             f"fedavg, got {self.aggregation!r}")
+        if self.dp_epsilon < 0:
+            raise ValueError(f"dp-epsilon must be 0 (no DP) or a positive budget, got {self.dp_epsilon}")
+        self._privacy = None if self.dp_epsilon == 0 else PrivacyConfig(  # bad dp-* values fail here, not in round 1
+            epsilon=self.dp_epsilon, delta=self.dp_delta or None, max_grad_norm=self.dp_max_grad_norm,
+            accountant=self.dp_accountant)
 
     @classmethod
     def from_run_config(cls, run_config: dict, overrides: dict | None = None) -> "FedConfig":
@@ -107,6 +133,16 @@ class FedConfig:
     @property
     def learning_rate(self) -> float:
         return self.lr if self.lr > 0 else FEDERATED_LR[self.method]
+
+    @property
+    def client_dp(self) -> ClientLevelDP | None:
+        """Client-level DP applied by the server, or None."""
+        return self._client_dp
+
+    @property
+    def privacy(self) -> PrivacyConfig | None:
+        """Sample-level DP-SGD of every client, or None."""
+        return self._privacy
 
     @property
     def glue_dir(self) -> str | None:
@@ -139,6 +175,13 @@ def parse_faults(spec: str) -> dict[int, str]:
             raise ValueError(f"faulty-clients entry {item!r} must be PARTITION:KIND with KIND one of {FAULTS}")
         faults[int(pid)] = kind
     return faults
+
+
+def round_lr(cfg: FedConfig, server_round: int) -> float:
+    """The clients' learning rate in a round: constant, or cosine from lr in round 1 toward 0 after the last."""
+    if cfg.lr_decay == "none":
+        return cfg.learning_rate
+    return cfg.learning_rate * 0.5 * (1 + math.cos(math.pi * (server_round - 1) / cfg.num_server_rounds))
 
 
 def round_seed(seed: int, server_round: int, partition_id: int) -> int:
@@ -271,20 +314,45 @@ def local_data_file(path: str, task: glue.Task, tokenizer, cfg: FedConfig) -> da
 # ---- a client's round --------------------------------------------------------------------
 
 def local_train(cfg: FedConfig, state: dict[str, np.ndarray], train_data: datasets.Dataset, server_round: int,
-                partition_id: int, device: str = "auto") -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Start from the server's state, train on local data, return the new state and metrics."""
+                partition_id: int, device: str = "auto",
+                budget: ClientBudget | None = None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Start from the server's state, train on local data, return the new state and metrics.
+
+    With dp-epsilon set, training is DP-SGD and `budget` (this client's accounting so far,
+    updated in place) refuses a round that would overspend.
+    """
     model = model_for(cfg)
     load_trainable_state(model, state)
     task = glue.get_task(cfg.task)
     adjust = cfg.local_loss == "logit-adjusted" and not task.is_regression
-    tcfg = TrainConfig(lr=cfg.learning_rate, epochs=cfg.local_epochs, batch_size=cfg.batch_size, bf16=cfg.bf16,
-                       schedule=cfg.schedule, warmup_ratio=0.0,
+    tcfg = TrainConfig(lr=round_lr(cfg, server_round), epochs=cfg.local_epochs, batch_size=cfg.batch_size,
+                       bf16=cfg.bf16, schedule=cfg.schedule, warmup_ratio=0.0,
                        logit_offsets=logit_offsets(train_data["label"], task.num_labels) if adjust else None,
                        seed=round_seed(cfg.seed, server_round, partition_id), progress=False)
-    result = train(model, train_data, tcfg, select_device(device))
-    metrics = {"num-examples": float(len(train_data)), "train-loss": result.loss,
-               "samples-per-second": result.samples_per_second, "train-seconds": result.seconds}
+    metrics = {"num-examples": float(len(train_data))}
+    if cfg.privacy is None:
+        result = train(model, train_data, tcfg, select_device(device))
+    else:
+        result = _train_private_round(cfg, model, train_data, tcfg, device, budget or ClientBudget(cfg.privacy))
+        metrics.update({"epsilon": result.privacy["epsilon"], "noise-multiplier": result.privacy["noise_multiplier"],
+                        "dp-steps": float(result.privacy["steps"])})
+    metrics.update({"train-loss": result.loss, "samples-per-second": result.samples_per_second,
+                    "train-seconds": result.seconds})
     return trainable_state(model), metrics
+
+
+def _train_private_round(cfg: FedConfig, model: Classifier, train_data: datasets.Dataset, tcfg: TrainConfig,
+                         device: str, budget: ClientBudget) -> TrainResult:
+    """One round of DP-SGD at the noise that lets this client train in every round within its epsilon."""
+    delta = budget.config.delta_for(len(train_data))
+    rate, steps = poisson_schedule(len(train_data), tcfg.batch_size, tcfg.epochs)
+    noise = budget.noise_for_rounds(delta, rate, steps, cfg.num_server_rounds)
+    budget.check(delta, noise, rate, steps)
+    accountant = budget.accountant()
+    result = train_private(model, train_data, tcfg, dataclasses.replace(budget.config, noise_multiplier=noise),
+                           select_device(device), accountant)
+    budget.history = [tuple(h) for h in accountant.history]
+    return result
 
 
 def logit_offsets(labels, num_labels: int) -> tuple[float, ...]:

@@ -16,7 +16,8 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fedrp import glue, payload
-from fedrp.federation import FedConfig, identity, initial_state, model_for, server_evaluate
+from fedrp.privacy.client_level import epsilon_after
+from fedrp.federation import FedConfig, identity, initial_state, model_for, round_lr, server_evaluate
 from server import checkpoint
 from server.store import RunStore
 from server.strategy import Validating, from_record, make_strategy, to_record
@@ -71,7 +72,7 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
         nodes: dict[int, int | None] = {}
         for rnd in range(start_round + 1, cfg.num_server_rounds + 1):
             nodes = discover(grid, nodes, cfg.round_timeout, minimum=cfg.min_train_nodes)
-            strategy.prepare(nodes, cfg.seed, ident.get("fingerprint"), cfg.norm_bound)
+            strategy.prepare(nodes, cfg.seed, ident.get("fingerprint"), cfg.norm_bound, cfg.client_dp)
             state = _one_round(grid, cfg, strategy, store, run_id, rnd, state, model, ident)
             checkpoint.save(folder, rnd, state, strategy.server_state(),
                             {"method": cfg.method, "fingerprint": ident.get("fingerprint"), "run_id": run_id})
@@ -85,7 +86,7 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
 def _one_round(grid: Grid, cfg: FedConfig, strategy: Validating, store: RunStore, run_id: int, rnd: int,
                state: dict[str, np.ndarray], model, ident: dict) -> dict[str, np.ndarray]:
     start = time.time()
-    config = ConfigRecord({**ident, "local-epochs": cfg.local_epochs, "lr": cfg.learning_rate})
+    config = ConfigRecord({**ident, "local-epochs": cfg.local_epochs, "lr": round_lr(cfg, rnd)})
     messages = list(strategy.configure_train(rnd, to_record(state), config, grid))
     bytes_down = len(messages) * payload.nbytes(state)
     replies = list(grid.send_and_receive(messages, timeout=cfg.round_timeout))
@@ -103,9 +104,13 @@ def _one_round(grid: Grid, cfg: FedConfig, strategy: Validating, store: RunStore
             f"refused: {[(r['partition_id'], r['reason']) for r in records if r['status'] != 'accepted']}"
         )
     state = from_record(arrays)
+    train_metrics = dict(train_metrics or {})
+    if cfg.client_dp is not None:  # every round samples the same fraction of the known nodes
+        rate = len(messages) / len(strategy.nodes)
+        train_metrics["client-dp-epsilon"] = epsilon_after(cfg.client_dp, rate, rnd)
     eval_metrics = _client_evaluation(grid, cfg, strategy, rnd, state, config)
     server_metrics = server_evaluate(cfg, model, state)
-    store.add_round(run_id, rnd, server_metrics, dict(train_metrics or {}), eval_metrics,
+    store.add_round(run_id, rnd, server_metrics, train_metrics, eval_metrics,
                     bytes_up=sum(r.get("bytes", 0) for r in records), bytes_down=bytes_down, accepted=accepted,
                     refused=len(records) - accepted, wall_seconds=time.time() - start)
     log.info("round %d: %s, %d accepted, %d refused", rnd, server_metrics, accepted, len(records) - accepted)
@@ -134,4 +139,18 @@ def summary(store: RunStore, run_id: int) -> dict:
         "refusals": [{k: r[k] for k in ("round", "partition_id", "reason", "detail")}
                      for r in store.replies(run_id) if r["status"] != "accepted"],
     }
+    spent = epsilon_spent(store, run_id)
+    if spent:
+        out["epsilon_spent"] = spent
+    if rounds and "client-dp-epsilon" in (rounds[-1]["train_metrics"] or {}):
+        out["client_dp_epsilon"] = rounds[-1]["train_metrics"]["client-dp-epsilon"]
     return out
+
+
+def epsilon_spent(store: RunStore, run_id: int) -> dict[str, float]:
+    """Each DP client's epsilon so far (its latest report), by partition id or, for own-data nodes, node id."""
+    spent: dict[str, float] = {}
+    for r in store.replies(run_id, "accepted"):
+        if "epsilon" in (r["metrics"] or {}):
+            spent[str(r["partition_id"] if r["partition_id"] is not None else r["node_id"])] = r["metrics"]["epsilon"]
+    return spent

@@ -17,6 +17,7 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedMedian, FedTrimmedAvg
 from flwr.serverapp.strategy.fedopt import FedOpt
 
 from fedrp import payload
+from fedrp.privacy.client_level import ClientLevelDP, noisy_mean
 
 
 def to_record(state: dict[str, np.ndarray]) -> ArrayRecord:
@@ -39,13 +40,16 @@ def sample(partitions: list[int], fraction: float, minimum: int, seed: int, rnd:
 class Validating:
     """Mixin: deterministic sampling, reply validation and a record of every reply."""
 
-    def prepare(self, nodes: dict[int, int | None], seed: int, fingerprint: str | None, norm_bound: float) -> None:
+    def prepare(self, nodes: dict[int, int | None], seed: int, fingerprint: str | None, norm_bound: float,
+                client_dp: ClientLevelDP | None = None) -> None:
         self.nodes = nodes  # node id -> partition id (None: a node with its own data file)
         self.seed = seed
         self.fingerprint = fingerprint
         self.norm_bound = norm_bound or None
+        self.client_dp = client_dp
         self.records: list[dict] = []
         self.sent: dict[str, np.ndarray] = {}
+        self.num_sampled = 0
 
     def _messages(self, rnd: int, arrays: ArrayRecord, config: ConfigRecord, fraction: float, minimum: int,
                   kind: str, stream: int) -> list[Message]:
@@ -64,8 +68,10 @@ class Validating:
         self.sent = from_record(arrays)
         if isinstance(self, FedOpt):
             self.current_arrays = {k: v.copy() for k, v in self.sent.items()}
-        return self._messages(server_round, arrays, config, self.fraction_train, self.min_train_nodes,
-                              MessageType.TRAIN, 0)
+        messages = self._messages(server_round, arrays, config, self.fraction_train, self.min_train_nodes,
+                                  MessageType.TRAIN, 0)
+        self.num_sampled = len(messages)
+        return messages
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         if self.fraction_evaluate == 0.0:
@@ -99,7 +105,12 @@ class Validating:
                 accepted.append(msg)
         if len(accepted) < self.min_train_nodes:
             return None, None
-        return super().aggregate_train(server_round, accepted)
+        arrays, metrics = super().aggregate_train(server_round, accepted)
+        if self.client_dp is not None:  # replace the weighted mean by DP-FedAvg's clipped, noised one
+            states = [from_record(m.content["arrays"]) for m in accepted]
+            # Fresh OS entropy, never the run seed: noise a participant could predict protects nothing.
+            arrays = to_record(noisy_mean(self.sent, states, self.client_dp, self.num_sampled, np.random.default_rng()))
+        return arrays, metrics
 
     def server_state(self) -> dict[str, np.ndarray]:
         """The server optimizer's state, for checkpoints (FedAdam's moments; nothing for the others)."""

@@ -49,23 +49,28 @@ def condense(cell: dict, result: dict) -> dict:
 
 
 def summarize(cells: list[dict], reference: float) -> dict:
+    """Per alpha and decay: slash against centralized full finetuning, and the bytes each method sends."""
     out = {}
-    for alpha in sorted({c["alpha"] for c in cells}):
-        by = {c["method"]: c for c in cells if c["alpha"] == alpha}
-        if "slash" not in by:
-            continue
-        slash = by["slash"]
-        row = {"slash_final_vs_centralized_full": slash["final_accuracy"] / reference}
+    for c in (c for c in cells if c["method"] == "slash"):
+        same_alpha = {o["method"]: o for o in cells if o["alpha"] == c["alpha"]}
+        row = {"slash_final_vs_centralized_full": c["final_accuracy"] / reference}
         for other in ("full", "lora"):
-            if other in by:
-                row[f"bytes_{other}_over_slash"] = by[other]["bytes_up_per_client"][0] / slash["bytes_up_per_client"][0]
+            if other in same_alpha:
+                row[f"bytes_{other}_over_slash"] = same_alpha[other]["bytes_up_per_client"][0] / c["bytes_up_per_client"][0]
         row["met"] = {
             "accuracy": row["slash_final_vs_centralized_full"] >= TARGETS["slash_accuracy_vs_centralized_full_min"],
             **{f"bytes_{o}": row[f"bytes_{o}_over_slash"] >= TARGETS[f"bytes_{o}_over_slash_min"]
                for o in ("full", "lora") if f"bytes_{o}_over_slash" in row},
         }
-        out[f"alpha={alpha:g}"] = row
+        out[f"alpha={c['alpha']:g}, lr-decay={c['lr-decay']}"] = row
     return out
+
+
+def _key(options: dict) -> str:
+    """A cell's identity: its settings, paths left out (lr-decay "none" too, as in caches from before it existed)."""
+    kept = {k: (None if k in ("data-dir", "store", "checkpoint-dir") else v) for k, v in options.items()
+            if not (k == "lr-decay" and v == "none")}
+    return json.dumps(kept, sort_keys=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--alphas", nargs="+", type=float, default=list(ALPHAS))
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--lr-decay", choices=["none", "cosine"], default="none", help="the clients' rate over rounds")
     parser.add_argument("--reference", type=float, default=CENTRALIZED_FULL_ACCURACY,
                         help="centralized full-finetuning accuracy on the same 4,000 examples")
     parser.add_argument("--cache", type=Path, default=Path("runs/bench_federation.jsonl"))
@@ -83,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         "data-dir": os.path.abspath(args.data_dir), "task": "sst2", "num-supernodes": 10,
         "num-server-rounds": args.rounds, "fraction-train": 0.5, "fraction-evaluate": 0.0,
         "max-train-samples": 4000, "max-train-samples-per-client": 0, "partition-scheme": "dirichlet",
-        "store": str(args.cache.with_suffix(".sqlite")), "checkpoint-dir": str(args.cache.parent / "bench_federation_ckpt"),
+        "lr-decay": args.lr_decay, "store": str(args.cache.with_suffix(".sqlite")), "checkpoint-dir": str(args.cache.parent / "bench_federation_ckpt"),
     }
     done = {}
     if args.cache.is_file():
@@ -94,12 +100,12 @@ def main(argv: list[str] | None = None) -> None:
     for alpha in args.alphas:
         for method in args.methods:
             cell = {"method": method, "alpha": alpha}
-            key = json.dumps({**common, **cell, "data-dir": None, "store": None, "checkpoint-dir": None}, sort_keys=True)
+            key = _key({**common, **cell})
             if key not in done:
-                done[key] = condense(cell, run_cell(cell, common))
+                done[key] = condense({**cell, "lr-decay": args.lr_decay}, run_cell(cell, common))
                 with args.cache.open("a") as f:
                     f.write(json.dumps({"key": key, "cell": done[key]}) + "\n")
-            cells.append(done[key])
+            cells.append({"lr-decay": "none", **done[key]})
     json.dump({"targets": TARGETS, "reference_centralized_full": args.reference,
                "summary": summarize(cells, args.reference), "cells": cells}, sys.stdout, indent=1)
     print()

@@ -28,13 +28,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--alpha", type=float, default=1.0)
     parser.add_argument("--lr", type=float, default=0.0)
     parser.add_argument("--local-loss", default="logit-adjusted")
+    parser.add_argument("--lr-decay", default="none")
+    parser.add_argument("--bf16", default="off")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--max-eval-samples", type=int, default=400)
     args = parser.parse_args(argv)
     transformers.utils.logging.set_verbosity_error()
     torch.set_num_threads(1)
-    cfg = FedConfig(data_dir=args.data_dir, alpha=args.alpha, lr=args.lr, local_loss=args.local_loss, bf16="off",
+    cfg = FedConfig(data_dir=args.data_dir, alpha=args.alpha, lr=args.lr, local_loss=args.local_loss, lr_decay=args.lr_decay,
+                    num_server_rounds=args.rounds, bf16=args.bf16,
                     max_train_samples=4000, max_train_samples_per_client=0, max_eval_samples=args.max_eval_samples)
     model, state = model_for(cfg), initial_state(cfg)
     accuracy = [server_evaluate(cfg, model, state)["accuracy"]]

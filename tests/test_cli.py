@@ -119,3 +119,18 @@ def test_missing_task_data_is_one_line(glue_env):
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1].startswith("fedrp train: error: no GLUE file at ")
     assert "expected the official layout <dir>/QQP/{train,dev}.tsv" in res.stderr
+
+
+def test_train_with_dp_reports_what_it_spent(glue_env, tmp_path):
+    res = _run(glue_env, "train", "--task", "sst2", "--method", "jrwarp", "--d", "256", "--max-train-samples", "128",
+               "--max-eval-samples", "32", "--out", str(tmp_path), "--bf16", "off", "--json",
+               "--dp", "--epsilon", "2", "--max-grad-norm", "0.5", "--accountant", "prv")
+    assert res.returncode == 0, res.stderr
+    privacy = json.loads(res.stdout)["privacy"]
+    assert set(privacy) == {"epsilon", "delta", "noise_multiplier", "sample_rate", "steps", "max_grad_norm", "accountant"}
+    assert privacy["epsilon"] <= 2.0 and privacy["delta"] == 1 / 256 and privacy["max_grad_norm"] == 0.5
+    assert privacy["accountant"] == "prv" and privacy["steps"] == 4 and privacy["sample_rate"] == 0.25
+    for bad, message in ((["--epsilon", "3"], "--epsilon needs --dp"), (["--dp"], "--dp needs --epsilon"),
+                         (["--dp", "--epsilon", "3", "--method", "bitfit"], "DP training supports slash, jrwarp and")):
+        res = _run(glue_env, "train", "--task", "sst2", "--max-train-samples", "32", *bad)
+        assert res.returncode == 2 and message in res.stderr, res.stderr

@@ -37,7 +37,7 @@ def simulate(tmp_path: Path, glue_dir, *args: str, supernodes: int = 4, wait: bo
 
 def test_simulation_learns_and_sends_only_a_few_kb(tmp_path, glue_dir):
     # Two IID clients with 480 examples each: enough local signal to learn in two rounds
-    # (smaller, skewed shares oscillate; see README, "Federated training").
+    # (the deterministic setting every engine test shares).
     out = simulate(tmp_path, glue_dir, "--num-server-rounds", "2", "--fraction-train", "1.0", "--fraction-evaluate", "1.0",
                    "--partition-scheme", "iid", "--max-train-samples", "960", "--max-train-samples-per-client", "480",
                    supernodes=2)
@@ -119,3 +119,19 @@ def test_robust_aggregation_outvotes_a_scaled_update_and_records_a_crash(tmp_pat
     moved = np.linalg.norm(final["z"] - initial_state(FedConfig())["z"])
     assert 0 < moved < 20.0  # one honest round moves z by a few units; the x1000 reply by thousands
     assert np.isfinite(out["final_metrics"]["accuracy"])
+
+
+def test_dp_clients_keep_their_budget_across_rounds_in_node_state(tmp_path, glue_dir):
+    """Sample-level DP on the clients and client-level DP on the server in one run."""
+    out = simulate(tmp_path, glue_dir, "--num-server-rounds", "2", "--fraction-train", "1.0", "--fraction-evaluate", "0",
+                   "--dp-epsilon", "4", "--max-train-samples-per-client", "64",
+                   "--client-dp-noise", "0.5", "--client-dp-clip", "0.5", supernodes=2)
+    assert out["status"] == "completed"
+    assert out["client_dp_epsilon"] > 0  # all clients every round (rate 1): large, but accounted
+    store = RunStore(out["store"])
+    by_round = {}
+    for r in store.replies(out["run_id"], "accepted"):
+        by_round.setdefault(r["partition_id"], []).append(r["metrics"]["epsilon"])
+    for pid, spent in by_round.items():  # node state carried round 1's accountant into round 2
+        assert len(spent) == 2 and 0 < spent[0] < spent[1] <= 4.0, (pid, spent)
+    assert out["epsilon_spent"] == {str(pid): spent[-1] for pid, spent in by_round.items()}

@@ -1,11 +1,11 @@
 """The server's parts on their own: config, sampling, store, checkpoints."""
 
 import sqlite3
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 
 from fedrp.federation import FedConfig, parse_faults, round_seed
 from fedrp.methods import FEDERATED_LR

@@ -140,7 +140,7 @@ def test_bf16_autocast_on_cpu_when_supported(sst2):
 
 
 def test_logit_offsets_are_the_smoothed_log_prior_and_enter_only_training(sst2):
-    train_ds, dev = sst2
+    train_ds, _ = sst2
     assert logit_offsets([1, 1, 1, 0], 2) == pytest.approx((np.log(2 / 6), np.log(4 / 6)))
     assert logit_offsets([1, 1], 3) == pytest.approx((np.log(1 / 5), np.log(3 / 5), np.log(1 / 5)))
     balanced = train_ds.select(range(64))

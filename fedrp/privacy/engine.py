@@ -1,0 +1,81 @@
+"""DP-SGD for z and the head: Poisson batches, exact per-sample gradients, Opacus's optimizer and accountant."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import datasets
+import torch
+from opacus.accountants import IAccountant
+from opacus.optimizers import DPOptimizer
+from transformers import get_scheduler
+
+from fedrp.classifier import Classifier
+from fedrp.privacy.accounting import make_accountant, noise_for, report
+from fedrp.privacy.config import PrivacyConfig
+from fedrp.privacy.grad_sample import per_sample_engine
+from fedrp.privacy.sampling import poisson_loader
+from fedrp.train import TrainConfig, TrainResult, _to, autocast, loss_fn, select_device, store_frozen_in_bf16, use_bf16
+
+
+def poisson_schedule(num_examples: int, batch_size: int, epochs: float) -> tuple[float, int]:
+    """(sample rate, steps) for `epochs` passes in expectation over Poisson batches of `batch_size` on average."""
+    sample_rate = min(1.0, batch_size / num_examples)
+    return sample_rate, max(1, math.ceil(epochs / sample_rate))
+
+
+def train_private(model: Classifier, data: datasets.Dataset, config: TrainConfig, privacy: PrivacyConfig,
+                  device: torch.device | None = None, accountant: IAccountant | None = None) -> TrainResult:
+    """The shared loop's DP counterpart; each step's noise is calibrated to the budget (or fixed by `privacy`).
+
+    `accountant` carries what earlier rounds spent; the report's epsilon is the total.
+    """
+    if config.grad_accum != 1:
+        raise ValueError("DP training takes one Poisson batch per step: set grad_accum to 1 and raise batch_size instead")
+    device = device or select_device()
+    model.to(device).train()
+    n = len(data)
+    delta = privacy.delta_for(n)
+    sample_rate, steps = poisson_schedule(n, config.batch_size, config.epochs)
+    sigma = noise_for(privacy, delta, sample_rate, steps)
+    params = model.trainable_parameters()
+    optimizer = DPOptimizer(torch.optim.AdamW(list(params.values()), lr=config.lr, weight_decay=config.weight_decay),
+                            noise_multiplier=sigma, max_grad_norm=privacy.max_grad_norm,
+                            expected_batch_size=max(1, round(sample_rate * n)), loss_reduction="mean",
+                            generator=torch.Generator(device).manual_seed(config.seed))
+    name = "linear" if config.schedule == "linear" else "constant_with_warmup"
+    scheduler = get_scheduler(name, optimizer.original_optimizer, num_warmup_steps=int(config.warmup_ratio * steps),
+                              num_training_steps=steps)
+    accountant = accountant if accountant is not None else make_accountant(privacy.accountant)
+    bf16 = use_bf16(config.bf16, device)
+    if bf16:
+        store_frozen_in_bf16(model)
+    offsets = None if config.logit_offsets is None else torch.tensor(config.logit_offsets, device=device)
+
+    def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return loss_fn(logits, labels, reduction="none")
+
+    examples, last_loss, start = 0, float("nan"), time.perf_counter()
+    with per_sample_engine(model) as per_sample:
+        for batch in poisson_loader(data, model.tokenizer, sample_rate, steps, config.seed):
+            if batch is None:  # Poisson sampling can draw no example: the step is noise only
+                grads = {k: torch.zeros((0, *p.shape), device=device, dtype=p.dtype) for k, p in params.items()}
+            else:
+                batch = _to(batch, device)
+                labels = batch.pop("labels")
+                with autocast(device, bf16):
+                    grads, losses = per_sample(batch, labels, per_example_loss, offsets)
+                if not torch.isfinite(losses).all():
+                    raise FloatingPointError(f"training loss became non-finite (lr {config.lr}); lower the learning rate")
+                last_loss, examples = float(losses.mean()), examples + len(labels)
+            for k, p in params.items():
+                p.grad_sample = grads[k].to(p.dtype)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            accountant.step(noise_multiplier=sigma, sample_rate=sample_rate)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return TrainResult(steps=steps, examples=examples, seconds=time.perf_counter() - start, loss=last_loss,
+                       privacy=report(accountant, privacy, delta, sigma, sample_rate))

@@ -1,0 +1,142 @@
+"""Exact per-sample gradients of z and the head, registered per adapter type (as Opacus does per layer).
+
+A shift s_l = z W_l is shared by every token and every block, so the per-sample gradient of z
+is sum_l g_l W_l^T, where g_l (B x H) is the per-sample gradient of s_l summed over tokens.
+Each rule adds a zero "probe" of shape (B, 1, H) where block l's vector enters: autograd then
+yields g_l as the probe's gradient, and nothing larger than B x H is kept per block. A generic
+engine (Opacus hooks, functorch) would materialise per-sample gradients of whatever it hooks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+from fedrp.adapters.base import AdapterModel
+from fedrp.adapters.jrwarp import JRWarpModel
+from fedrp.adapters.slash import SLaShModel
+from fedrp.backbone import blocks
+
+ProbeRule = Callable[[AdapterModel, list], list]  # attaches probe hooks, returns their handles
+GRAD_SAMPLERS: dict[type, ProbeRule] = {}
+OPACUS_BASELINES = ("head", "lora")
+
+
+def register_grad_sampler(model_type: type) -> Callable[[ProbeRule], ProbeRule]:
+    def wrap(rule: ProbeRule) -> ProbeRule:
+        GRAD_SAMPLERS[model_type] = rule
+        return rule
+
+    return wrap
+
+
+def _probe(like: torch.Tensor, probes: list) -> torch.Tensor:
+    p = torch.zeros(like.shape[0], 1, like.shape[-1], dtype=like.dtype, device=like.device, requires_grad=True)
+    probes.append(p)
+    return p
+
+
+@register_grad_sampler(SLaShModel)
+def _slash_probes(model: SLaShModel, probes: list) -> list:
+    """After each target Linear (where the shift is added): output + probe."""
+    return [linear.register_forward_hook(lambda m, a, out: out + _probe(out, probes)) for linear in model._targets()]
+
+
+@register_grad_sampler(JRWarpModel)
+def _jrwarp_probes(model: JRWarpModel, probes: list) -> list:
+    """At each block's input, after the prompt hook has set or shifted token 0: token 0 + probe."""
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        hidden = torch.cat([hidden[:, :1] + _probe(hidden, probes), hidden[:, 1:]], dim=1)
+        return ((hidden, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": hidden})
+
+    return [block.register_forward_pre_hook(hook, with_kwargs=True) for block in blocks(model.backbone)]
+
+
+def rule_for(model: nn.Module) -> ProbeRule:
+    for model_type, rule in GRAD_SAMPLERS.items():
+        if isinstance(model, model_type):
+            return rule
+    raise TypeError(f"no exact per-sample gradient rule for {type(model).__name__}; expected one of "
+                    f"{[t.__name__ for t in GRAD_SAMPLERS]}")
+
+
+@contextlib.contextmanager
+def _probed(model: AdapterModel) -> Iterator[list]:
+    probes: list = []
+    handles = rule_for(model)(model, probes)
+    try:
+        yield probes
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextlib.contextmanager
+def per_sample_engine(model: nn.Module) -> Iterator[Callable]:
+    """A function (batch, labels, loss_fn, offsets) -> (per-sample gradients, losses) for this model.
+
+    Adapters use the exact rules above; the head-only and LoRA baselines use Opacus's
+    GradSampleModule (per-sample rules for their trainable Linear layers), whose hooks are
+    removed on exit. BitFit (LayerNorm biases Opacus's hooks did not record here) and full
+    finetuning (B copies of 22M gradients) are refused.
+    """
+    if isinstance(model, AdapterModel):
+        yield lambda *args: per_sample_gradients(model, *args)
+        return
+    method = getattr(model, "method", type(model).__name__)
+    if method not in OPACUS_BASELINES:
+        raise ValueError(f"DP training supports slash, jrwarp and the baselines {OPACUS_BASELINES}; got {method!r}")
+    from opacus import GradSampleModule
+
+    wrapped = GradSampleModule(model, batch_first=True, loss_reduction="sum")
+    try:
+        yield lambda *args: _opacus_gradients(wrapped, model, *args)
+    finally:
+        wrapped._close()
+
+
+def _opacus_gradients(wrapped: nn.Module, model: nn.Module, batch: dict[str, torch.Tensor], labels: torch.Tensor,
+                      loss_fn: Callable, logit_offsets: torch.Tensor | None = None):
+    losses = loss_fn(_with_offsets(wrapped(**batch), logit_offsets), labels)
+    wrapped.zero_grad(set_to_none=True)
+    losses.sum().backward()
+    grads = {name: p.grad_sample for name, p in model.trainable_parameters().items()}
+    return grads, losses.detach()
+
+
+def _with_offsets(logits: torch.Tensor, offsets: torch.Tensor | None) -> torch.Tensor:
+    """Logits plus the logit-adjustment offsets, in at least float32 (float64 stays float64)."""
+    if offsets is None:
+        return logits
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    return logits + offsets.to(logits.dtype)
+
+
+def per_sample_gradients(model: AdapterModel, batch: dict[str, torch.Tensor], labels: torch.Tensor,
+                         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                         logit_offsets: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """({name: (B, *shape)} for z, head.weight and head.bias; the per-sample losses, (B,)).
+
+    loss_fn(logits, labels) must return one loss per example (reduction "none").
+    """
+    pooled: list[torch.Tensor] = []
+    capture = model.head.register_forward_pre_hook(lambda m, a: pooled.append(a[0]))
+    try:
+        with _probed(model) as probes:
+            logits = model(**batch)
+            losses = loss_fn(_with_offsets(logits, logit_offsets), labels)
+            grads = torch.autograd.grad(losses.sum(), [*probes, logits])
+    finally:
+        capture.remove()
+    *probe_grads, d_logits = grads
+    z_grad = sum(g.squeeze(1).to(model.z.dtype) @ model.projections[i].to(model.z.dtype).T
+                 for i, g in enumerate(probe_grads))
+    d_logits = d_logits.to(model.head.weight.dtype)
+    x = pooled[0].to(model.head.weight.dtype)
+    return {"z": z_grad, "head.weight": torch.einsum("bc,bh->bch", d_logits, x), "head.bias": d_logits}, losses.detach()

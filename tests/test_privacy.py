@@ -1,0 +1,221 @@
+"""Differential privacy: exact per-sample gradients of z and the head."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fedrp.inputs import batch_inputs
+from fedrp.methods import build
+from fedrp.privacy.grad_sample import per_sample_gradients
+from tests.conftest import PAIRS, TEXTS
+
+TEXTS4 = [*TEXTS, "an utterly forgettable, overlong and lifeless picture"]
+
+
+def _ce(logits, labels):
+    return torch.nn.functional.cross_entropy(logits.float() if logits.dtype == torch.bfloat16 else logits, labels,
+                                             reduction="none")
+
+
+def _one_by_one(model, batch, labels, offsets=None, keep_padding=False):
+    """The reference: a batch of one example at a time, plain autograd."""
+    out = []
+    for i in range(len(labels)):
+        single = {k: v[i:i + 1] for k, v in batch.items()}
+        if not keep_padding:  # as if alone
+            length = int(single["attention_mask"].sum())
+            single = {k: v[:, :length] for k, v in single.items()}
+        model.zero_grad(set_to_none=True)
+        logits = model(**single)
+        if offsets is not None:
+            logits = logits + offsets
+        _ce(logits, labels[i:i + 1]).sum().backward()
+        out.append({k: p.grad.detach().clone() for k, p in model.trainable_parameters().items()})
+    return {k: torch.stack([o[k] for o in out]) for k in out[0]}
+
+
+def _random_state(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.trainable_parameters().values():
+            p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+
+
+@pytest.mark.parametrize("method", ["slash", "jrwarp"])
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_per_sample_gradients_equal_batches_of_one_in_float64(tiny_backbone, default_tokenizer, method, family):
+    model = build(method, tiny_backbone(family), 2, d=48).double()
+    _random_state(model, 0)
+    batch = batch_inputs(default_tokenizer, TEXTS4)  # four lengths: real padding in the batch
+    labels = torch.tensor([1, 0, 1, 0])
+    offsets = torch.tensor([-0.3, -1.2], dtype=torch.float64)
+    grads, losses = per_sample_gradients(model, batch, labels, _ce, offsets)
+    reference = _one_by_one(model, batch, labels, offsets)
+    assert set(grads) == set(reference) == {"z", "head.weight", "head.bias"}
+    for k in grads:
+        assert grads[k].shape == reference[k].shape
+        torch.testing.assert_close(grads[k], reference[k], rtol=0, atol=1e-10)
+    assert losses.shape == (4,)
+
+
+@pytest.mark.parametrize("method", ["slash", "jrwarp"])
+def test_per_sample_gradients_on_the_real_backbone_in_float32(default_backbone, default_tokenizer, method):
+    model = build(method, default_backbone, 2)
+    _random_state(model, 1)
+    batch = batch_inputs(default_tokenizer, TEXTS4[:3], PAIRS)
+    labels = torch.tensor([1, 0, 1])
+    grads, _ = per_sample_gradients(model, batch, labels, _ce)
+    reference = _one_by_one(model, batch, labels)
+    for k in grads:
+        scale = reference[k].abs().max()
+        assert scale > 0
+        torch.testing.assert_close(grads[k], reference[k], rtol=1e-5, atol=1e-5 * float(scale))
+
+
+@pytest.mark.parametrize("method", ["head", "lora"])
+def test_baselines_get_opacus_per_sample_gradients_equal_to_batches_of_one(default_backbone, default_tokenizer, method):
+    from fedrp.privacy.grad_sample import per_sample_engine, rule_for
+
+    model = build(method, default_backbone, 2)
+    for m in model.modules():  # dropout off, training mode kept (Opacus records activations only in training)
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    with pytest.raises(TypeError, match="no exact per-sample gradient rule for BaselineModel"):
+        rule_for(model)
+    _random_state(model, 2)
+    batch = batch_inputs(default_tokenizer, TEXTS4[:3], PAIRS)
+    labels = torch.tensor([1, 0, 1])
+    with per_sample_engine(model) as per_sample:
+        grads, _ = per_sample(batch, labels, _ce)
+    assert set(grads) == set(model.trainable_parameters())
+    reference = _one_by_one(model, batch, labels, keep_padding=True)  # after the engine's hooks are gone
+    # Some LoRA matrices get gradients 1000x smaller than others: float32 noise is judged against the largest.
+    scale = max(float(r.abs().max()) for r in reference.values())
+    for k in grads:
+        torch.testing.assert_close(grads[k], reference[k], rtol=1e-5, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("method", ["bitfit", "full"])
+def test_dp_refuses_the_baselines_it_cannot_do(default_backbone, method):
+    from fedrp.privacy.grad_sample import per_sample_engine
+
+    engine = per_sample_engine(build(method, default_backbone, 2))
+    with pytest.raises(ValueError, match="DP training supports slash, jrwarp and the baselines"):
+        engine.__enter__()
+
+
+@pytest.fixture(scope="module")
+def sst2_slice(glue_dir, default_tokenizer):
+    from fedrp import data
+
+    return data.subset(data.load_tokenized("sst2", "train", default_tokenizer, data_dir=glue_dir), 256)
+
+
+def test_dp_training_spends_the_budget_it_was_given(default_backbone, sst2_slice):
+    from fedrp.privacy.config import PrivacyConfig
+    from fedrp.privacy.engine import train_private
+    from fedrp.train import TrainConfig
+
+    model = build("slash", default_backbone, 2)
+    z0 = model.z.detach().clone()
+    cfg = TrainConfig(lr=1e-2, batch_size=32, epochs=2, bf16="off", progress=False)
+    result = train_private(model, sst2_slice, cfg, PrivacyConfig(epsilon=3.0), torch.device("cpu"))
+    p = result.privacy
+    assert p["delta"] == pytest.approx(1 / 512) and p["sample_rate"] == pytest.approx(32 / 256)
+    assert p["steps"] == result.steps == 16 and p["accountant"] == "rdp" and p["max_grad_norm"] == 1.0
+    assert 0.95 * 3.0 <= p["epsilon"] <= 3.0  # calibrated: spends close to, never over, the target
+    assert p["noise_multiplier"] > 0.5
+    assert not torch.equal(model.z.detach(), z0) and torch.isfinite(model.z).all()
+
+
+def test_dp_settings_are_checked(default_backbone, sst2_slice):
+    from fedrp.privacy.config import PrivacyConfig
+    from fedrp.privacy.engine import train_private
+    from fedrp.train import TrainConfig
+
+    with pytest.raises(ValueError, match="epsilon must be positive"):
+        PrivacyConfig(epsilon=0)
+    with pytest.raises(ValueError, match=r"delta must be in \(0, 1\)"):
+        PrivacyConfig(epsilon=1, delta=2)
+    with pytest.raises(ValueError, match="accountant must be one of"):
+        PrivacyConfig(epsilon=1, accountant="gdp-ish")
+    with pytest.raises(ValueError, match="set grad_accum to 1"):
+        train_private(build("slash", default_backbone, 2), sst2_slice, TrainConfig(grad_accum=2), PrivacyConfig(epsilon=1))
+
+
+def test_a_client_budget_lasts_the_planned_rounds_and_then_refuses():
+    from fedrp.privacy.budget import BudgetExhausted, ClientBudget
+    from fedrp.privacy.config import PrivacyConfig
+
+    budget = ClientBudget(PrivacyConfig(epsilon=2.0))
+    delta, rate, steps = 1e-3, 0.1, 10
+    noise = budget.noise_for_rounds(delta, rate, steps, rounds=3)
+    for _ in range(3):
+        budget.check(delta, noise, rate, steps)
+        budget.history.append((noise, rate, steps))
+    assert 1.9 <= budget.spent(delta) <= 2.0
+    with pytest.raises(BudgetExhausted, match="privacy budget exhausted: spent epsilon 1.9.* of 2"):
+        budget.check(delta, noise, rate, steps)
+    again = ClientBudget.from_lists(budget.config, budget.to_lists())
+    assert again.history == budget.history and again.spent(delta) == budget.spent(delta)
+
+
+def test_federated_dp_rounds_accumulate_one_clients_epsilon(glue_dir):
+    from fedrp.federation import FedConfig, client_train_data, initial_state, local_train, model_for
+    from fedrp.privacy.budget import ClientBudget
+
+    cfg = FedConfig(data_dir=str(glue_dir), dp_epsilon=3.0, num_server_rounds=2, max_train_samples=400,
+                    max_train_samples_per_client=64, bf16="off")
+    data = client_train_data(cfg, model_for(cfg).tokenizer, 0, 4)
+    budget = ClientBudget(cfg.privacy)
+    state = initial_state(cfg)
+    spent = []
+    for rnd in (1, 2):
+        state, metrics = local_train(cfg, state, data, rnd, 0, device="cpu", budget=budget)
+        spent.append(metrics["epsilon"])
+    assert 0 < spent[0] < spent[1] <= 3.0 and spent[1] > 2.7
+    assert metrics["dp-steps"] == 4 and metrics["noise-multiplier"] > 0  # 2 rounds of 2 Poisson steps (64/32)
+    with pytest.raises(ValueError, match="dp-epsilon must be 0"):
+        FedConfig(dp_epsilon=-1.0)
+    with pytest.raises(ValueError, match="max_grad_norm must be positive"):
+        FedConfig(dp_epsilon=1.0, dp_max_grad_norm=0.0)
+
+
+@pytest.mark.parametrize("noise, rate, steps", [(0.8, 0.008, 500), (1.1, 0.05, 120), (0.6, 0.125, 16)])
+def test_opacus_accounting_agrees_with_googles_dp_accounting(noise, rate, steps):
+    """The epsilon we report, recomputed by an independent library: within 1%, RDP against RDP and PRV against PLD."""
+    import dp_accounting
+    from opacus.accountants import PRVAccountant, RDPAccountant
+
+    delta = 1e-5
+    event = dp_accounting.PoissonSampledDpEvent(rate, dp_accounting.GaussianDpEvent(noise))
+    ours = RDPAccountant()
+    ours.history = [(noise, rate, steps)]
+    orders = list(RDPAccountant.DEFAULT_ALPHAS)  # the same orders on both sides
+    theirs = dp_accounting.rdp.RdpAccountant(orders).compose(event, steps)
+    assert ours.get_epsilon(delta) == pytest.approx(theirs.get_epsilon(delta), rel=0.01)
+    prv = PRVAccountant()
+    prv.history = [(noise, rate, steps)]
+    pld = dp_accounting.pld.PLDAccountant(value_discretization_interval=1e-4).compose(event, steps)
+    assert prv.get_epsilon(delta) == pytest.approx(pld.get_epsilon(delta), rel=0.01)
+
+
+def test_client_level_dp_clips_whole_updates_and_adds_calibrated_noise():
+    from fedrp.privacy.client_level import ClientLevelDP, clip_update, epsilon_after, noisy_mean
+
+    update = {"z": np.full(4, 3.0, dtype=np.float32), "head.bias": np.array([4.0, 0.0], dtype=np.float32)}
+    clipped = clip_update(update, 2.0)  # norm sqrt(36 + 16) > 2: scaled down as a whole
+    assert np.sqrt(sum(np.sum(v.astype(np.float64) ** 2) for v in clipped.values())) == pytest.approx(2.0, rel=1e-6)
+    assert clipped["z"][0] / clipped["head.bias"][0] == pytest.approx(3.0 / 4.0)
+    assert clip_update({"z": np.ones(4, np.float32)}, 5.0)["z"].tolist() == [1.0] * 4  # inside the bound: unchanged
+
+    sent = {"z": np.zeros(2000, np.float32)}
+    states = [{"z": np.full(2000, 10.0, np.float32)}, {"z": np.full(2000, -0.01, np.float32)}]
+    dp = ClientLevelDP(noise_multiplier=2.0, clip=1.0, delta=1e-5)
+    out = noisy_mean(sent, states, dp, num_sampled=4, rng=np.random.default_rng(0))["z"]
+    expected = (1.0 / np.sqrt(2000) - 0.01) / 4  # the first update clipped to norm 1, divided by m = 4 sampled
+    assert out.mean() == pytest.approx(expected, abs=0.03)
+    assert out.std() == pytest.approx(2.0 * 1.0 / 4, rel=0.05)  # sigma C / m
+    assert 0 < epsilon_after(dp, 0.5, 5) < epsilon_after(dp, 0.5, 10) and epsilon_after(dp, 0.5, 0) == 0.0
