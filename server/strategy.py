@@ -34,7 +34,8 @@ def sample(partitions: list[int], fraction: float, minimum: int, seed: int, rnd:
         return []
     k = min(len(partitions), max(int(len(partitions) * fraction), minimum))
     rng = np.random.default_rng([seed, rnd, stream])
-    return sorted(int(p) for p in rng.choice(sorted(partitions), size=k, replace=False))
+    ordered = sorted(partitions)  # choose positions: an array of small ids and uint64 node ids would be float64
+    return sorted(ordered[i] for i in rng.choice(len(ordered), size=k, replace=False))
 
 
 class Validating:

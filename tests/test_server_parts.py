@@ -51,6 +51,10 @@ def test_sampling_is_seeded_by_round_and_respects_fraction():
     assert len(sample(parts, 0.05, 2, 0, 1, 0)) == 2
     assert sample(parts, 1.0, 2, 0, 1, 0) == parts
     assert round_seed(0, 1, 2) == round_seed(0, 1, 2) != round_seed(0, 2, 2)
+    assert a == [3, 6, 7, 8, 9]  # the same choice as before node ids could be mixed in: resumed runs agree
+    mixed = [0, 16268211478151602176, 2**63 - 25]  # a partition id beside uint64 node ids (own-data nodes)
+    assert sorted(sample(mixed, 1.0, 1, 0, 1, 0)) == sorted(mixed)
+    assert set(sample(mixed, 0.5, 1, 0, 1, 0)) <= set(mixed)
 
 
 def test_store_records_runs_rounds_and_replies(tmp_path):
