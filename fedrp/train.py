@@ -104,6 +104,22 @@ def store_frozen_in_bf16(model: torch.nn.Module) -> None:
             p.data = p.data.to(torch.bfloat16)
 
 
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int):
+    """Warmup, then linear decay to 0 or a constant rate."""
+    name = "linear" if config.schedule == "linear" else "constant_with_warmup"
+    return get_scheduler(name, optimizer, num_warmup_steps=int(config.warmup_ratio * total_steps),
+                         num_training_steps=total_steps)
+
+
+def with_offsets(logits: torch.Tensor, offsets: torch.Tensor | None) -> torch.Tensor:
+    """Logits plus the logit-adjustment offsets, in at least float32 (float64 stays float64)."""
+    if offsets is None:
+        return logits
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    return logits + offsets.to(logits.dtype)
+
+
 def loss_fn(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy for classes; MSE on the single output for a regression task (STS-B)."""
     if logits.dtype in (torch.float16, torch.bfloat16):
@@ -126,9 +142,7 @@ def train(model: Classifier, data: datasets.Dataset, config: TrainConfig, device
     total_steps = math.ceil(micro_batches / config.grad_accum)
     params = list(model.trainable_parameters().values())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    name = "linear" if config.schedule == "linear" else "constant_with_warmup"
-    scheduler = get_scheduler(name, optimizer, num_warmup_steps=int(config.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
+    scheduler = make_scheduler(optimizer, config, total_steps)
     bf16 = use_bf16(config.bf16, device)
     if bf16:
         store_frozen_in_bf16(model)
@@ -149,9 +163,7 @@ def train(model: Classifier, data: datasets.Dataset, config: TrainConfig, device
             labels = batch.pop("labels")
             with autocast(device, bf16):
                 logits = model(**batch)
-            if offsets is not None:
-                logits = logits.float() + offsets
-            loss = loss_fn(logits, labels)
+            loss = loss_fn(with_offsets(logits, offsets), labels)
             if not torch.isfinite(loss):
                 bar.close()
                 raise FloatingPointError(

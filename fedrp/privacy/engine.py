@@ -9,14 +9,14 @@ import datasets
 import torch
 from opacus.accountants import IAccountant
 from opacus.optimizers import DPOptimizer
-from transformers import get_scheduler
 
 from fedrp.classifier import Classifier
 from fedrp.privacy.accounting import make_accountant, noise_for, report
 from fedrp.privacy.config import PrivacyConfig
 from fedrp.privacy.grad_sample import per_sample_engine
 from fedrp.privacy.sampling import poisson_loader
-from fedrp.train import TrainConfig, TrainResult, _to, autocast, loss_fn, select_device, store_frozen_in_bf16, use_bf16
+from fedrp.train import (TrainConfig, TrainResult, _to, autocast, loss_fn, make_scheduler, select_device,
+                         store_frozen_in_bf16, use_bf16)
 
 
 def poisson_schedule(num_examples: int, batch_size: int, epochs: float) -> tuple[float, int]:
@@ -44,9 +44,7 @@ def train_private(model: Classifier, data: datasets.Dataset, config: TrainConfig
                             noise_multiplier=sigma, max_grad_norm=privacy.max_grad_norm,
                             expected_batch_size=max(1, round(sample_rate * n)), loss_reduction="mean",
                             generator=torch.Generator(device).manual_seed(config.seed))
-    name = "linear" if config.schedule == "linear" else "constant_with_warmup"
-    scheduler = get_scheduler(name, optimizer.original_optimizer, num_warmup_steps=int(config.warmup_ratio * steps),
-                              num_training_steps=steps)
+    scheduler = make_scheduler(optimizer.original_optimizer, config, steps)
     accountant = accountant if accountant is not None else make_accountant(privacy.accountant)
     bf16 = use_bf16(config.bf16, device)
     if bf16:

@@ -19,6 +19,7 @@ from fedrp.adapters.base import AdapterModel
 from fedrp.adapters.jrwarp import JRWarpModel
 from fedrp.adapters.slash import SLaShModel
 from fedrp.backbone import blocks
+from fedrp.train import with_offsets
 
 ProbeRule = Callable[[AdapterModel, list], list]  # attaches probe hooks, returns their handles
 GRAD_SAMPLERS: dict[type, ProbeRule] = {}
@@ -102,20 +103,11 @@ def per_sample_engine(model: nn.Module) -> Iterator[Callable]:
 
 def _opacus_gradients(wrapped: nn.Module, model: nn.Module, batch: dict[str, torch.Tensor], labels: torch.Tensor,
                       loss_fn: Callable, logit_offsets: torch.Tensor | None = None):
-    losses = loss_fn(_with_offsets(wrapped(**batch), logit_offsets), labels)
+    losses = loss_fn(with_offsets(wrapped(**batch), logit_offsets), labels)
     wrapped.zero_grad(set_to_none=True)
     losses.sum().backward()
     grads = {name: p.grad_sample for name, p in model.trainable_parameters().items()}
     return grads, losses.detach()
-
-
-def _with_offsets(logits: torch.Tensor, offsets: torch.Tensor | None) -> torch.Tensor:
-    """Logits plus the logit-adjustment offsets, in at least float32 (float64 stays float64)."""
-    if offsets is None:
-        return logits
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
-    return logits + offsets.to(logits.dtype)
 
 
 def per_sample_gradients(model: AdapterModel, batch: dict[str, torch.Tensor], labels: torch.Tensor,
@@ -130,7 +122,7 @@ def per_sample_gradients(model: AdapterModel, batch: dict[str, torch.Tensor], la
     try:
         with _probed(model) as probes:
             logits = model(**batch)
-            losses = loss_fn(_with_offsets(logits, logit_offsets), labels)
+            losses = loss_fn(with_offsets(logits, logit_offsets), labels)
             grads = torch.autograd.grad(losses.sum(), [*probes, logits])
     finally:
         capture.remove()
