@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+from flwr.compat.common import recorddict_compat as compat
 
 from clients.faults import corrupt
 from fedrp import glue
 from fedrp.federation import (FedConfig, check_identity, client_eval_data, client_train_data, local_data_file,
                               local_evaluate, local_train, model_for)
+from fedrp.payload import trainable_state
 from fedrp.privacy.budget import BudgetExhausted, ClientBudget
+from fedrp.privacy.secagg import client_update
 
 REFUSED = 1  # error code: this device refuses the round (backbone or projection mismatch, bad data, no budget left)
 BUDGET_KEY = "dp-budget"
+STATE_ENV = "FEDRP_STATE_DIR"  # where a node keeps what must outlive a run (node config `state-dir` wins)
 
 
 def _arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
@@ -36,17 +46,89 @@ def _data(cfg: FedConfig, context: Context, kind: str):
     return fn(cfg, model.tokenizer, pid, n)
 
 
-def _budget(cfg: FedConfig, context: Context) -> ClientBudget | None:
-    """This node's DP accounting so far (None without DP)."""
+def _budget_file(context: Context, lineage: str | None) -> Path | None:
+    """The node-local copy of this client's accounting for a run and its resumptions (None if unnamed)."""
+    if not lineage:
+        return None
+    root = context.node_config.get("state-dir") or os.environ.get(STATE_ENV) or Path.home() / ".fedrp" / "state"
+    who = context.node_config.get("partition-id", f"node-{context.node_id}")
+    return Path(root) / f"dp-budget-{lineage}-{who}.json"
+
+
+def _budget(cfg: FedConfig, context: Context, path: Path | None) -> ClientBudget | None:
+    """This node's DP accounting so far (None without DP): node state, else the file a resumed run left."""
     if cfg.privacy is None:
         return None
     kept = context.state.config_records.get(BUDGET_KEY)
+    if kept is None and path is not None:
+        return ClientBudget.load(cfg.privacy, path)
     return ClientBudget.from_lists(cfg.privacy, dict(kept) if kept is not None else None)
+
+
+class Refused(Exception):
+    """Raised inside SecAgg+'s stage 2, whose mod expects a result, when this device refuses the round."""
+
+
+def secure_aggregation_mod(msg: Message, context: Context, call_next) -> Message:
+    """SecAgg+ for the messages of its workflow (they carry its config record); the rest pass through."""
+    if RECORD_KEY_CONFIGS not in msg.content.config_records:
+        return call_next(msg, context)
+
+    def train_or_raise(m: Message, c: Context) -> Message:
+        reply = call_next(m, c)
+        if reply.has_error():
+            raise Refused(reply.error.reason)
+        return reply
+
+    try:
+        return secaggplus_mod(msg, context, train_or_raise)
+    except Refused as err:  # SecAgg+ treats this node as a dropout and unmasks the others without it
+        return Message(Error(code=REFUSED, reason=str(err)), reply_to=msg)
+
+
+def _local_round(cfg: FedConfig, config: dict, sent: dict[str, np.ndarray], context: Context):
+    """This device's round: (state, metrics, fingerprint); raises ValueError, FileNotFoundError or
+    BudgetExhausted when it refuses (other backbone or projection, bad data, no budget left)."""
+    check_identity(model_for(cfg), config)
+    train_data = _data(cfg, context, "train")
+    pid, _ = _partition(context)
+    path = _budget_file(context, config.get("run-lineage"))
+    budget = _budget(cfg, context, path)
+    state, metrics = local_train(cfg, sent, train_data, int(config["server-round"]), pid, budget=budget)
+    if budget is not None:  # the node state outlives this message (and, deployed, this process); the file, the run
+        context.state[BUDGET_KEY] = ConfigRecord(budget.to_lists())
+        if path is not None:
+            budget.save(path)
+    fingerprint = config.get("fingerprint")
+    if pid in cfg.faults:
+        state, fingerprint = corrupt(cfg.faults[pid], state, sent, fingerprint)
+    return state, metrics, fingerprint
+
+
+def _train_secure(cfg: FedConfig, msg: Message, context: Context) -> Message:
+    """A round inside SecAgg+: the state comes as a legacy FitIns, the update leaves as a FitRes for the mod to mask."""
+    fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+    config = dict(fitins.config)
+    mine = trainable_state(model_for(cfg))
+    keys = sorted(mine)  # the server sends the arrays in sorted key order
+    arrays = parameters_to_ndarrays(fitins.parameters)
+    try:
+        if [a.shape for a in arrays] != [mine[k].shape for k in keys]:
+            raise ValueError(f"the round's arrays have shapes {[a.shape for a in arrays]}; this device's "
+                             f"{cfg.method} model expects {[mine[k].shape for k in keys]}")
+        sent = dict(zip(keys, arrays, strict=True))
+        state, metrics, fingerprint = _local_round(cfg, config, sent, context)
+        update, weight = client_update(sent, state, int(metrics["num-examples"]), cfg.secagg, cfg.client_dp)
+    except (ValueError, FileNotFoundError, BudgetExhausted) as err:
+        return Message(Error(code=REFUSED, reason=str(err)), reply_to=msg)
+    fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(update), int(weight),
+                    {**metrics, "fingerprint": fingerprint or "", "partition-id": _partition(context)[0]})
+    return Message(compat.fitres_to_recorddict(fitres, keep_input=True), reply_to=msg)
 
 
 def build_client_app(overrides: dict | None = None) -> ClientApp:
     """A ClientApp; `overrides` stand in for the run config where the engine passes none."""
-    app = ClientApp()
+    app = ClientApp(mods=[secure_aggregation_mod])
 
     @app.query()
     def query(msg: Message, context: Context) -> Message:
@@ -58,25 +140,15 @@ def build_client_app(overrides: dict | None = None) -> ClientApp:
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         cfg = FedConfig.from_run_config(context.run_config, overrides)
+        if "fitins.parameters" in msg.content.array_records:  # SecAgg+'s stage 2 carries the legacy FitIns
+            return _train_secure(cfg, msg, context)
         sent_config = dict(msg.content["config"])
-        try:
-            check_identity(model_for(cfg), sent_config)
-            train_data = _data(cfg, context, "train")
-        except (ValueError, FileNotFoundError) as err:
-            return Message(Error(code=REFUSED, reason=str(err)), reply_to=msg)
         sent = _arrays(msg.content["arrays"])
-        pid, _ = _partition(context)
-        budget = _budget(cfg, context)
         try:
-            state, metrics = local_train(cfg, sent, train_data, int(sent_config["server-round"]), pid, budget=budget)
-        except BudgetExhausted as err:
+            state, metrics, fingerprint = _local_round(cfg, sent_config, sent, context)
+        except (ValueError, FileNotFoundError, BudgetExhausted) as err:
             return Message(Error(code=REFUSED, reason=str(err)), reply_to=msg)
-        if budget is not None:  # the node state outlives this message (and, deployed, this process)
-            context.state[BUDGET_KEY] = ConfigRecord(budget.to_lists())
-        fingerprint = sent_config.get("fingerprint")
-        if pid in cfg.faults:
-            state, fingerprint = corrupt(cfg.faults[pid], state, sent, fingerprint)
-        meta = ConfigRecord({"fingerprint": fingerprint or "", "partition-id": pid})
+        meta = ConfigRecord({"fingerprint": fingerprint or "", "partition-id": _partition(context)[0]})
         arrays = ArrayRecord({k: Array(v) for k, v in state.items()})
         return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics), "meta": meta}),
                        reply_to=msg)

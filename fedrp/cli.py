@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import logging
 import sys
@@ -265,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-size", type=int, default=1, help="smallest partition allowed")
     p.add_argument("--classes-per-client", type=int, default=1, help="pathological: classes each client holds")
     _data_options(p)
+
+    # Commands other packages register (the dashboard lives in server/, which fedrp/ must not import).
+    for entry in importlib.metadata.entry_points(group="fedrp.commands"):
+        entry.load()(command)
     return parser
 
 

@@ -28,12 +28,14 @@ from fedrp.privacy.budget import ClientBudget
 from fedrp.privacy.client_level import ClientLevelDP
 from fedrp.privacy.config import PrivacyConfig
 from fedrp.privacy.engine import poisson_schedule, train_private
+from fedrp.privacy.secagg import SecAggConfig
 from fedrp.train import TrainConfig, TrainResult, evaluate, select_device, train
 
 PARTITION_CACHE_VERSION = 1  # bump when fedrp.partition changes which indices a client gets
 LOCAL_LOSSES = ("logit-adjusted", "ce")
 LR_DECAYS = ("none", "cosine")
 AGGREGATIONS = ("fedavg", "fedadam", "median", "trimmed-mean")
+SECURE_AGGREGATIONS = ("none", "secagg+")
 FAULTS = ("nan", "wrong-fingerprint", "scaled-1000", "wrong-shape", "error")
 
 
@@ -85,6 +87,12 @@ class FedConfig:
     client_dp_noise: float = 0.0  # client-level DP on the server (DP-FedAvg): noise multiplier; 0: off
     client_dp_clip: float = 1.0  # L2 bound of each client's whole update
     client_dp_delta: float = 1e-5
+    secure_aggregation: str = "none"  # or "secagg+": the server learns only the weighted mean update
+    secagg_clip: float = 8.0  # SecAgg+ clipping range of every update coordinate (times max-weight / weight)
+    secagg_quantization: int = 4194304  # SecAgg+ quantisation levels over [-clip, clip] (2^22)
+    secagg_max_weight: float = 0.0  # cap on a client's weight; 0: max-train-samples-per-client, else 1000
+    dashboard_port: int = 0  # > 0: the ServerApp serves the dashboard over `store` beside the run
+    dashboard_host: str = "127.0.0.1"  # anything but loopback needs $FEDRP_DASHBOARD_TOKEN
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -110,9 +118,25 @@ class FedConfig:
                              f"fedavg, got {self.aggregation!r}")
         if self.dp_epsilon < 0:
             raise ValueError(f"dp-epsilon must be 0 (no DP) or a positive budget, got {self.dp_epsilon}")
+        self._secagg = self._secure_aggregation()
         self._privacy = None if self.dp_epsilon == 0 else PrivacyConfig(  # bad dp-* values fail here, not in round 1
             epsilon=self.dp_epsilon, delta=self.dp_delta or None, max_grad_norm=self.dp_max_grad_norm,
             accountant=self.dp_accountant)
+
+    def _secure_aggregation(self) -> SecAggConfig | None:
+        if self.secure_aggregation not in SECURE_AGGREGATIONS:
+            raise ValueError(f"secure-aggregation must be one of {SECURE_AGGREGATIONS}, "
+                             f"got {self.secure_aggregation!r}")
+        if self.secure_aggregation == "none":
+            return None
+        if self.aggregation != "fedavg" or self.norm_bound:
+            raise ValueError(f"secure-aggregation {self.secure_aggregation!r} shows the server only the weighted mean: "
+                             f"it needs aggregation fedavg and norm-bound 0 (secagg-clip bounds each coordinate "
+                             f"instead); got {self.aggregation!r} and {self.norm_bound}")
+        if self.min_train_nodes < 2:
+            raise ValueError(f"secure aggregation needs min-train-nodes of at least 2, got {self.min_train_nodes}")
+        max_weight = self.secagg_max_weight or self.max_train_samples_per_client or 1000
+        return SecAggConfig(self.secagg_clip, self.secagg_quantization, float(max_weight))
 
     @classmethod
     def from_run_config(cls, run_config: dict, overrides: dict | None = None) -> "FedConfig":
@@ -138,6 +162,11 @@ class FedConfig:
     def client_dp(self) -> ClientLevelDP | None:
         """Client-level DP applied by the server, or None."""
         return self._client_dp
+
+    @property
+    def secagg(self) -> SecAggConfig | None:
+        """SecAgg+'s ranges when secure aggregation is on, else None."""
+        return self._secagg
 
     @property
     def privacy(self) -> PrivacyConfig | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,10 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fedrp import glue, payload
-from fedrp.privacy.client_level import epsilon_after
 from fedrp.federation import FedConfig, identity, initial_state, model_for, round_lr, server_evaluate
-from server import checkpoint
+from fedrp.privacy.client_level import epsilon_after
+from fedrp.privacy.secagg import server_state
+from server import checkpoint, secagg
 from server.store import RunStore
 from server.strategy import Validating, from_record, make_strategy, to_record
 
@@ -60,7 +62,9 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
             raise ValueError(f"checkpoint {cfg.resume_from} is for another method or projection; refusing to resume")
         strategy.load_server_state(server_state)
     else:
-        start_round, state = 0, initial_state(cfg)
+        start_round, state, meta = 0, initial_state(cfg), {}
+    # One name for a run and its resumptions: DP clients keep their budget under it, node-locally.
+    lineage = meta.get("lineage") or uuid.uuid4().hex
     run_id = store.start_run(task.name, cfg.method, ident["backbone"], cfg.to_run_config(), ident.get("spec"),
                              ident.get("fingerprint"), cfg.num_server_rounds, cfg.resume_from or None)
     folder = Path(cfg.checkpoint_dir) / f"run-{run_id}"
@@ -73,9 +77,9 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
         for rnd in range(start_round + 1, cfg.num_server_rounds + 1):
             nodes = discover(grid, nodes, cfg.round_timeout, minimum=cfg.min_train_nodes)
             strategy.prepare(nodes, cfg.seed, ident.get("fingerprint"), cfg.norm_bound, cfg.client_dp)
-            state = _one_round(grid, cfg, strategy, store, run_id, rnd, state, model, ident)
-            checkpoint.save(folder, rnd, state, strategy.server_state(),
-                            {"method": cfg.method, "fingerprint": ident.get("fingerprint"), "run_id": run_id})
+            state = _one_round(grid, cfg, strategy, store, run_id, rnd, state, model, {**ident, "run-lineage": lineage})
+            checkpoint.save(folder, rnd, state, strategy.server_state(), {
+                "method": cfg.method, "fingerprint": ident.get("fingerprint"), "run_id": run_id, "lineage": lineage})
     except BaseException as err:
         store.end_run(run_id, "failed", f"{type(err).__name__}: {err}")
         raise
@@ -88,7 +92,32 @@ def _one_round(grid: Grid, cfg: FedConfig, strategy: Validating, store: RunStore
     start = time.time()
     config = ConfigRecord({**ident, "local-epochs": cfg.local_epochs, "lr": round_lr(cfg, rnd)})
     messages = list(strategy.configure_train(rnd, to_record(state), config, grid))
+    sent_to = [m.metadata.dst_node_id for m in messages]
     bytes_down = len(messages) * payload.nbytes(state)
+    if cfg.secagg is None:
+        new_state, train_metrics, records = _validated_train(grid, cfg, strategy, rnd, messages)
+    else:
+        new_state, train_metrics, records = _secure_train(grid, cfg, strategy, rnd, state, dict(config), sent_to)
+    store.add_replies(run_id, rnd, "train", records)
+    accepted = sum(r["status"] == "accepted" for r in records)
+    if new_state is None:
+        raise TooFewReplies(
+            f"round {rnd}: {accepted} valid replies, fewer than min-train-nodes {cfg.min_train_nodes}; "
+            f"refused: {[(r['partition_id'], r['reason']) for r in records if r['status'] != 'accepted']}"
+        )
+    if cfg.client_dp is not None:  # every round samples the same fraction of the known nodes
+        train_metrics["client-dp-epsilon"] = epsilon_after(cfg.client_dp, len(messages) / len(strategy.nodes), rnd)
+    eval_metrics = _client_evaluation(grid, cfg, strategy, rnd, new_state, config)
+    server_metrics = server_evaluate(cfg, model, new_state)
+    store.add_round(run_id, rnd, server_metrics, train_metrics, eval_metrics,
+                    bytes_up=sum(r.get("bytes", 0) for r in records), bytes_down=bytes_down, accepted=accepted,
+                    refused=len(records) - accepted, wall_seconds=time.time() - start)
+    log.info("round %d: %s, %d accepted, %d refused", rnd, server_metrics, accepted, len(records) - accepted)
+    return new_state
+
+
+def _validated_train(grid: Grid, cfg: FedConfig, strategy: Validating, rnd: int, messages: list[Message]):
+    """Plain replies: each is validated, then the strategy aggregates the accepted ones."""
     replies = list(grid.send_and_receive(messages, timeout=cfg.round_timeout))
     arrays, train_metrics = strategy.aggregate_train(rnd, replies)
     records = strategy.records
@@ -96,25 +125,25 @@ def _one_round(grid: Grid, cfg: FedConfig, strategy: Validating, store: RunStore
     records += [{"node_id": m.metadata.dst_node_id, "partition_id": strategy.nodes.get(m.metadata.dst_node_id),
                  "status": "missing", "reason": "no-reply", "detail": f"no reply within {cfg.round_timeout}s"}
                 for m in messages if m.metadata.dst_node_id not in answered]
-    store.add_replies(run_id, rnd, "train", records)
-    accepted = sum(r["status"] == "accepted" for r in records)
-    if arrays is None:
-        raise TooFewReplies(
-            f"round {rnd}: {accepted} valid replies, fewer than min-train-nodes {cfg.min_train_nodes}; "
-            f"refused: {[(r['partition_id'], r['reason']) for r in records if r['status'] != 'accepted']}"
-        )
-    state = from_record(arrays)
-    train_metrics = dict(train_metrics or {})
-    if cfg.client_dp is not None:  # every round samples the same fraction of the known nodes
-        rate = len(messages) / len(strategy.nodes)
-        train_metrics["client-dp-epsilon"] = epsilon_after(cfg.client_dp, rate, rnd)
-    eval_metrics = _client_evaluation(grid, cfg, strategy, rnd, state, config)
-    server_metrics = server_evaluate(cfg, model, state)
-    store.add_round(run_id, rnd, server_metrics, train_metrics, eval_metrics,
-                    bytes_up=sum(r.get("bytes", 0) for r in records), bytes_down=bytes_down, accepted=accepted,
-                    refused=len(records) - accepted, wall_seconds=time.time() - start)
-    log.info("round %d: %s, %d accepted, %d refused", rnd, server_metrics, accepted, len(records) - accepted)
-    return state
+    return (None if arrays is None else from_record(arrays)), dict(train_metrics or {}), records
+
+
+def _secure_train(grid: Grid, cfg: FedConfig, strategy: Validating, rnd: int, state: dict[str, np.ndarray],
+                  config: dict, sent_to: list[int]):
+    """SecAgg+: the same sampled clients, but the server learns only their weighted mean update."""
+    config["server-round"] = rnd
+    arrays = [state[k] for k in sorted(state)]
+    mean, survivors, reasons = secagg.secure_round(grid, rnd, sent_to, arrays, config, cfg.secagg, cfg.round_timeout)
+    records = secagg.records(sent_to, survivors, reasons, strategy.nodes, secagg.masked_nbytes(arrays))
+    if mean is None or len(survivors) < cfg.min_train_nodes:
+        return None, {}, records
+    # Fresh OS entropy for client-level DP noise, never the run seed (see Validating.aggregate_train).
+    new_state = server_state(state, mean, len(survivors), len(sent_to), cfg.client_dp, np.random.default_rng())
+    accepted = [r["metrics"] for r in records if r["status"] == "accepted"]
+    keys = set.intersection(*(set(m) for m in accepted))  # FedAvg's rule: weighted by num-examples
+    train_metrics = {k: float(np.average([m[k] for m in accepted], weights=[m["num-examples"] for m in accepted]))
+                     for k in sorted(keys)}
+    return new_state, train_metrics, records
 
 
 def _client_evaluation(grid: Grid, cfg: FedConfig, strategy: Validating, rnd: int, state, config) -> dict:

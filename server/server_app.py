@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
@@ -21,6 +22,10 @@ def build_server_app(overrides: dict | None = None, results: list | None = None)
     def main(grid: Grid, context: Context) -> None:
         logging.getLogger("fedrp").setLevel(logging.INFO)
         cfg = FedConfig.from_run_config(context.run_config, overrides)
+        if cfg.dashboard_port:
+            from server.dashboard.app import TOKEN_ENV, start_in_thread
+
+            start_in_thread(cfg.store, cfg.dashboard_host, cfg.dashboard_port, os.environ.get(TOKEN_ENV))
         result = run_federation(grid, cfg)
         if results is not None:
             results.append(result)

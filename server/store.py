@@ -46,6 +46,26 @@ class RunStore:
         self._check_or_mark()
         self.db.executescript(SCHEMA)
 
+    @classmethod
+    def open_readonly(cls, path: str | Path) -> "RunStore":
+        """A reader beside a writing server (the dashboard): it never creates, marks or changes the file."""
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"no run store at {p}: expected the SQLite file a fedrp server writes "
+                                    f"(its `store` key)")
+        store = cls.__new__(cls)
+        store.path = p
+        store.db = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+        try:
+            mark = store.db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
+        except sqlite3.DatabaseError:
+            mark = None
+        if mark is None or mark[0] != STORE_MARK:
+            store.db.close()
+            raise ValueError(f"{p} is not a fedrp run store (no '{STORE_MARK}' mark); "
+                             f"point at a store a fedrp server wrote")
+        return store
+
     def _check_or_mark(self) -> None:
         tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if tables and "meta" not in tables:
@@ -84,6 +104,10 @@ class RunStore:
                 " detail, metrics) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     # Reading, for summaries, tests and the dashboard.
+    def runs(self) -> list[dict]:
+        cur = self.db.execute("SELECT * FROM runs ORDER BY id DESC")
+        return [dict(zip([c[0] for c in cur.description], row)) for row in cur.fetchall()]
+
     def run(self, run_id: int) -> dict:
         cur = self.db.execute("SELECT * FROM runs WHERE id=?", (run_id,))
         row = cur.fetchone()

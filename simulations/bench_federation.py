@@ -26,6 +26,26 @@ TARGETS = {"slash_accuracy_vs_centralized_full_min": 0.95, "bytes_full_over_slas
            "bytes_lora_over_slash_min": 30}
 
 
+def common_options(data_dir: str, rounds: int, lr_decay: str, cache: Path) -> dict:
+    """The setting every federated benchmark cell shares (SST-2, 4,000 examples, 10 Dirichlet clients)."""
+    return {
+        "data-dir": os.path.abspath(data_dir), "task": "sst2", "num-supernodes": 10, "num-server-rounds": rounds,
+        "fraction-train": 0.5, "fraction-evaluate": 0.0, "max-train-samples": 4000,
+        "max-train-samples-per-client": 0, "partition-scheme": "dirichlet", "lr-decay": lr_decay,
+        "store": str(cache.with_suffix(".sqlite")), "checkpoint-dir": str(cache.parent / "bench_federation_ckpt"),
+    }
+
+
+def load_cache(path: Path) -> dict[str, dict]:
+    """Finished cells by key."""
+    done = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            done[row["key"]] = row["cell"]
+    return done
+
+
 def run_cell(cell: dict, common: dict) -> dict:
     options = [f"--{k}={v}" for k, v in {**common, **cell}.items()]
     cmd = [sys.executable, "-m", "simulations.run", "--json", *options]
@@ -85,17 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path, default=Path("runs/bench_federation.jsonl"))
     args = parser.parse_args(argv)
     args.cache.parent.mkdir(parents=True, exist_ok=True)
-    common = {
-        "data-dir": os.path.abspath(args.data_dir), "task": "sst2", "num-supernodes": 10,
-        "num-server-rounds": args.rounds, "fraction-train": 0.5, "fraction-evaluate": 0.0,
-        "max-train-samples": 4000, "max-train-samples-per-client": 0, "partition-scheme": "dirichlet",
-        "lr-decay": args.lr_decay, "store": str(args.cache.with_suffix(".sqlite")), "checkpoint-dir": str(args.cache.parent / "bench_federation_ckpt"),
-    }
-    done = {}
-    if args.cache.is_file():
-        for line in args.cache.read_text().splitlines():
-            row = json.loads(line)
-            done[row["key"]] = row["cell"]
+    common = common_options(args.data_dir, args.rounds, args.lr_decay, args.cache)
+    done = load_cache(args.cache)
     cells = []
     for alpha in args.alphas:
         for method in args.methods:

@@ -5,7 +5,9 @@
 Centralized: slash, head and lora on the 4,000 SST-2 examples of the earlier benchmarks, one
 epoch, full dev set, sample-level DP-SGD (delta 1/(2n), clipping norm 1). Federated: slash
 over 10 Dirichlet(1.0) clients, 20 rounds, each client's budget epsilon 8 over the run.
-Finished cells are appended to --cache and skipped when asked for again.
+Finished cells are appended to --cache and skipped when asked for again. `--sweep` adds
+slash at epsilon 8 over learning rate, clipping norm and batch size (chosen on the dev set,
+like the non-private rates of bench_glue's sweep).
 """
 
 from __future__ import annotations
@@ -24,28 +26,37 @@ from fedrp.privacy.config import PrivacyConfig
 
 METHODS = ("slash", "head", "lora")
 EPSILONS = (0.0, 1.0, 3.0, 8.0)  # 0: no DP
+SWEEP = [dict(lr=lr, max_grad_norm=c, batch_size=b, epochs=e)  # DP likes larger batches (less noise per step)
+         for lr in (3e-2, 1e-1) for c in (0.1, 1.0) for b, e in ((32, 1.0), (128, 3.0))]
+# The sweep's best schedule without DP and for lora at epsilon 8, so neither comparison favours slash's tuning.
+SWEEP_CHECKS = [("slash", 0.0, dict(lr=3e-2, batch_size=128, epochs=3.0)),
+                ("lora", 8.0, dict(max_grad_norm=1.0, batch_size=128, epochs=3.0))]
+# Federated DP at the client defaults (batch 32) collapsed to one class; larger Poisson batches cut the noise per step.
+FEDERATED_VARIANTS = [{}, {"batch-size": 128}, {"batch-size": 128, "local-epochs": 3.0}]
 TARGETS = {"slash_eps8_points_below_nonprivate_max": 5.0, "slash_eps8_ahead_of_lora_eps8": True}
 
 
-def centralized(method: str, epsilon: float, data_dir: str, bf16: str) -> dict:
+def centralized(method: str, epsilon: float, data_dir: str, bf16: str, lr: float | None = None,
+                max_grad_norm: float = 1.0, batch_size: int = 32, epochs: float = 1.0) -> dict:
+    privacy = PrivacyConfig(epsilon=epsilon, max_grad_norm=max_grad_norm) if epsilon else None
     cfg = RunConfig(task="sst2", method=method, data_dir=data_dir, max_train_samples=4000, bf16=bf16, out=None,
-                    progress=False, privacy=PrivacyConfig(epsilon=epsilon) if epsilon else None)
+                    progress=False, privacy=privacy, lr=lr, batch_size=batch_size, epochs=epochs)
     r = run(cfg)
     return {"setting": "centralized", "method": method, "epsilon_target": epsilon, "accuracy": r["metrics"]["accuracy"],
-            "samples_per_second": r["samples_per_second"], "privacy": r.get("privacy"), "lr": r["lr"]}
+            "samples_per_second": r["samples_per_second"], "privacy": r.get("privacy"), "lr": r["lr"],
+            "batch_size": batch_size, "epochs": epochs}
 
 
-def federated(epsilon: float, data_dir: str, cache: Path) -> dict:
-    from simulations.bench_federation import condense, run_cell
+def federated(epsilon: float, data_dir: str, cache: Path, **options) -> dict:
+    from simulations.bench_federation import common_options, condense, run_cell
 
-    common = {"data-dir": data_dir, "task": "sst2", "num-supernodes": 10, "num-server-rounds": 20,
-              "fraction-train": 0.5, "fraction-evaluate": 0.0, "max-train-samples": 4000,
-              "max-train-samples-per-client": 0, "partition-scheme": "dirichlet", "dp-epsilon": epsilon,
-              "store": str(cache.with_suffix(".sqlite")), "checkpoint-dir": str(cache.parent / "bench_privacy_ckpt")}
-    result = run_cell({"method": "slash", "alpha": 1.0}, common)
+    common = {**common_options(data_dir, 20, "none", cache), "dp-epsilon": epsilon,
+              "checkpoint-dir": str(cache.parent / "bench_privacy_ckpt")}
+    result = run_cell({"method": "slash", "alpha": 1.0, **options}, common)
     row = condense({"method": "slash", "alpha": 1.0, "lr-decay": "none"}, result)
     return {"setting": "federated", "method": "slash", "epsilon_target": epsilon, "accuracy": row["final_accuracy"],
-            "accuracy_per_round": row["accuracy"], "epsilon_spent": result.get("epsilon_spent", {})}
+            "best_accuracy": row["best_accuracy"], "accuracy_per_round": row["accuracy"], "options": options,
+            "epsilon_spent": result.get("epsilon_spent", {})}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", default=os.environ.get("FEDRP_GLUE_DIR", "../shared/glue"))
     parser.add_argument("--bf16", choices=["auto", "on", "off"], default="off")
     parser.add_argument("--no-federated", action="store_true", help="skip the federated cell")
+    parser.add_argument("--sweep", action="store_true", help="add the slash epsilon-8 hyperparameter sweep")
     parser.add_argument("--cache", type=Path, default=Path("runs/bench_privacy.jsonl"))
     args = parser.parse_args(argv)
     transformers.utils.logging.set_verbosity_error()
@@ -64,16 +76,18 @@ def main(argv: list[str] | None = None) -> None:
         for line in args.cache.read_text().splitlines():
             row = json.loads(line)
             done[row["key"]] = row["row"]
-    todo = [("centralized", m, e) for m in METHODS for e in EPSILONS]
+    todo = [("centralized", m, e, {}) for m in METHODS for e in EPSILONS]
+    if args.sweep:
+        todo += [("sweep", "slash", 8.0, h) for h in SWEEP] + [("sweep", m, e, h) for m, e, h in SWEEP_CHECKS]
     if not args.no_federated:
-        todo += [("federated", "slash", 8.0)]
+        todo += [("federated", "slash", 8.0, h) for h in FEDERATED_VARIANTS]
     rows = []
-    for setting, method, epsilon in todo:
-        key = json.dumps([setting, method, epsilon, args.bf16])
+    for setting, method, epsilon, hyper in todo:
+        key = json.dumps([setting, method, epsilon, args.bf16] + ([hyper] if hyper else []))
         if key not in done:
             print(f"running {key}", file=sys.stderr, flush=True)
-            done[key] = (centralized(method, epsilon, data_dir, args.bf16) if setting == "centralized"
-                         else federated(epsilon, data_dir, args.cache))
+            done[key] = (federated(epsilon, data_dir, args.cache, **hyper) if setting == "federated"
+                         else {**centralized(method, epsilon, data_dir, args.bf16, **hyper), "setting": setting})
             with args.cache.open("a") as f:
                 f.write(json.dumps({"key": key, "row": done[key]}) + "\n")
         rows.append(done[key])
@@ -91,6 +105,18 @@ def summarize(rows: list[dict]) -> dict:
         out["dp_throughput_cost_slash"] = private["samples_per_second"] / plain["samples_per_second"]
     if private and lora:
         out["slash_eps8_ahead_of_lora_eps8"] = private["accuracy"] > lora["accuracy"]
+    sweep = [r for r in rows if r["setting"] == "sweep" and r["method"] == "slash" and r["epsilon_target"] == 8.0]
+    if plain and sweep:
+        best = max(sweep, key=lambda r: r["accuracy"])
+        out["sweep_best"] = {k: best[k] for k in ("lr", "batch_size", "epochs", "accuracy")} | {
+            "max_grad_norm": best["privacy"]["max_grad_norm"],
+            "points_below_nonprivate": 100 * (plain["accuracy"] - best["accuracy"])}
+        for r in rows:
+            if r["setting"] == "sweep" and (r["method"], r["epsilon_target"]) != ("slash", 8.0):
+                out[f"same_schedule_{r['method']}_eps{r['epsilon_target']:g}"] = r["accuracy"]
+    for r in rows:
+        if r["setting"] == "federated":
+            out[f"federated_slash_eps8 {json.dumps(r.get('options', {}))}"] = r["accuracy"]
     return out
 
 

@@ -24,12 +24,13 @@ SMALL = ["--task", "sst2", "--max-train-samples", "480", "--max-train-samples-pe
 
 def simulate(tmp_path: Path, glue_dir, *args: str, supernodes: int = 4, wait: bool = True):
     tmp_path.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "FEDRP_GLUE_DIR": str(glue_dir), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "FEDRP_GLUE_DIR": str(glue_dir), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT),
+           "FEDRP_STATE_DIR": str(tmp_path / "node-state")}
     cmd = [sys.executable, "-m", "simulations.run", "--num-supernodes", str(supernodes), "--json",
            "--store", str(tmp_path / "store.sqlite"), "--checkpoint-dir", str(tmp_path / "ckpt"), *SMALL, *args]
-    if not wait:
-        return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)
+    if not wait:  # output to files: a chatty run would block on a full pipe nobody reads yet
+        with open(tmp_path / "stdout.txt", "w") as out, open(tmp_path / "stderr.txt", "w") as err:
+            return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=err, start_new_session=True)
     res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -135,3 +136,16 @@ def test_dp_clients_keep_their_budget_across_rounds_in_node_state(tmp_path, glue
     for pid, spent in by_round.items():  # node state carried round 1's accountant into round 2
         assert len(spent) == 2 and 0 < spent[0] < spent[1] <= 4.0, (pid, spent)
     assert out["epsilon_spent"] == {str(pid): spent[-1] for pid, spent in by_round.items()}
+    assert len(list((tmp_path / "node-state").glob("dp-budget-*.json"))) == 2
+
+    # Resumed from round 1, round 2 would be each client's third round of DP-SGD: the budget
+    # files the first run left make both clients refuse it, so the resumed run cannot go on.
+    proc = simulate(tmp_path, glue_dir, "--num-server-rounds", "2", "--fraction-train", "1.0", "--fraction-evaluate", "0",
+                    "--dp-epsilon", "4", "--max-train-samples-per-client", "64",
+                    "--client-dp-noise", "0.5", "--client-dp-clip", "0.5",
+                    "--resume-from", str(tmp_path / "ckpt" / "run-1" / "round-0001.safetensors"), supernodes=2, wait=False)
+    proc.wait(timeout=600)
+    resumed = store.run(2)
+    assert resumed["status"] == "failed" and "fewer than min-train-nodes" in resumed["error"]
+    refusals = store.replies(2, "refused")
+    assert len(refusals) == 2 and all("privacy budget exhausted" in r["detail"] for r in refusals)

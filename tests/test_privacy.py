@@ -162,6 +162,19 @@ def test_a_client_budget_lasts_the_planned_rounds_and_then_refuses():
     assert again.history == budget.history and again.spent(delta) == budget.spent(delta)
 
 
+def test_a_client_budget_file_survives_the_run_and_starts_empty_when_absent(tmp_path):
+    from fedrp.privacy.budget import ClientBudget
+    from fedrp.privacy.config import PrivacyConfig
+
+    config = PrivacyConfig(epsilon=2.0)
+    path = tmp_path / "node" / "dp-budget-abc-3.json"
+    assert ClientBudget.load(config, path).history == []
+    budget = ClientBudget(config, [(1.1, 0.1, 10), (1.1, 0.1, 12)])
+    budget.save(path)
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # written through a temporary file, then renamed
+    assert ClientBudget.load(config, path).history == budget.history
+
+
 def test_federated_dp_rounds_accumulate_one_clients_epsilon(glue_dir):
     from fedrp.federation import FedConfig, client_train_data, initial_state, local_train, model_for
     from fedrp.privacy.budget import ClientBudget

@@ -1,8 +1,12 @@
-"""A federated client's privacy budget across rounds: its accountant's history lives in Flower's node state."""
+"""A federated client's privacy budget across rounds: its accountant's history lives in Flower's node state,
+and in a node-local file that outlives the run, so a resumed run goes on spending the same budget."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+from pathlib import Path
 
 from opacus.accountants import IAccountant
 
@@ -43,6 +47,17 @@ class ClientBudget:
     def to_lists(self) -> dict[str, list]:
         return {"noise": [h[0] for h in self.history], "rate": [h[1] for h in self.history],
                 "steps": [int(h[2]) for h in self.history]}
+
+    def save(self, path: Path) -> None:
+        """Write atomically: a crash mid-write must never leave a file that reads as less spent."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_lists()))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, config: PrivacyConfig, path: Path) -> "ClientBudget":
+        return cls.from_lists(config, json.loads(path.read_text()) if path.is_file() else None)
 
     @classmethod
     def from_lists(cls, config: PrivacyConfig, lists: dict | None) -> "ClientBudget":

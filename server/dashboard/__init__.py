@@ -1,0 +1,1 @@
+"""The live aggregation dashboard: a read-only web view of a run store (`fedrp dashboard`)."""

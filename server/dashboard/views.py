@@ -1,0 +1,129 @@
+"""What the dashboard shows, computed from the run store: plain functions over its rows, no web code."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from server.store import RunStore
+
+NOT_CHARTED = {"num-examples"}  # a count, not a metric: it would dwarf the others on one axis
+
+
+def run_list(store: RunStore) -> list[dict]:
+    """Every run, newest first, with its best server metric so far."""
+    out = []
+    for run in store.runs():
+        rounds = store.rounds(run["id"])
+        metric, best = best_metric(rounds)
+        out.append({"id": run["id"], "status": run["status"], "task": run["task"], "method": run["method"],
+                    "backbone": run["backbone"], "rounds_done": sum(r["round"] >= 1 for r in rounds),
+                    "num_rounds": run["num_rounds"], "metric": metric, "best": best, "started": run["started"],
+                    "ended": run["ended"]})
+    return out
+
+
+def best_metric(rounds: list[dict]) -> tuple[str | None, float | None]:
+    """The task's first metric (GLUE's official one comes first) and its best value over the rounds."""
+    named = [r["server_metrics"] for r in rounds if r["server_metrics"]]
+    if not named:
+        return None, None
+    metric = next(iter(named[0]))
+    values = [m[metric] for m in named if isinstance(m.get(metric), int | float)]
+    return metric, (max(values) if values else None)
+
+
+def _keys(dicts: list[dict]) -> list[str]:
+    keys: dict[str, None] = {}
+    for d in dicts:
+        keys.update({k: None for k, v in d.items() if isinstance(v, int | float) and k not in NOT_CHARTED})
+    return list(keys)
+
+
+def _client_key(reply: dict) -> str:
+    return f"partition {reply['partition_id']}" if reply["partition_id"] is not None else f"node {reply['node_id']}"
+
+
+def run_view(store: RunStore, run_id: int) -> dict:
+    """A run page's data: identity, config, one value per completed round per series, refusals, clients."""
+    run = store.run(run_id)
+    rounds = store.rounds(run_id)
+    done = [r for r in rounds if r["round"] >= 1]  # round 0 is the evaluation before training
+    replies = store.replies(run_id)
+    series = {
+        "round": [r["round"] for r in done],
+        "server": {k: [r["server_metrics"].get(k) for r in done] for k in _keys([r["server_metrics"] for r in done])},
+        "clients": {k: [r["eval_metrics"].get(k) for r in done] for k in _keys([r["eval_metrics"] for r in done])},
+        "train": {k: [r["train_metrics"].get(k) for r in done] for k in _keys([r["train_metrics"] for r in done])
+                  if k in ("train-loss", "client-dp-epsilon")},
+        **{k: [r[k] for r in done] for k in ("bytes_up", "bytes_down", "accepted", "refused", "wall_seconds")},
+        "epsilon_max": _epsilon_by_round(replies, [r["round"] for r in done]),
+    }
+    return {
+        "run": {k: run[k] for k in ("id", "status", "task", "method", "backbone", "num_rounds", "resumed_from",
+                                    "started", "ended", "error", "fingerprint")},
+        "config": json.loads(run["config"] or "{}"),
+        "spec": json.loads(run["spec"]) if run["spec"] else None,
+        "initial_metrics": rounds[0]["server_metrics"] if rounds and rounds[0]["round"] == 0 else {},
+        "series": series,
+        "refusals": [{"round": r["round"], "kind": r["kind"], "client": _client_key(r), "status": r["status"],
+                      "reason": r["reason"], "detail": r["detail"]} for r in replies if r["status"] != "accepted"],
+        "clients": clients(replies),
+    }
+
+
+def _epsilon_by_round(replies: list[dict], rounds: list[int]) -> list[float | None]:
+    """The largest epsilon any client had spent by each round (None when no client runs DP)."""
+    reported = {}
+    for r in replies:
+        if r["kind"] == "train" and "epsilon" in r["metrics"]:
+            reported[r["round"]] = max(reported.get(r["round"], 0.0), r["metrics"]["epsilon"])
+    if not reported:
+        return []
+    out, running = [], 0.0
+    for rnd in rounds:  # each client reports its spending so far, so the maximum only grows
+        running = max(running, reported.get(rnd, 0.0))
+        out.append(running)
+    return out
+
+
+def clients(replies: list[dict]) -> list[dict]:
+    """One row per client: its examples, replies, the metrics and epsilon of its latest training reply."""
+    rows: dict[str, dict] = {}
+    for r in replies:
+        row = rows.setdefault(_client_key(r), {"client": _client_key(r), "partition_id": r["partition_id"],
+                                               "node_id": r["node_id"], "examples": None, "replies": 0,
+                                               "accepted": 0, "refused": 0, "last_round": None,
+                                               "last_metrics": {}, "epsilon": None})
+        row["replies"] += 1
+        row["accepted" if r["status"] == "accepted" else "refused"] += 1
+        row["last_round"] = max(row["last_round"] or 0, r["round"])
+        if r["kind"] == "train" and r["status"] == "accepted":
+            row["examples"] = r["num_examples"]
+            row["last_metrics"] = {k: v for k, v in r["metrics"].items() if k != "num-examples"}
+            row["epsilon"] = r["metrics"].get("epsilon", row["epsilon"])
+    return sorted(rows.values(), key=lambda c: (c["partition_id"] is None, c["partition_id"] or 0, c["node_id"]))
+
+
+def rounds_table(store: RunStore, run_id: int) -> list[dict]:
+    """Every stored round as one flat row (the CSV and JSON downloads)."""
+    out = []
+    for r in store.rounds(run_id):
+        row = {"round": r["round"]}
+        for prefix, key in (("server", "server_metrics"), ("clients", "eval_metrics"), ("train", "train_metrics")):
+            row.update({f"{prefix}_{k}": v for k, v in r[key].items()})
+        row.update({k: r[k] for k in ("bytes_up", "bytes_down", "accepted", "refused", "wall_seconds")})
+        out.append(row)
+    return out
+
+
+def to_csv(rows: list[dict]) -> str:
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()

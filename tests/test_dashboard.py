@@ -1,0 +1,211 @@
+"""The dashboard over a store a real federated run writes: its API, its refusals, and its pages in headless Chromium."""
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import sqlite3
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from starlette.testclient import TestClient
+
+from fedrp.cli import main as fedrp_main
+from server.dashboard.app import check_binding, create_app, start_in_thread
+from server.store import RunStore
+from tests.test_federation import simulate
+
+ROUNDS = 3
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live_run(tmp_path_factory, glue_dir):
+    """Three clients over three rounds with DP; partition 2 sends a wrong fingerprint every round.
+    The ServerApp serves the dashboard itself (run-config key dashboard-port)."""
+    tmp = tmp_path_factory.mktemp("dashboard")
+    port = _free_port()
+    proc = simulate(tmp, glue_dir, "--num-server-rounds", str(ROUNDS), "--fraction-train", "1.0",
+                    "--faulty-clients", "2:wrong-fingerprint", "--dp-epsilon", "8", "--dashboard-port", str(port),
+                    supernodes=3, wait=False)
+    yield SimpleNamespace(proc=proc, store=tmp / "store.sqlite", port=port, tmp=tmp)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def finished(live_run) -> dict:
+    live_run.proc.wait(timeout=900)
+    assert live_run.proc.returncode == 0, (live_run.tmp / "stderr.txt").read_text()[-3000:]
+    return json.loads((live_run.tmp / "stdout.txt").read_text().strip().splitlines()[-1])
+
+
+def _rounds_done(store: Path) -> tuple[str, int]:
+    """Run 1's status and completed rounds, ("", 0) before the server has created them."""
+    if not store.exists():
+        return "", 0
+    reader = RunStore.open_readonly(store)
+    try:
+        runs = reader.runs()
+        return (runs[-1]["status"], sum(r["round"] >= 1 for r in reader.rounds(1))) if runs else ("", 0)
+    finally:
+        reader.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    assert Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists(), "install Debian's chromium and chromium-driver"
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1800"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def _wait(condition, timeout: float = 60.0, what: str = "condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _points(driver) -> dict[str, list[int]]:
+    """How many points each chart's traces draw (plotly keeps its data on the div)."""
+    return driver.execute_script(
+        "const out = {}; for (const id of ['chart-metrics', 'chart-bytes', 'chart-clients', 'chart-epsilon']) {"
+        "  const d = document.getElementById(id); out[id] = (d.data || []).map(t => t.x.length); } return out;")
+
+
+@pytest.mark.slow
+def test_run_page_in_progress_then_finished_in_chromium(live_run, browser, request):
+    """A run in progress: one point per completed round, new rounds appear without a reload.
+    Then the finished run: every round, and the refused replies in the table."""
+    _wait(lambda: _rounds_done(live_run.store)[1] >= 1, 600, "round 1 in the store")
+    browser.get(f"http://127.0.0.1:{live_run.port}/runs/1")
+    status, done = _rounds_done(live_run.store)
+    assert status == "running" and done < ROUNDS, "the run finished before the page could see it in progress"
+    _wait(lambda: browser.execute_script("return document.body.dataset.rounds") == str(done), 30, "the first draw")
+    points = _points(browser)
+    assert points["chart-metrics"] and all(n == done for n in points["chart-metrics"])
+    assert all(n == done for n in points["chart-bytes"] + points["chart-clients"] + points["chart-epsilon"])
+    assert "running" in browser.find_element("id", "summary").text
+    # The same page, not reloaded, catches up with the next round.
+    _wait(lambda: int(browser.execute_script("return document.body.dataset.rounds")) > done, 600, "a live update")
+
+    request.getfixturevalue("finished")  # the ServerApp, and its dashboard, have exited: serve the store here
+    server = start_in_thread(live_run.store, "127.0.0.1", port := _free_port(), None)
+    _wait(lambda: server.started, 30, "the dashboard")
+    browser.get(f"http://127.0.0.1:{port}/runs/1")
+    _wait(lambda: browser.execute_script("return document.body.dataset.rounds") == str(ROUNDS), 30, "the finished run")
+    points = _points(browser)
+    assert set(points["chart-metrics"]) == {ROUNDS} and set(points["chart-epsilon"]) == {ROUNDS}
+    rows = [r.text for r in browser.find_elements("css selector", "#refusals tbody tr")]
+    assert len(rows) == ROUNDS and all("partition 2" in r and "fingerprint-mismatch" in r for r in rows)
+    assert "completed" in browser.find_element("id", "summary").text
+    assert browser.save_screenshot(str(live_run.tmp / "run-page.png"))
+    shots = os.environ.get("FEDRP_SCREENSHOT_DIR")  # keep a copy where CI or a person can look at it
+    if shots:
+        browser.save_screenshot(str(Path(shots) / "dashboard-test-run.png"))
+    server.should_exit = True
+
+
+@pytest.fixture(scope="module")
+def client(live_run, finished) -> TestClient:
+    return TestClient(create_app(live_run.store))
+
+
+@pytest.mark.slow
+def test_api_lists_the_run_with_its_best_metric(client, finished):
+    (run,) = client.get("/api/runs").json()
+    assert (run["status"], run["task"], run["method"]) == ("completed", "sst2", "slash")
+    assert (run["rounds_done"], run["num_rounds"], run["metric"]) == (ROUNDS, ROUNDS, "accuracy")
+    assert run["best"] == max(r["metrics"]["accuracy"] for r in finished["rounds"])
+
+
+@pytest.mark.slow
+def test_api_run_view_matches_the_stored_rounds(client, finished):
+    view = client.get("/api/runs/1").json()
+    s = view["series"]
+    assert s["round"] == list(range(1, ROUNDS + 1))
+    assert s["server"]["accuracy"] == [r["metrics"]["accuracy"] for r in finished["rounds"][1:]]
+    assert s["bytes_up"] == [r["bytes_up"] for r in finished["rounds"][1:]]
+    assert all(b == 3 * 7176 for b in s["bytes_up"])  # the refused replies arrived too
+    assert s["accepted"] == [2] * ROUNDS and s["refused"] == [1] * ROUNDS
+    assert all(0 < a < b for a, b in zip(s["epsilon_max"], s["epsilon_max"][1:])) and s["epsilon_max"][-1] <= 8.0
+    assert len(view["run"]["fingerprint"]) == 64
+    assert view["spec"]["d"] == 1024 and view["config"]["dp-epsilon"] == 8.0
+    assert view["initial_metrics"] == finished["rounds"][0]["metrics"]
+    assert {(r["round"], r["client"], r["reason"]) for r in view["refusals"]} == {
+        (n, "partition 2", "fingerprint-mismatch") for n in range(1, ROUNDS + 1)}
+    by_client = {c["client"]: c for c in view["clients"]}
+    assert set(by_client) == {"partition 0", "partition 1", "partition 2"}
+    assert by_client["partition 2"]["accepted"] == 0 and by_client["partition 2"]["refused"] == ROUNDS
+    spent = finished["epsilon_spent"]
+    for pid in ("0", "1"):
+        row = by_client[f"partition {pid}"]
+        assert row["epsilon"] == spent[pid] and row["examples"] > 0 and "train-loss" in row["last_metrics"]
+
+
+@pytest.mark.slow
+def test_downloads_give_every_round_as_csv_and_json(client, finished):
+    as_json = client.get("/api/runs/1/rounds.json")
+    assert as_json.headers["content-disposition"] == 'attachment; filename="run-1-rounds.json"'
+    rows = as_json.json()
+    assert [r["round"] for r in rows] == list(range(ROUNDS + 1))
+    assert [r["server_accuracy"] for r in rows] == [r["metrics"]["accuracy"] for r in finished["rounds"]]
+    lines = client.get("/api/runs/1/rounds.csv").text.strip().splitlines()
+    assert len(lines) == ROUNDS + 2 and lines[0].startswith("round,server_accuracy")
+
+
+@pytest.mark.slow
+def test_dashboard_never_writes_the_store(client, live_run, finished):
+    before = hashlib.sha256(live_run.store.read_bytes()).hexdigest()
+    for url in ("/", "/runs/1", "/api/runs", "/api/runs/1", "/api/runs/1/rounds.csv"):
+        assert client.get(url).status_code == 200
+    assert client.post("/api/runs").status_code == 405
+    assert client.get("/api/runs/7").status_code == 404
+    assert hashlib.sha256(live_run.store.read_bytes()).hexdigest() == before
+
+
+@pytest.mark.slow
+def test_token_is_required_off_loopback(live_run, finished):
+    gated = TestClient(create_app(live_run.store, token="s3cret"))
+    assert gated.get("/api/runs").status_code == 401
+    assert gated.get("/runs/1").status_code == 401
+    assert gated.get("/api/runs?token=wrong").status_code == 401
+    assert gated.get("/api/runs?token=s3cret").status_code == 200
+    assert gated.get("/api/runs", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    check_binding("127.0.0.1", None)
+    with pytest.raises(ValueError, match="not loopback: give a token"):
+        check_binding("0.0.0.0", None)
+    assert fedrp_main(["dashboard", "--store", str(live_run.store), "--host", "0.0.0.0"]) == 2
+
+
+def test_a_missing_or_foreign_store_gets_a_clear_page(tmp_path, caplog):
+    missing = TestClient(create_app(tmp_path / "nothing.sqlite"))
+    page = missing.get("/")
+    assert page.status_code == 503 and "no run store at" in page.text and "Traceback" not in page.text
+    assert missing.get("/api/runs").json()["error"].startswith("no run store at")
+    assert "no run store at" in caplog.text
+    foreign = tmp_path / "other.sqlite"
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE t (x)")
+    page = TestClient(create_app(foreign)).get("/runs/1")
+    assert page.status_code == 503 and "is not a fedrp run store" in page.text
