@@ -17,7 +17,6 @@ from clients.faults import corrupt
 from fedrp import glue
 from fedrp.federation import (FedConfig, check_identity, client_eval_data, client_train_data, local_data_file,
                               local_evaluate, local_train, model_for)
-from fedrp.payload import trainable_state
 from fedrp.privacy.budget import BudgetExhausted, ClientBudget
 from fedrp.privacy.secagg import client_update
 
@@ -109,14 +108,12 @@ def _train_secure(cfg: FedConfig, msg: Message, context: Context) -> Message:
     """A round inside SecAgg+: the state comes as a legacy FitIns, the update leaves as a FitRes for the mod to mask."""
     fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
     config = dict(fitins.config)
-    mine = trainable_state(model_for(cfg))
-    keys = sorted(mine)  # the server sends the arrays in sorted key order
+    names = str(config.get("array-names", "")).split(",")
     arrays = parameters_to_ndarrays(fitins.parameters)
     try:
-        if [a.shape for a in arrays] != [mine[k].shape for k in keys]:
-            raise ValueError(f"the round's arrays have shapes {[a.shape for a in arrays]}; this device's "
-                             f"{cfg.method} model expects {[mine[k].shape for k in keys]}")
-        sent = dict(zip(keys, arrays, strict=True))
+        if len(names) != len(arrays):
+            raise ValueError(f"the round sends {len(arrays)} arrays but names {len(names)}: {names}")
+        sent = dict(zip(names, arrays, strict=True))  # local_train refuses names or shapes this model lacks
         state, metrics, fingerprint = _local_round(cfg, config, sent, context)
         update, weight = client_update(sent, state, int(metrics["num-examples"]), cfg.secagg, cfg.client_dp)
     except (ValueError, FileNotFoundError, BudgetExhausted) as err:

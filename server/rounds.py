@@ -132,6 +132,7 @@ def _secure_train(grid: Grid, cfg: FedConfig, strategy: Validating, rnd: int, st
                   config: dict, sent_to: list[int]):
     """SecAgg+: the same sampled clients, but the server learns only their weighted mean update."""
     config["server-round"] = rnd
+    config["array-names"] = ",".join(sorted(state))  # legacy Parameters are an unnamed list
     arrays = [state[k] for k in sorted(state)]
     mean, survivors, reasons = secagg.secure_round(grid, rnd, sent_to, arrays, config, cfg.secagg, cfg.round_timeout)
     records = secagg.records(sent_to, survivors, reasons, strategy.nodes, secagg.masked_nbytes(arrays))

@@ -34,15 +34,19 @@ def clip_update(update: dict[str, np.ndarray], clip: float) -> dict[str, np.ndar
     return {k: (v * scale).astype(v.dtype) for k, v in update.items()}
 
 
+def with_noise(mean: np.ndarray, dp: ClientLevelDP, num_sampled: int, rng: np.random.Generator) -> np.ndarray:
+    """A mean of m clipped updates plus N(0, (sigma C / m)^2) on every coordinate."""
+    return mean + rng.normal(0.0, dp.noise_multiplier * dp.clip / num_sampled, size=mean.shape)
+
+
 def noisy_mean(sent: dict[str, np.ndarray], states: list[dict[str, np.ndarray]], dp: ClientLevelDP,
                num_sampled: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """sent + mean of the clipped updates + N(0, (sigma C / m)^2) on every coordinate."""
+    """sent + the noised mean of the clipped updates over the m sampled clients."""
     clipped = [clip_update({k: s[k] - sent[k] for k in sent}, dp.clip) for s in states]
-    std = dp.noise_multiplier * dp.clip / num_sampled
     out = {}
     for k, base in sent.items():
         mean = np.sum([c[k] for c in clipped], axis=0, dtype=np.float64) / num_sampled
-        out[k] = (base + mean + rng.normal(0.0, std, size=base.shape)).astype(base.dtype)
+        out[k] = (base + with_noise(mean, dp, num_sampled, rng)).astype(base.dtype)
     return out
 
 

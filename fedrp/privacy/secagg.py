@@ -14,7 +14,7 @@ import dataclasses
 
 import numpy as np
 
-from fedrp.privacy.client_level import ClientLevelDP, clip_update
+from fedrp.privacy.client_level import ClientLevelDP, clip_update, with_noise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +68,6 @@ def server_state(sent: dict[str, np.ndarray], mean_update: list[np.ndarray], sur
     for k, mean in zip(keys, mean_update, strict=True):
         mean = np.asarray(mean, dtype=np.float64).reshape(sent[k].shape)
         if client_dp is not None:  # equal weights: the sum over survivors, divided by the sampled count
-            mean = mean * survivors / num_sampled + rng.normal(
-                0.0, client_dp.noise_multiplier * client_dp.clip / num_sampled, size=mean.shape)
+            mean = with_noise(mean * survivors / num_sampled, client_dp, num_sampled, rng)
         out[k] = (sent[k] + mean).astype(sent[k].dtype)
     return out
