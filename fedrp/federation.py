@@ -16,7 +16,7 @@ import datasets
 import flwr_datasets
 import numpy as np
 
-from fedrp import cache, data, glue
+from fedrp import cache, data, glue, projection
 from fedrp.adapters import AdapterModel
 from fedrp.backbone import load_backbone
 from fedrp.centralized import dev_metrics
@@ -62,6 +62,7 @@ class FedConfig:
     pooling: str = "mask"
     position: str = "output"
     distribution: str = "gaussian"
+    projection_mode: str = "stored"  # "streamed": the same W_l (same fingerprint), never held whole; or "srht"
     lora_rank: int = 8
     max_length: int = 128
     bf16: str = "auto"
@@ -104,6 +105,8 @@ class FedConfig:
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
         glue.get_task(self.task)
+        if self.projection_mode not in projection.MODES:
+            raise ValueError(f"projection-mode must be one of {projection.MODES}, got {self.projection_mode!r}")
         if not 0.0 < self.fraction_train <= 1.0:
             raise ValueError(f"fraction-train must be in (0, 1], got {self.fraction_train}")
         if not 0.0 <= self.fraction_evaluate <= 1.0:
@@ -184,7 +187,7 @@ class FedConfig:
     def model_key(self) -> tuple:
         """What determines the model a client builds; the round's state is loaded into it."""
         return (self.model, self.method, self.d, self.seed, self.pooling, self.position, self.distribution,
-                self.lora_rank, glue.get_task(self.task).num_labels)
+                self.lora_rank, self.projection_mode, glue.get_task(self.task).num_labels)
 
 
 def _coerce(cls, name: str, value):
@@ -223,9 +226,9 @@ def round_seed(seed: int, server_round: int, partition_id: int) -> int:
 
 @lru_cache(maxsize=2)
 def _cached_model(key: tuple) -> Classifier:
-    model_name, method, d, seed, pooling, position, distribution, lora_rank, num_labels = key
+    model_name, method, d, seed, pooling, position, distribution, lora_rank, projection_mode, num_labels = key
     return build(method, load_backbone(model_name or None), num_labels, pooling, d=d, seed=seed,
-                 distribution=distribution, position=position, lora_rank=lora_rank)
+                 distribution=distribution, position=position, lora_rank=lora_rank, projection_mode=projection_mode)
 
 
 def model_for(cfg: FedConfig) -> Classifier:
@@ -236,7 +239,7 @@ def model_for(cfg: FedConfig) -> Classifier:
 def initial_state(cfg: FedConfig) -> dict[str, np.ndarray]:
     return trainable_state(build(cfg.method, load_backbone(cfg.model or None), glue.get_task(cfg.task).num_labels,
                                  cfg.pooling, d=cfg.d, seed=cfg.seed, distribution=cfg.distribution,
-                                 position=cfg.position, lora_rank=cfg.lora_rank))
+                                 position=cfg.position, lora_rank=cfg.lora_rank, projection_mode=cfg.projection_mode))
 
 
 def identity(model: Classifier) -> dict[str, str]:
@@ -352,12 +355,7 @@ def local_train(cfg: FedConfig, state: dict[str, np.ndarray], train_data: datase
     """
     model = model_for(cfg)
     load_trainable_state(model, state)
-    task = glue.get_task(cfg.task)
-    adjust = cfg.local_loss == "logit-adjusted" and not task.is_regression
-    tcfg = TrainConfig(lr=round_lr(cfg, server_round), epochs=cfg.local_epochs, batch_size=cfg.batch_size,
-                       bf16=cfg.bf16, schedule=cfg.schedule, warmup_ratio=0.0,
-                       logit_offsets=logit_offsets(train_data["label"], task.num_labels) if adjust else None,
-                       seed=round_seed(cfg.seed, server_round, partition_id), progress=False)
+    tcfg = local_train_config(cfg, train_data, server_round, partition_id)
     metrics = {"num-examples": float(len(train_data))}
     if cfg.privacy is None:
         result = train(model, train_data, tcfg, select_device(device))
@@ -368,6 +366,17 @@ def local_train(cfg: FedConfig, state: dict[str, np.ndarray], train_data: datase
     metrics.update({"train-loss": result.loss, "samples-per-second": result.samples_per_second,
                     "train-seconds": result.seconds})
     return trainable_state(model), metrics
+
+
+def local_train_config(cfg: FedConfig, train_data: datasets.Dataset, server_round: int,
+                       partition_id: int) -> TrainConfig:
+    """A client's local schedule for one round: no warmup (rounds are short), a seed fixed by round and partition."""
+    task = glue.get_task(cfg.task)
+    adjust = cfg.local_loss == "logit-adjusted" and not task.is_regression
+    return TrainConfig(lr=round_lr(cfg, server_round), epochs=cfg.local_epochs, batch_size=cfg.batch_size,
+                       bf16=cfg.bf16, schedule=cfg.schedule, warmup_ratio=0.0,
+                       logit_offsets=logit_offsets(train_data["label"], task.num_labels) if adjust else None,
+                       seed=round_seed(cfg.seed, server_round, partition_id), progress=False)
 
 
 def _train_private_round(cfg: FedConfig, model: Classifier, train_data: datasets.Dataset, tcfg: TrainConfig,
