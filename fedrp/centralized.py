@@ -35,6 +35,7 @@ class RunConfig:
     pooling: str = "mask"
     position: str = "output"
     distribution: str = "gaussian"
+    projection_mode: str = "stored"  # slash, jrwarp: how W_l is held (fedrp.projection.MODES)
     lora_rank: int = 8
     max_length: int = 128
     bf16: str = "auto"
@@ -67,7 +68,8 @@ def run(cfg: RunConfig) -> dict:
         cfg.max_train_samples, seed=0,  # the same subset for every method and training seed
     )
     model = build(cfg.method, backbone, task.num_labels, cfg.pooling, d=cfg.d, seed=cfg.seed,
-                  distribution=cfg.distribution, position=cfg.position, lora_rank=cfg.lora_rank)
+                  distribution=cfg.distribution, position=cfg.position, lora_rank=cfg.lora_rank,
+                  projection_mode=cfg.projection_mode)
     lr = cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.method]
     tcfg = TrainConfig(lr=lr, epochs=cfg.epochs, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
                        schedule=cfg.schedule, warmup_ratio=cfg.warmup_ratio, bf16=cfg.bf16, seed=cfg.seed,

@@ -23,7 +23,8 @@ def cmd_init(args: argparse.Namespace) -> None:
 
     extra = {"shift_position": args.position} if args.method == "slash" else {}
     config = make_config(args.method, d=args.d, seed=args.seed, distribution=args.distribution,
-                         pooling=args.pooling, num_labels=len(args.labels), **extra)
+                         pooling=args.pooling, num_labels=len(args.labels), projection_mode=args.projection_mode,
+                         **extra)
     model = build_model(load_backbone(args.model), config)
     path = artifact.save(artifact.from_model(model, task=args.task, label_names=args.labels), args.out)
     _emit(args, {"artifact": str(path), "method": args.method, "params": model.num_trainable(),
@@ -48,7 +49,8 @@ def _describe_text(d: dict) -> str:
         ("backbone", f"{d['backbone']} (config {d['backbone_config_hash'][:12]})"),
         ("pooling", d["pooling"]),
         ("projection", f"seed {spec['seed']}, d {spec['d']}, {spec['distribution']}, position {spec['position']}, "
-                       f"{len(spec['widths'])} layers of width {sorted(set(spec['widths']))}"),
+                       f"{len(spec['widths'])} layers of width {sorted(set(spec['widths']))}"
+                       + (f", mode {spec['mode']}" if spec.get("mode", "stored") != "stored" else "")),
         ("fingerprint", d["fingerprint"]),
         ("parameters", f"{d['params']:,}  " + ", ".join(f"{k} {v}" for k, v in d["tensors"].items())),
         ("on the wire", f"{d['bytes_fp32']:,} B in fp32, {d['bytes_fp16']:,} B in fp16"),
@@ -170,6 +172,13 @@ def _data_options(p: argparse.ArgumentParser) -> None:
                    help="local GLUE folder in the official layout (default: $FEDRP_GLUE_DIR, else the hub's nyu-mll/glue)")
 
 
+def _projection_mode_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--projection-mode", choices=["stored", "streamed", "srht"], default="stored",
+                   help="how the W_l are held: stored (d x H floats per block), streamed (the same W_l rebuilt in "
+                        "row blocks on every use: little memory, more time) or srht (a structured projection "
+                        "with its own fingerprint: O(N) memory)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedrp", description="Federated finetuning of one small vector per task.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
@@ -190,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--position", choices=["output", "intermediate", "attention"], default="output",
                    help="SLaSh shift position")
     p.add_argument("--pooling", choices=["mask", "cls", "mean"], default="mask")
+    _projection_mode_option(p)
     p.add_argument("--labels", nargs="+", default=["0", "1"], help="label names, one per class (one for regression)")
     p.add_argument("--task", default=None)
     p.add_argument("--out", required=True, help="adapter file to write (.safetensors)")
@@ -232,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pooling", choices=["mask", "cls", "mean"], default="mask")
     p.add_argument("--position", choices=["output", "intermediate", "attention"], default="output", help="SLaSh shift position")
     p.add_argument("--distribution", choices=["gaussian", "rademacher"], default="gaussian")
+    _projection_mode_option(p)
     p.add_argument("--lora-rank", type=int, default=8)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",

@@ -26,11 +26,12 @@ FEDERATED_LR = {
 
 
 def build(method: str, backbone: Backbone, num_labels: int, pooling: str = "mask", *, d: int = 1024,
-          seed: int = 0, distribution: str = "gaussian", position: str = "output", lora_rank: int = 8) -> Classifier:
+          seed: int = 0, distribution: str = "gaussian", position: str = "output", lora_rank: int = 8,
+          projection_mode: str = "stored") -> Classifier:
     if method in ADAPTERS:
         extra = {"shift_position": position} if method == "slash" else {}
         config = make_config(method, d=d, seed=seed, distribution=distribution, pooling=pooling,
-                             num_labels=num_labels, **extra)
+                             num_labels=num_labels, projection_mode=projection_mode, **extra)
         return build_model(backbone, config)
     if method in BASELINES:
         return BaselineModel(backbone, method, num_labels, pooling, lora_rank=lora_rank, seed=seed)

@@ -3,7 +3,9 @@
     python -m simulations.run --num-supernodes 10 --task sst2 --num-server-rounds 5 --json
 
 Every run-config key of pyproject.toml is an option (`--key value`); the apps are the same
-ServerApp and ClientApp that `flwr run .` starts.
+ServerApp and ClientApp that `flwr run .` starts. By default Flower starts a local Ray sized
+to this machine; `--ray-address HEAD:PORT` (or $RAY_ADDRESS) runs the clients on an existing
+Ray cluster instead (README, "A run on a Ray cluster").
 """
 
 from __future__ import annotations
@@ -24,11 +26,25 @@ def _options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None, help=f"default {f.default!r}")
 
 
+def ray_init_args(address: str | None) -> dict:
+    """ray.init's arguments: a fresh local Ray sized to this machine, or the cluster at `address`.
+
+    A cluster sizes itself (ray.init refuses num_cpus when joining one); "local" forces a fresh
+    local Ray even where $RAY_ADDRESS or a `ray start` on this machine would be found.
+    """
+    if address and address != "local":
+        return {"address": address, "include_dashboard": False}
+    return {"address": "local", "num_cpus": os.cpu_count(), "include_dashboard": False}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-supernodes", type=int, default=10, help="virtual clients (one partition each)")
     parser.add_argument("--cpus-per-client", type=float, default=1.0)
     parser.add_argument("--json", action="store_true", help="print the run summary as one JSON object")
+    parser.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS") or None,
+                        help="an existing Ray cluster (HEAD:PORT) to run the clients on; default $RAY_ADDRESS, "
+                             "else a local Ray ('local' forces that)")
     _options(parser)
     args = vars(parser.parse_args(argv))
     overrides = {k.replace("_", "-"): v for k, v in args.items()
@@ -50,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
         server_app=build_server_app(overrides, results), client_app=build_client_app(overrides),
         num_supernodes=args["num_supernodes"],
         backend_config={"client_resources": {"num_cpus": args["cpus_per_client"], "num_gpus": 0.0},
-                        "init_args": {"num_cpus": os.cpu_count(), "include_dashboard": False}},
+                        "init_args": ray_init_args(args["ray_address"])},
     )
     if not results:
         raise SystemExit(f"the simulation ended without a result; see the log above and the store {cfg.store}")

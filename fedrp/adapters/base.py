@@ -9,23 +9,12 @@ from torch import nn
 
 from fedrp import projection
 from fedrp.adapters.config import AdapterConfig
+from fedrp.adapters.projectors import Projections, make_projections
 from fedrp.backbone import Backbone
 from fedrp.classifier import Classifier
 
 TRAINABLE = ("z", "head.weight", "head.bias")
-
-
-class Projections(nn.Module):
-    """The fixed W_l as non-persistent buffers: they follow .to(device) but are never saved."""
-
-    def __init__(self, mats: tuple) -> None:
-        super().__init__()
-        for i, m in enumerate(mats):
-            self.register_buffer(f"w{i}", torch.from_numpy(m.copy()), persistent=False)
-        self.count = len(mats)
-
-    def __getitem__(self, layer: int) -> torch.Tensor:
-        return getattr(self, f"w{layer}")
+__all__ = ["TRAINABLE", "AdapterModel", "Projections"]
 
 
 class AdapterModel(Classifier):
@@ -42,10 +31,10 @@ class AdapterModel(Classifier):
         self.backbone_config_hash = backbone.config_hash
         self.spec = projection.ProjectionSpec(
             seed=config.seed, d=config.d, distribution=config.distribution,
-            position=config.position, widths=self.layer_widths(),
+            position=config.position, widths=self.layer_widths(), mode=config.projection_mode,
         )
         self.fingerprint = projection.fingerprint(self.spec)
-        self.projections = Projections(projection.generate(self.spec))
+        self.projections = make_projections(self.spec)
         self.z = nn.Parameter(torch.from_numpy(projection.initial_z(self.spec).copy()))
         std = getattr(self.backbone.config, "initializer_range", 0.02)
         head = projection.initial_head(self.spec, config.num_labels, backbone.hidden_size, std)
@@ -65,7 +54,11 @@ class AdapterModel(Classifier):
     # Shared behaviour.
     def vector(self, layer: int) -> torch.Tensor:
         """z W_l: the shift (SLaSh) or prompt contribution (JR-WARP) of block `layer`."""
-        return self.z @ self.projections[layer]
+        return self.projections.project(layer, self.z)
+
+    def project_back(self, layer: int, g: torch.Tensor) -> torch.Tensor:
+        """g W_l^T for g (..., width): how a gradient of block l's vector reaches z (DP's per-sample rule)."""
+        return self.projections.project_back(layer, g)
 
     def vectors(self) -> torch.Tensor:
         """All z W_l stacked, (layers, width): what export folds or stores."""

@@ -6,7 +6,7 @@ import dataclasses
 from typing import ClassVar
 
 from fedrp.inputs import check_pooling
-from fedrp.projection import DISTRIBUTIONS
+from fedrp.projection import DISTRIBUTIONS, MODES
 
 
 @dataclasses.dataclass
@@ -19,6 +19,7 @@ class AdapterConfig:
     distribution: str = "gaussian"
     pooling: str = "mask"
     num_labels: int = 2
+    projection_mode: str = "stored"  # how W_l is held: "stored", "streamed" (same W_l) or "srht" (another one)
 
     def __post_init__(self) -> None:
         if not isinstance(self.d, int) or self.d < 1:
@@ -27,6 +28,8 @@ class AdapterConfig:
             raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {self.distribution!r}")
         if not isinstance(self.num_labels, int) or self.num_labels < 1:
             raise ValueError(f"num_labels must be a positive integer (1 for regression), got {self.num_labels!r}")
+        if self.projection_mode not in MODES:
+            raise ValueError(f"projection mode must be one of {MODES}, got {self.projection_mode!r}")
         check_pooling(self.pooling)
 
     @property
@@ -34,7 +37,11 @@ class AdapterConfig:
         raise NotImplementedError
 
     def to_dict(self) -> dict:
-        return {"method": self.method, **dataclasses.asdict(self)}
+        """As JSON data; projection_mode only when not "stored", so existing artifacts keep their metadata."""
+        data = {"method": self.method, **dataclasses.asdict(self)}
+        if self.projection_mode == "stored":
+            del data["projection_mode"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "AdapterConfig":

@@ -1,7 +1,8 @@
 """Exact per-sample gradients of z and the head, registered per adapter type (as Opacus does per layer).
 
 A shift s_l = z W_l is shared by every token and every block, so the per-sample gradient of z
-is sum_l g_l W_l^T, where g_l (B x H) is the per-sample gradient of s_l summed over tokens.
+is sum_l g_l W_l^T, where g_l (B x H) is the per-sample gradient of s_l summed over tokens;
+AdapterModel.project_back applies W_l^T in whichever projection mode the model holds W_l.
 Each rule adds a zero "probe" of shape (B, 1, H) where block l's vector enters: autograd then
 yields g_l as the probe's gradient, and nothing larger than B x H is kept per block. A generic
 engine (Opacus hooks, functorch) would materialise per-sample gradients of whatever it hooks.
@@ -127,8 +128,7 @@ def per_sample_gradients(model: AdapterModel, batch: dict[str, torch.Tensor], la
     finally:
         capture.remove()
     *probe_grads, d_logits = grads
-    z_grad = sum(g.squeeze(1).to(model.z.dtype) @ model.projections[i].to(model.z.dtype).T
-                 for i, g in enumerate(probe_grads))
+    z_grad = sum(model.project_back(i, g.squeeze(1).to(model.z.dtype)) for i, g in enumerate(probe_grads))
     d_logits = d_logits.to(model.head.weight.dtype)
     x = pooled[0].to(model.head.weight.dtype)
     return {"z": z_grad, "head.weight": torch.einsum("bc,bh->bch", d_logits, x), "head.bias": d_logits}, losses.detach()
