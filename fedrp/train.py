@@ -97,11 +97,17 @@ def store_frozen_in_bf16(model: torch.nn.Module) -> None:
     """Keep weights that do not train in bf16 once, instead of autocast re-casting them every call.
 
     Autocast caches its bf16 copies only of weights that require grad, so a frozen backbone
-    would be cast anew in every forward pass. Trainable weights stay fp32.
+    would be cast anew in every forward pass. Trainable weights stay fp32, and so do the frozen
+    ones of a module that also trains (BitFit's LayerNorms: layer_norm refuses a bf16 weight
+    beside an fp32 bias).
     """
-    for p in model.parameters():
-        if not p.requires_grad and p.is_floating_point() and p.dtype != torch.bfloat16:
-            p.data = p.data.to(torch.bfloat16)
+    for module in model.modules():
+        own = list(module.parameters(recurse=False))
+        if any(p.requires_grad for p in own):
+            continue
+        for p in own:
+            if p.is_floating_point() and p.dtype != torch.bfloat16:
+                p.data = p.data.to(torch.bfloat16)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int):

@@ -46,26 +46,31 @@ def load_cache(path: Path) -> dict[str, dict]:
     return done
 
 
-def run_cell(cell: dict, common: dict) -> dict:
+def run_cell(cell: dict, common: dict, stderr=None) -> dict:
+    """One `simulations.run --json` process; its log goes to `stderr` (a file, or ours when None)."""
     options = [f"--{k}={v}" for k, v in {**common, **cell}.items()]
     cmd = [sys.executable, "-m", "simulations.run", "--json", *options]
     print("running", " ".join(cmd), file=sys.stderr, flush=True)
-    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, stderr=stderr, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
 def condense(cell: dict, result: dict) -> dict:
+    """The server's dev metrics per round and the bytes; the accuracy fields only where the task has accuracy."""
     rounds = [r for r in result["rounds"] if r["round"] > 0]
-    return {
+    out = {
         **cell, "status": result["status"], "store": result["store"], "run_id": result["run_id"],
-        "initial_accuracy": result["rounds"][0]["metrics"]["accuracy"],
-        "accuracy": [r["metrics"]["accuracy"] for r in rounds],
+        "initial_metrics": result["rounds"][0]["metrics"], "metrics": [r["metrics"] for r in rounds],
         "bytes_up_per_client": [r["bytes_up"] / max(r["accepted"], 1) for r in rounds],
         "wall_seconds": [round(r["wall_seconds"], 2) for r in rounds],
-        "final_accuracy": result["final_metrics"]["accuracy"],
-        "best_accuracy": max(r["metrics"]["accuracy"] for r in rounds),
+        "final_metrics": result["final_metrics"],
         "refused": sum(r["refused"] for r in rounds),
     }
+    if "accuracy" in result["final_metrics"]:
+        accuracy = [m["accuracy"] for m in out["metrics"]]
+        out.update(initial_accuracy=out["initial_metrics"]["accuracy"], accuracy=accuracy,
+                   final_accuracy=result["final_metrics"]["accuracy"], best_accuracy=max(accuracy))
+    return out
 
 
 def summarize(cells: list[dict], reference: float) -> dict:

@@ -31,16 +31,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="", help="backbone name or folder (default: the packaged MiniLM)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--samples", type=int, default=400, help="the client's training examples")
+    parser.add_argument("--projection-mode", default="stored", help="stored, streamed or srht (large backbones)")
     args = parser.parse_args(argv)
     transformers.utils.logging.set_verbosity_error()
     device = select_device(args.device)
     cfg = FedConfig(model=args.model, data_dir=args.data_dir, max_train_samples=4000,
-                    max_train_samples_per_client=args.samples, max_eval_samples=400)
+                    max_train_samples_per_client=args.samples, max_eval_samples=400,
+                    projection_mode=args.projection_mode)
     model = model_for(cfg)
     state = initial_state(cfg)
     data = client_train_data(cfg, model.tokenizer, 0, 10)
     out = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
            "torch": torch.__version__, "bf16": use_bf16(cfg.bf16, device), "examples": len(data),
+           "projection_mode": args.projection_mode,
            "fingerprint": identity(model).get("fingerprint"), "accuracy_before": server_evaluate(cfg, model, state)}
     dp_cfg = dataclasses.replace(cfg, dp_epsilon=8.0)
     for name, run_cfg, budget in (("round", cfg, None), ("dp_round", dp_cfg, ClientBudget(dp_cfg.privacy))):

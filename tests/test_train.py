@@ -126,14 +126,22 @@ def test_regression_uses_mse_and_classes_cross_entropy():
     assert loss_fn(logits, torch.tensor([1])).item() == pytest.approx(np.log(2))
 
 
-def test_bf16_autocast_on_cpu_when_supported(sst2):
+@pytest.mark.parametrize("method", ["slash", "bitfit"])
+def test_bf16_autocast_on_cpu_when_supported(sst2, method):
     from fedrp.train import bf16_supported
 
     train_ds, _ = sst2
-    model = build("slash", load_backbone(), 2)
+    model = build(method, load_backbone(), 2)
     if bf16_supported(CPU):
-        assert np.isfinite(train(model, train_ds.select(range(32)), _config(bf16="on"), CPU).loss)
-        assert model.z.dtype == torch.float32  # autocast: the trained state stays fp32
+        assert np.isfinite(train(model, train_ds.select(range(32)), _config(bf16="on", lr=1e-3), CPU).loss)
+        assert all(p.dtype == torch.float32 for p in model.trainable_parameters().values())  # autocast keeps them fp32
+        # Frozen weights go bf16 only in modules with nothing to train (BitFit's LayerNorms keep fp32 weights).
+        for module in model.modules():
+            own = list(module.parameters(recurse=False))
+            if own and not any(p.requires_grad for p in own):
+                assert all(p.dtype == torch.bfloat16 for p in own), module
+            elif any(p.requires_grad for p in own):
+                assert all(p.dtype == torch.float32 for p in own), module
     else:
         with pytest.raises(ValueError, match="no native bf16"):
             train(model, train_ds, _config(bf16="on"), CPU)
