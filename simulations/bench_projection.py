@@ -110,10 +110,10 @@ def main(argv: list[str] | None = None) -> None:
             results[shape][mode] = run_child(shape, mode, blocks)
     results["memory"] = ("peak/held: resident set (VmHWM after a step minus VmRSS before it) in a fresh process "
                          "per mode; counts numpy, torch and the allocator")
-    results["note"] = ("CPU only, 2 cores shared with other jobs: timings are contended. Big stored and streamed "
+    results["note"] = ("CPU only. Big stored and streamed "
                        f"measure {args.big_blocks} blocks and scale times and held bytes by blocks; peaks of "
                        "streamed and srht do not grow with blocks. Stored build includes writing the disk cache; "
-                       "stored holds W twice (generate()'s cached arrays and the buffers' copies). "
+                       "the buffers share generate()'s cached arrays (one copy of W). "
                        "generation_ns_per_value (streamed): its fingerprint pass, generate + hash, per W entry; "
                        "stored's fingerprint reads the disk cache its build wrote.")
     results["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count()}

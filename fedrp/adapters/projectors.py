@@ -6,11 +6,25 @@ Every class has `count`, `project(layer, z)` (z: (..., d) -> (..., H_l)), `proje
 
 from __future__ import annotations
 
+import warnings
+
+import numpy as np
 import torch
 from torch import nn
 
 from fedrp import projection
 from fedrp.projection import ProjectionSpec
+
+
+def _shared(m: np.ndarray) -> torch.Tensor:
+    """A CPU tensor over projection.generate's cached, read-only array: one copy of W_l per process, not two.
+
+    Nothing writes a projection buffer (it never trains, and .to(device or dtype) makes a new
+    tensor), so torch's warning about a non-writable array does not apply here.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(m)
 
 
 class Projections(nn.Module):
@@ -19,7 +33,7 @@ class Projections(nn.Module):
     def __init__(self, mats: tuple) -> None:
         super().__init__()
         for i, m in enumerate(mats):
-            self.register_buffer(f"w{i}", torch.from_numpy(m.copy()), persistent=False)
+            self.register_buffer(f"w{i}", _shared(m), persistent=False)
         self.count = len(mats)
 
     def __getitem__(self, layer: int) -> torch.Tensor:
