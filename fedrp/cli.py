@@ -152,7 +152,7 @@ def _partition_table(d: dict) -> str:
 
 def cmd_partition(args: argparse.Namespace) -> None:
     from fedrp import glue
-    from fedrp.partition import label_counts, partition, partition_labels
+    from fedrp.partition import label_counts, mean_label_entropy, partition, partition_labels
 
     task = glue.get_task(args.task)
     labels = partition_labels(glue.load_split(task, "train", args.data_dir)["label"], task.is_regression)
@@ -163,6 +163,8 @@ def cmd_partition(args: argparse.Namespace) -> None:
         "task": task.name, "num_clients": args.num_clients, "scheme": args.scheme, "alpha": args.alpha,
         "seed": args.seed, "sizes": [len(c) for c in clients],
         "label_counts": label_counts(labels, clients, len(names)), "label_names": names,
+        "dropped": len(labels) - sum(len(c) for c in clients),  # 0: partition() checks every example is placed
+        "mean_label_entropy": round(mean_label_entropy(labels, clients), 4),  # bits; lower is more skewed
     }
     _emit(args, result, _partition_table)
 

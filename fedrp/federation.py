@@ -31,7 +31,8 @@ from fedrp.privacy.engine import poisson_schedule, train_private
 from fedrp.privacy.secagg import SecAggConfig
 from fedrp.train import TrainConfig, TrainResult, evaluate, select_device, train
 
-PARTITION_CACHE_VERSION = 1  # bump when fedrp.partition changes which indices a client gets
+VALIDATION_SEED = 20261128  # the held-out validation examples do not move with the run seed
+PARTITION_CACHE_VERSION = 2  # bump when fedrp.partition changes which indices a client gets
 LOCAL_LOSSES = ("logit-adjusted", "ce")
 LR_DECAYS = ("none", "cosine")
 AGGREGATIONS = ("fedavg", "fedadam", "median", "trimmed-mean")
@@ -72,6 +73,8 @@ class FedConfig:
     max_train_samples: int = 0  # 0: the whole training set, before partitioning
     max_train_samples_per_client: int = 200  # 0: the whole partition
     max_eval_samples: int = 0  # 0: the whole dev set (server-side evaluation)
+    validation_samples: int = 0  # > 0: hold out this many training examples and evaluate the server on them, not dev
+    eval_every: int = 1  # the server evaluates after every eval-every rounds, and always after the last
     aggregation: str = "fedavg"
     server_lr: float = 0.01  # fedadam's eta
     trim_beta: float = 0.2
@@ -113,6 +116,9 @@ class FedConfig:
             raise ValueError(f"fraction-evaluate must be in [0, 1], got {self.fraction_evaluate}")
         if self.num_server_rounds < 1 or self.min_train_nodes < 1 or self.round_timeout <= 0:
             raise ValueError("num-server-rounds and min-train-nodes must be at least 1 and round-timeout positive")
+        if self.validation_samples < 0 or self.eval_every < 1:
+            raise ValueError(f"validation-samples must be 0 or more and eval-every at least 1, got "
+                             f"{self.validation_samples} and {self.eval_every}")
         parse_faults(self.faulty_clients)  # a typo fails before any work
         self._client_dp = None if self.client_dp_noise == 0 else ClientLevelDP(  # checks the client-dp-* values
             self.client_dp_noise, self.client_dp_clip, self.client_dp_delta)
@@ -270,9 +276,34 @@ def check_identity(model: Classifier, sent: dict) -> None:
 
 # ---- data --------------------------------------------------------------------------------
 
-def _pool_train(cfg: FedConfig, tokenizer) -> datasets.Dataset:
+def _pool_train(cfg: FedConfig, tokenizer) -> tuple[datasets.Dataset, tuple[int | float, ...]]:
+    """The examples the clients share out, and their labels (read once per process, not once per round)."""
+    return _pool(cfg.task, tokenizer, cfg.pooling, cfg.max_length, cfg.glue_dir, cfg.validation_samples,
+                 cfg.max_train_samples)
+
+
+@lru_cache(maxsize=4)
+def _pool(task: str, tokenizer, pooling: str, max_length: int, glue_dir: str | None, validation_samples: int,
+          max_train_samples: int) -> tuple[datasets.Dataset, tuple[int | float, ...]]:
+    full = data.load_tokenized(task, "train", tokenizer, pooling, max_length, glue_dir)
+    if validation_samples:
+        full = full.select(validation_split(len(full), validation_samples)[1])
+    pool = data.subset(full, max_train_samples or None, seed=0)  # the centralized runs' subset
+    return pool, tuple(np.asarray(pool.with_format("numpy")["label"]).tolist())
+
+
+def validation_data(cfg: FedConfig, tokenizer) -> datasets.Dataset:
+    """The training examples held out by validation-samples: where settings are chosen instead of on dev."""
     full = data.load_tokenized(cfg.task, "train", tokenizer, cfg.pooling, cfg.max_length, cfg.glue_dir)
-    return data.subset(full, cfg.max_train_samples or None, seed=0)  # the centralized runs' subset
+    return full.select(validation_split(len(full), cfg.validation_samples)[0])
+
+
+def validation_split(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out, rest) indices of a training set: a fixed seeded choice, so every run tunes on the same examples."""
+    if not 0 < size < n:
+        raise ValueError(f"validation-samples must be between 1 and {n - 1} for {n} training examples, got {size}")
+    order = np.random.default_rng(VALIDATION_SEED).permutation(n)
+    return np.sort(order[:size]), np.sort(order[size:])
 
 
 @lru_cache(maxsize=4)
@@ -299,17 +330,28 @@ def client_indices(cfg: FedConfig, labels: list, partition_id: int, num_partitio
     return parts[partition_id]
 
 
+def warm_caches(cfg: FedConfig, num_partitions: int) -> None:
+    """Tokenize the splits and draw the partitions into the on-disk caches, so that clients only read them."""
+    tokenizer = load_backbone(cfg.model or None).tokenizer
+    _, labels = _pool_train(cfg, tokenizer)
+    client_indices(cfg, labels, 0, num_partitions)
+    data.load_tokenized(cfg.task, "dev", tokenizer, cfg.pooling, cfg.max_length, cfg.glue_dir)
+
+
 def client_train_data(cfg: FedConfig, tokenizer, partition_id: int, num_partitions: int) -> datasets.Dataset:
     """This client's share of the training set, capped at max-train-samples-per-client."""
-    pool = _pool_train(cfg, tokenizer)
-    idx = client_indices(cfg, pool["label"], partition_id, num_partitions)
+    pool, labels = _pool_train(cfg, tokenizer)
+    idx = client_indices(cfg, labels, partition_id, num_partitions)
     part = pool.select(idx)
     return data.subset(part, cfg.max_train_samples_per_client or None, seed=cfg.seed)
 
 
 def client_eval_data(cfg: FedConfig, tokenizer, partition_id: int, num_partitions: int) -> datasets.Dataset:
-    """This client's share of the dev set, split like the training set (its local test data)."""
-    dev = data.load_tokenized(cfg.task, "dev", tokenizer, cfg.pooling, cfg.max_length, cfg.glue_dir)
+    """This client's share of the dev set (or of the held-out training examples), split like the training set."""
+    if cfg.validation_samples:  # tuning runs never look at dev, on the server or on a client
+        dev = validation_data(cfg, tokenizer)
+    else:
+        dev = data.load_tokenized(cfg.task, "dev", tokenizer, cfg.pooling, cfg.max_length, cfg.glue_dir)
     return dev.select(client_indices(cfg, dev["label"], partition_id, num_partitions))
 
 
@@ -413,9 +455,12 @@ def local_evaluate(cfg: FedConfig, state: dict[str, np.ndarray], eval_data: data
 
 
 def server_evaluate(cfg: FedConfig, model: Classifier, state: dict[str, np.ndarray]) -> dict[str, float]:
-    """Centralized evaluation of the global state on the task's dev set (all dev splits)."""
+    """Centralized evaluation of the global state on the task's dev set (all dev splits), or on the
+    held-out training examples when validation-samples is set."""
     load_trainable_state(model, state)
     task = glue.get_task(cfg.task)
+    if cfg.validation_samples:
+        return evaluate(model, validation_data(cfg, model.tokenizer), task, cfg.batch_size * 2, select_device("auto"))
     metrics, _ = dev_metrics(model, task, model.tokenizer, cfg.pooling, cfg.max_length, cfg.glue_dir,
                              cfg.max_eval_samples or None, cfg.batch_size * 2, select_device("auto"))
     return metrics

@@ -72,7 +72,10 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
              cfg.num_server_rounds, cfg.store)
     try:
         if start_round == 0:
-            store.add_round(run_id, 0, server_evaluate(cfg, model, state))
+            initial = server_evaluate(cfg, model, state)
+            store.add_round(run_id, 0, initial)
+            log.info("round %*d/%d  %s  (before training)", len(str(cfg.num_server_rounds)), 0, cfg.num_server_rounds,
+                     format_metrics(initial))
         nodes: dict[int, int | None] = {}
         for rnd in range(start_round + 1, cfg.num_server_rounds + 1):
             nodes = discover(grid, nodes, cfg.round_timeout, minimum=cfg.min_train_nodes)
@@ -107,13 +110,21 @@ def _one_round(grid: Grid, cfg: FedConfig, strategy: Validating, store: RunStore
         )
     if cfg.client_dp is not None:  # every round samples the same fraction of the known nodes
         train_metrics["client-dp-epsilon"] = epsilon_after(cfg.client_dp, len(messages) / len(strategy.nodes), rnd)
-    eval_metrics = _client_evaluation(grid, cfg, strategy, rnd, new_state, config)
-    server_metrics = server_evaluate(cfg, model, new_state)
+    evaluated = rnd % cfg.eval_every == 0 or rnd == cfg.num_server_rounds
+    eval_metrics = _client_evaluation(grid, cfg, strategy, rnd, new_state, config) if evaluated else {}
+    server_metrics = server_evaluate(cfg, model, new_state) if evaluated else {}
     store.add_round(run_id, rnd, server_metrics, train_metrics, eval_metrics,
                     bytes_up=sum(r.get("bytes", 0) for r in records), bytes_down=bytes_down, accepted=accepted,
                     refused=len(records) - accepted, wall_seconds=time.time() - start)
-    log.info("round %d: %s, %d accepted, %d refused", rnd, server_metrics, accepted, len(records) - accepted)
+    log.info("round %*d/%d  %s  %d accepted, %d refused  %s B up per client  %.1f s", len(str(cfg.num_server_rounds)),
+             rnd, cfg.num_server_rounds, format_metrics(server_metrics), accepted, len(records) - accepted,
+             f"{sum(r.get('bytes', 0) for r in records) // max(accepted, 1):,}", time.time() - start)
     return new_state
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    """'accuracy 0.7810, f1 0.8123'; '(not evaluated)' for a round skipped by eval-every."""
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()) or "(not evaluated)"
 
 
 def _validated_train(grid: Grid, cfg: FedConfig, strategy: Validating, rnd: int, messages: list[Message]):

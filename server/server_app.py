@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 
@@ -29,7 +28,6 @@ def build_server_app(overrides: dict | None = None, results: list | None = None)
         result = run_federation(grid, cfg)
         if results is not None:
             results.append(result)
-        logging.getLogger("fedrp.server").info("final %s", json.dumps(result["final_metrics"]))
 
     return app
 

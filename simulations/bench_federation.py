@@ -67,7 +67,7 @@ def condense(cell: dict, result: dict) -> dict:
         "refused": sum(r["refused"] for r in rounds),
     }
     if "accuracy" in result["final_metrics"]:
-        accuracy = [m["accuracy"] for m in out["metrics"]]
+        accuracy = [m["accuracy"] for m in out["metrics"] if "accuracy" in m]  # rounds evaluated (eval-every)
         out.update(initial_accuracy=out["initial_metrics"]["accuracy"], accuracy=accuracy,
                    final_accuracy=result["final_metrics"]["accuracy"], best_accuracy=max(accuracy))
     return out

@@ -43,14 +43,17 @@ from fedrp.centralized import RunConfig
 from fedrp.federation import FedConfig
 from fedrp.methods import METHODS
 from simulations.bench_federation import condense, load_cache, run_cell
+from simulations.code_version import code_version
 
 DEFAULT_CONFIG = Path("simulations/grid.toml")
 SECTIONS = {"grid", "federated", "federated-lr", "reference", "qnli"}
-GRID_KEYS = {"tasks", "alphas", "methods", "reference", "data-dir", "cache", "estimate"}
+GRID_KEYS = {"tasks", "alphas", "methods", "reference", "data-dir", "cache", "scratch", "estimate"}
 PER_CELL_KEYS = {"task", "method", "alpha", "data-dir", "store", "checkpoint-dir", "resume-from"}  # the grid sets these
-RUNNER_KEYS = {"num-supernodes", "cpus-per-client"}  # simulations.run options that are not run-config keys
+RUNNER_KEYS = {"num-supernodes", "cpus-per-client", "engine"}  # simulations.run options that are not run-config keys
+ENGINES = ("flower", "inprocess")  # simulations.run --engine
 REFERENCE_SHARED = ("max-train-samples", "max-eval-samples")  # the reference takes these from [federated]
-REFERENCE_FIXED = {"task", "data-dir", "max-train-samples", "max-eval-samples", "out", "privacy", "progress"}
+REFERENCE_FIXED = {"task", "data-dir", "max-train-samples", "max-eval-samples", "out", "privacy", "progress",
+                   "method"}
 FILTER_FIELDS = ("kind", "task", "method", "alpha")
 KINDS = ("federated", "reference")
 _ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failed))(:|$)")
@@ -79,6 +82,7 @@ class Grid:
     reference: bool
     data_dir: Path
     cache: Path
+    scratch: Path
     estimate: str
     federated: dict
     federated_lr: dict
@@ -104,7 +108,8 @@ def load_config(path: Path | str, data_dir: str | None = None) -> Grid:
     return Grid(
         tasks=_parse_tasks(section.get("tasks", []), path), alphas=_parse_alphas(section.get("alphas", []), path),
         methods=methods, reference=bool(section.get("reference", True)), data_dir=Path(folder).resolve(),
-        cache=Path(section.get("cache", "runs/grid/cells.jsonl")), estimate=str(section.get("estimate", "")),
+        cache=Path(section.get("cache", "runs/grid/cells.jsonl")), scratch=Path(section.get("scratch", "runs/grid")),
+        estimate=str(section.get("estimate", "")),
         federated=_parse_federated(raw.get("federated", {}), path),
         federated_lr=_parse_federated_lr(raw.get("federated-lr", {}), methods, path),
         reference_options=_parse_reference(raw.get("reference", {}), path),
@@ -156,17 +161,20 @@ def _parse_federated(table: dict, path: Path) -> dict:
     for key in table:
         if key in PER_CELL_KEYS:
             raise ValueError(f"{path} [federated]: {key!r} is set per cell by the grid; remove it")
-    runner = {k: table[k] for k in table if k in RUNNER_KEYS}
+    runner = {k: table[k] for k in table if k in RUNNER_KEYS and k != "engine"}
     for key, value in runner.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise ValueError(f"{path} [federated] {key}: expected a positive number, got {value!r}")
+    if table.get("engine", "flower") not in ENGINES:
+        raise ValueError(f"{path} [federated] engine: expected one of {list(ENGINES)}, got {table['engine']!r}")
     rest = {k: v for k, v in table.items() if k not in RUNNER_KEYS}
+    engine = {"engine": table["engine"]} if "engine" in table else {}
     try:
         typed = FedConfig.from_run_config({}, rest).to_run_config()
     except ValueError as err:
         raise ValueError(f"{path} [federated]: {err}") from None
     runner = {k: int(v) if k == "num-supernodes" else float(v) for k, v in runner.items()}
-    return {**{k: typed[k] for k in rest}, **runner}
+    return {**{k: typed[k] for k in rest}, **runner, **engine}
 
 
 def _parse_federated_lr(table: dict, methods: tuple[str, ...], path: Path) -> dict:
@@ -183,16 +191,18 @@ def _parse_reference(table: dict, path: Path) -> dict:
     """`fedrp train` options of the centralized reference (RunConfig fields the grid does not fix)."""
     fields = {f.name.replace("_", "-"): f for f in dataclasses.fields(RunConfig)}
     for key in table:
+        if key == "methods":
+            continue
         if key in REFERENCE_FIXED:
             raise ValueError(f"{path} [reference]: {key!r} is set by the grid (the federated cells' data); remove it")
         if key not in fields:
             raise ValueError(f"{path} [reference]: unknown key {key!r}; expected some of "
                              f"{sorted(set(fields) - REFERENCE_FIXED)}")
-    method = table.get("method", "full")
-    if method not in METHODS:
-        raise ValueError(f"{path} [reference] method: unknown method {method!r}; expected one of {list(METHODS)}")
-    typed = {k: _typed(fields[k].type, v, f"{path} [reference] {k}") for k, v in table.items() if k != "method"}
-    return {"method": method, **typed}
+    methods = table.get("methods", ["full"])
+    if not methods or any(m not in METHODS for m in methods):
+        raise ValueError(f"{path} [reference] methods: expected some of {list(METHODS)}, got {methods!r}")
+    typed = {k: _typed(fields[k].type, v, f"{path} [reference] {k}") for k, v in table.items() if k != "methods"}
+    return {"methods": list(dict.fromkeys(methods)), **typed}
 
 
 def _typed(annotation: str, value, what: str):
@@ -219,7 +229,8 @@ def _parse_qnli(table: dict, path: Path) -> QnliSplit:
 
 def cells(grid: Grid) -> list[dict]:
     """Every cell's settings: the references first (one per task), then alpha by task by method."""
-    out = [reference_cell(grid, task) for task in grid.tasks] if grid.reference else []
+    out = [reference_cell(grid, task, method) for task in grid.tasks
+           for method in grid.reference_options["methods"]] if grid.reference else []
     for alpha in grid.alphas:
         for task in grid.tasks:
             for method in grid.methods:
@@ -229,11 +240,11 @@ def cells(grid: Grid) -> list[dict]:
     return out
 
 
-def reference_cell(grid: Grid, task: str) -> dict:
+def reference_cell(grid: Grid, task: str, method: str) -> dict:
     """Centralized finetuning on the federated cells' training subset, evaluated on the same dev examples."""
     shared = {k: grid.federated[k] for k in REFERENCE_SHARED if grid.federated.get(k)}
-    options = {k: v for k, v in grid.reference_options.items() if k != "method"}
-    return {"kind": "reference", "task": task, "method": grid.reference_options["method"], "alpha": None,
+    options = {k: v for k, v in grid.reference_options.items() if k != "methods"}
+    return {"kind": "reference", "task": task, "method": method, "alpha": None,
             "data": data_id(grid, task), "options": {**options, **shared}}
 
 
@@ -243,8 +254,9 @@ def data_id(grid: Grid, task: str) -> str:
 
 
 def cell_key(cell: dict) -> str:
-    """A cell's identity in the cache: the canonical JSON of its settings."""
-    return json.dumps({k: cell[k] for k in ("kind", "task", "method", "alpha", "data", "options")}, sort_keys=True)
+    """A cell's identity in the cache: the canonical JSON of its settings and the code version that ran it."""
+    return json.dumps({"code": code_version(), **{k: cell[k] for k in ("kind", "task", "method", "alpha", "data",
+                                                                          "options")}}, sort_keys=True)
 
 
 def describe(cell: dict) -> str:
@@ -372,25 +384,25 @@ def data_dir_for(grid: Grid, task: str) -> Path:
 
 @dataclasses.dataclass(frozen=True)
 class Paths:
-    """Where a sweep's run store, checkpoints, logs and artifacts go: beside the cache."""
+    """Where a sweep's run store, checkpoints, logs and artifacts go: the scratch folder (not the repository)."""
 
-    cache: Path
+    scratch: Path
 
     @property
     def store(self) -> Path:
-        return self.cache.parent / "grid.sqlite"
+        return self.scratch / "grid.sqlite"
 
     @property
     def checkpoints(self) -> Path:
-        return self.cache.parent / "checkpoints"
+        return self.scratch / "checkpoints"
 
     @property
     def logs(self) -> Path:
-        return self.cache.parent / "logs"
+        return self.scratch / "logs"
 
     @property
     def artifacts(self) -> Path:
-        return self.cache.parent / "artifacts"
+        return self.scratch / "artifacts"
 
 
 class CellFailed(RuntimeError):
@@ -535,7 +547,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"QNLI (dev split: {n_train} train / {n_held} held out) in {grid.qnli.dir}", file=sys.stderr)
     record = {"command": shlex.join(["python", "-m", "simulations.grid", *argv]),
               "config_sha256": hashlib.sha256(args.config.read_bytes()).hexdigest()}
-    rows = sweep(todo, cache, lambda cell: run_one(cell, grid, Paths(cache)), args.retry_failed, record)
+    rows = sweep(todo, cache, lambda cell: run_one(cell, grid, Paths(grid.scratch)), args.retry_failed, record)
     for row in rows:
         print(f"{task_label(grid, row['task'])} | {describe(row)}: {headline(row['task'], row)}")
 

@@ -2,9 +2,12 @@
 
     python -m simulations.results_page --config simulations/grid.toml
 
-Every cell of the config appears: its official dev metric after the last round when the cache
-has it, "not run: <reason>" when it has not, and "failed" with the error's last line when its
-process failed. Nothing here runs a model; the numbers are the cache's (simulations/grid.py).
+The page opens with one table (every federated method at each alpha, then the centralized
+references; a column per task), then the targets, the rounds federated slash needs to come
+within 0.95x of centralized slash, the curves, the measured cell times, the setup and the
+commands. Only the cache's rows for the current code version count (simulations.grid.cell_key);
+a cell without one reads "not run". Nothing here runs a model, and nothing depends on the clock:
+the page is a function of the config and the cache.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ import hashlib
 import os
 import shlex
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 from fedrp import glue
+from fedrp.methods import DEFAULT_LR, FEDERATED_LR
 from simulations.bench_federation import load_cache
+from simulations.code_version import RESULT_CODE, code_version
 from simulations.grid import (
     DEFAULT_CONFIG,
     Grid,
@@ -32,6 +36,59 @@ from simulations.grid import (
 
 METRIC_NAMES = {"accuracy": "acc", "f1": "F1", "matthews_correlation": "MCC", "pearson": "Pearson",
                 "spearmanr": "Spearman"}
+# Federated slash over centralized full finetuning (first official metric), per alpha, on these tasks;
+# the other tasks (RTE, CoLA) are reported as measured.
+RATIO_TARGETS = {1.0: 0.95, 0.1: 0.90}
+RATIO_TASKS = ("sst2", "mrpc", "stsb", "qnli")
+LORA_POINTS = 2.0  # slash at most this many points (x100) below LoRA on average, at the same alpha
+BYTES_LORA_OVER_SLASH = 40.0  # LoRA's upload per client per round over slash's, at least
+REACH = 0.95  # rounds for federated slash to reach this fraction of centralized slash...
+ROUNDS_TARGET = {1.0: 30}  # ...at most this many rounds, per alpha
+
+Key = tuple[str, str, float | None]  # (task, method, alpha); alpha None: a centralized reference
+
+
+# ---- the cache's rows ---------------------------------------------------------------------
+
+def grid_rows(grid: Grid, done: dict[str, dict]) -> dict[Key, dict]:
+    """The cached row of each cell at the current code version, so older rows never mix in."""
+    out = {}
+    for cell in cells(grid):
+        row = done.get(cell_key(cell))
+        if row is not None:
+            out[(cell["task"], cell["method"], cell["alpha"])] = row
+    return out
+
+
+def finished(row: dict | None) -> bool:
+    """Whether a cached row has metrics to show (a failed cell has only its error)."""
+    return row is not None and row.get("status") == "completed"
+
+
+def first_metric(task: str, row: dict | None) -> float | None:
+    """The task's first official metric after the last round, the one every ratio and target uses."""
+    if not finished(row):
+        return None
+    return row["final_metrics"].get(glue.get_task(task).primary_metric)
+
+
+def ratio(value: float | None, reference: float | None) -> float | None:
+    """value / reference; None when either is missing or the reference is not positive (MCC can be 0)."""
+    if value is None or reference is None or reference <= 0:
+        return None
+    return value / reference
+
+
+def central_full(rows: dict[Key, dict], task: str) -> float | None:
+    """Centralized full finetuning's first metric: the yardstick of every ratio on the page."""
+    return first_metric(task, rows.get((task, "full", None)))
+
+
+def row_specs(grid: Grid) -> list[tuple[str, str, str, float | None]]:
+    """(name, α column, method, alpha) of each table row: federated methods per alpha, then the references."""
+    federated = [(m, f"{a:g}", m, a) for a in grid.alphas for m in grid.methods]
+    refs = [(f"centralized {m}", "–", m, None) for m in grid.reference_options["methods"]] if grid.reference else []
+    return federated + refs
 
 
 # ---- numbers ------------------------------------------------------------------------------
@@ -56,15 +113,16 @@ def human_bytes(n: float) -> str:
 
 
 def span(values: list, fmt) -> str:
-    """One value, or 'low–high' when the tasks differ (e.g. a regression head has one output)."""
+    """One value, or 'low–high' when the tasks differ (a regression head has one output)."""
     if not values:
         return "–"
     low, high = min(values), max(values)
     return fmt(low) if low == high else f"{fmt(low)}–{fmt(high)}"
 
 
-def finished(row: dict | None) -> bool:
-    return row is not None and row.get("status") == "completed"
+def upload(row: dict) -> float:
+    """Bytes one client sends per round (the float32 trainable state)."""
+    return max(row["bytes_up_per_client"])
 
 
 def split_rows(grid: Grid, task: str, split: str) -> int | None:
@@ -79,16 +137,16 @@ def split_rows(grid: Grid, task: str, split: str) -> int | None:
 
 
 def _used(cap: int, total: int | None) -> str:
-    """'1,000 of 3,668' (cap 0: all)."""
+    """'2,000 of 3,668' (cap 0: all)."""
     if total is None:
         return "?"
     return f"{min(cap, total) if cap else total:,} of {total:,}"
 
 
-# ---- tables -------------------------------------------------------------------------------
+# ---- the first table ----------------------------------------------------------------------
 
 class Notes:
-    """Failures numbered in the order the tables meet them."""
+    """Failures numbered in the order the table meets them, so the table stays narrow."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
@@ -98,73 +156,182 @@ class Notes:
         return f"failed [{len(self.lines)}]"
 
 
-def table_entry(grid: Grid, task: str, cell: dict, row: dict | None, reason: str, notes: Notes) -> str:
-    """A table entry: the metrics, 'not run: reason', or a numbered failure."""
+def table_entry(grid: Grid, rows: dict[Key, dict], key: Key, name: str, notes: Notes) -> str:
+    """The metrics (a federated one with its ratio to centralized full), 'not run', or a numbered failure."""
+    task, _, alpha = key
+    row = rows.get(key)
     if row is None:
-        return f"not run: {reason}"
+        return "not run"
     if not finished(row):
-        where = "centralized reference" if cell["kind"] == "reference" else f"{cell['method']}, α={cell['alpha']:g}"
+        where = name if alpha is None else f"{name}, α={alpha:g}"
         return notes.add(f"{task_label(grid, task)} / {where}: `{row.get('error') or row.get('status')}`")
-    return format_metrics(task, row["final_metrics"])
+    text = format_metrics(task, row["final_metrics"])
+    r = ratio(first_metric(task, row), central_full(rows, task)) if alpha is not None else None
+    return text if r is None else f"{text} ({r:.2f}x)"
 
 
-def results_table(grid: Grid, done: dict, reason: str, notes: Notes) -> list[str]:
-    """Method x alpha rows, one column per task, then parameters and bytes; the centralized reference last."""
+def results_table(grid: Grid, rows: dict[Key, dict], notes: Notes) -> list[str]:
+    """The page's opening table: a row per federated method and alpha, then the references."""
     heads = [f"{task_label(grid, t)} {metric_header(t)}" for t in grid.tasks]
     lines = ["| method | α | " + " | ".join(heads) + " | trainable params | bytes up / client / round |",
              "|---|---:|" + "---:|" * len(heads) + "---:|---:|"]
-    by_key = {cell_key(c): c for c in cells(grid)}
+    for name, alpha_text, method, alpha in row_specs(grid):
+        keys = [(t, method, alpha) for t in grid.tasks]
+        entries = [table_entry(grid, rows, k, name, notes) for k in keys]
+        done = [rows[k] for k in keys if finished(rows.get(k))]
+        params = span([r["params"] for r in done if "params" in r], lambda v: f"{v:,}")
+        sent = span([upload(r) for r in done], human_bytes) if alpha is not None else "–"
+        lines.append(f"| {name} | {alpha_text} | " + " | ".join(entries) + f" | {params} | {sent} |")
+    return lines
+
+
+def table_legend(grid: Grid) -> str:
+    """What the table's numbers are, said once under it."""
+    return ("Official dev metrics x100 after the last round (accuracy; MRPC F1/acc; CoLA MCC; STS-B "
+            "Pearson/Spearman). In parentheses: the task's first metric over centralized full finetuning's. "
+            "Bytes: what one client uploads per round (its float32 trainable state). "
+            f"`not run`: not in the cache for code version `{code_version()}`.")
+
+
+# ---- targets ------------------------------------------------------------------------------
+
+def verdict(met: bool) -> str:
+    """The one word a target line ends with."""
+    return "met" if met else "not met"
+
+
+def missing(rows: dict[Key, dict], needs: dict[str, Key]) -> str:
+    """'federated slash not run, centralized full failed': why a comparison cannot be made yet."""
+    why = [f"{name} {'not run' if rows.get(k) is None else 'failed'}" for name, k in needs.items()
+           if not finished(rows.get(k))]
+    return ", ".join(why)
+
+
+def ratio_target_line(grid: Grid, rows: dict[Key, dict], task: str, alpha: float) -> str:
+    """Federated slash over centralized full on one task at one alpha, against the alpha's floor."""
+    head = f"- slash at α={alpha:g} on {task_label(grid, task)}: "
+    why = missing(rows, {"federated slash": (task, "slash", alpha), "centralized full": (task, "full", None)})
+    if why:
+        return head + f"not yet measured ({why})"
+    s, f = first_metric(task, rows[(task, "slash", alpha)]), central_full(rows, task)
+    r = ratio(s, f)
+    floor = RATIO_TARGETS.get(alpha) if task in RATIO_TASKS else None
+    if r is None:
+        measured = f"{100 * s:.1f} vs centralized full {100 * f:.1f}, no ratio (the reference is not positive)"
+    else:
+        measured = f"{r:.2f}x centralized full ({100 * s:.1f} vs {100 * f:.1f})"
+    if floor is None:
+        return head + measured + "; no target, reported as measured"
+    if r is None:
+        return head + f"not yet measured ({measured})"
+    return head + measured + f"; target ≥ {floor:.2f}x: {verdict(r >= floor)}"
+
+
+def lora_gap_line(grid: Grid, rows: dict[Key, dict], alpha: float) -> str:
+    """Slash's average first metric against LoRA's at one alpha, over the tasks where both ran."""
+    pairs = [(first_metric(t, rows.get((t, "slash", alpha))), first_metric(t, rows.get((t, "lora", alpha))), t)
+             for t in grid.tasks]
+    pairs = [(s, lo, t) for s, lo, t in pairs if s is not None and lo is not None]
+    head = f"- slash vs LoRA at α={alpha:g} (average of the first metric x100): "
+    if not pairs:
+        return head + "not yet measured (no task has both cached)"
+    s = sum(100 * p[0] for p in pairs) / len(pairs)
+    lo = sum(100 * p[1] for p in pairs) / len(pairs)
+    names = ", ".join(glue.get_task(t).folder for *_, t in pairs)
+    return (head + f"slash {s:.1f}, LoRA {lo:.1f} ({s - lo:+.1f} points) over {len(pairs)} of {len(grid.tasks)} "
+            f"tasks ({names}); target slash at most {LORA_POINTS:g} points below: {verdict(s - lo >= -LORA_POINTS)}")
+
+
+def bytes_target_line(grid: Grid, rows: dict[Key, dict]) -> str:
+    """LoRA's upload over slash's, over every task and alpha where both ran."""
+    ratios = [upload(rows[(t, "lora", a)]) / upload(rows[(t, "slash", a)]) for a in grid.alphas for t in grid.tasks
+              if finished(rows.get((t, "lora", a))) and finished(rows.get((t, "slash", a)))]
+    head = "- LoRA's bytes up per client per round over slash's: "
+    if not ratios:
+        return head + "not yet measured (no task and alpha has both cached)"
+    return (head + f"{span(ratios, lambda v: f'{v:.0f}x')} over {len(ratios)} cells; target ≥ "
+            f"{BYTES_LORA_OVER_SLASH:g}x: {verdict(min(ratios) >= BYTES_LORA_OVER_SLASH)}")
+
+
+def target_lines(grid: Grid, rows: dict[Key, dict]) -> list[str]:
+    """Every target line, from what the cache holds."""
+    intro = (f"Federated slash against centralized full finetuning (first official metric): at least "
+             f"{', '.join(f'{v:.2f}x at α={a:g}' for a, v in RATIO_TARGETS.items())} on "
+             f"{', '.join(glue.get_task(t).folder for t in RATIO_TASKS)}; the other tasks are reported as measured.")
+    lines = [intro, ""]
     for alpha in grid.alphas:
-        for method in grid.methods:
-            keys = [k for k, c in by_key.items() if c["kind"] == "federated" and c["method"] == method
-                    and c["alpha"] == alpha]
-            lines.append(_row(grid, [by_key[k] for k in keys], done, reason, notes, method, f"{alpha:g}"))
-    if grid.reference:
-        refs = [c for c in by_key.values() if c["kind"] == "reference"]
-        epochs = refs[0]["options"].get("epochs", 1.0) if refs else 1.0
-        name = f"{grid.reference_options['method']}, centralized ({epochs:g} epochs)"
-        lines.append(_row(grid, refs, done, reason, notes, name, "–"))
+        lines += [ratio_target_line(grid, rows, task, alpha) for task in grid.tasks]
+    lines += [lora_gap_line(grid, rows, alpha) for alpha in grid.alphas]
+    return [*lines, bytes_target_line(grid, rows)]
+
+
+# ---- rounds to 0.95x centralized slash ----------------------------------------------------
+
+def first_round_reaching(row: dict, metric: str, threshold: float) -> int | None:
+    """The first evaluated round whose metric reaches the threshold (rounds count from 1; `{}`: not evaluated)."""
+    for rnd, metrics in enumerate(row["metrics"], start=1):
+        if metric in metrics and metrics[metric] >= threshold:
+            return rnd
+    return None
+
+
+def rounds_entry(rows: dict[Key, dict], task: str, alpha: float) -> tuple[str, bool | None]:
+    """The table entry and whether it meets the alpha's round target (None: no verdict)."""
+    if missing(rows, {"federated slash": (task, "slash", alpha), "centralized slash": (task, "slash", None)}):
+        return "not yet measured", None
+    reference = first_metric(task, rows[(task, "slash", None)])
+    if reference is None or reference <= 0:
+        return "– (centralized slash ≤ 0)", None
+    row = rows[(task, "slash", alpha)]
+    rnd = first_round_reaching(row, glue.get_task(task).primary_metric, REACH * reference)
+    limit = ROUNDS_TARGET.get(alpha)
+    met = None if limit is None else rnd is not None and rnd <= limit
+    return (f"not in {len(row['metrics'])}" if rnd is None else f"<= {rnd}"), met
+
+
+def rounds_section(grid: Grid, rows: dict[Key, dict]) -> list[str]:
+    """Per task and alpha, how soon federated slash gets within 0.95x of centralized slash."""
+    every = grid.federated.get("eval-every", 1)
+    lines = [f"The first evaluated round at which federated slash's first official metric reaches {REACH:g} x "
+             f"centralized slash's; the server evaluates every {every} rounds and after the last, so `<= {3 * every}` "
+             f"means not yet at round {2 * every} but by round {3 * every}. Target: at most "
+             f"{', '.join(f'{n} rounds at α={a:g}' for a, n in ROUNDS_TARGET.items())}.", "",
+             "| task | " + " | ".join(f"α={a:g}" for a in grid.alphas) + " |", "|---|" + "---:|" * len(grid.alphas)]
+    verdicts: dict[str, list[str]] = {"met": [], "not met": [], "not yet measured": []}
+    for task in grid.tasks:
+        entries = []
+        for alpha in grid.alphas:
+            text, met = rounds_entry(rows, task, alpha)
+            entries.append(text)
+            if alpha in ROUNDS_TARGET:
+                verdicts["not yet measured" if met is None else verdict(met)].append(glue.get_task(task).folder)
+        lines.append(f"| {task_label(grid, task)} | " + " | ".join(entries) + " |")
+    if any(a in ROUNDS_TARGET for a in grid.alphas):
+        said = "; ".join(f"{k}: {', '.join(v)}" for k, v in verdicts.items() if v)
+        lines += ["", f"Round target by task: {said}."]
     return lines
 
 
-def _row(grid: Grid, row_cells: list[dict], done: dict, reason: str, notes: Notes, name: str, alpha: str) -> str:
-    by_task = {c["task"]: c for c in row_cells}
-    rows = {t: done.get(cell_key(c)) for t, c in by_task.items()}
-    entries = [table_entry(grid, t, by_task[t], rows[t], reason, notes) for t in grid.tasks]
-    ok = [r for r in rows.values() if finished(r)]
-    params = span([r["params"] for r in ok], lambda v: f"{v:,}")
-    federated = [r for r in ok if r.get("kind") == "federated"]
-    sent = span([max(r["bytes_up_per_client"]) for r in federated], human_bytes) if federated else "–"
-    return f"| {name} | {alpha} | " + " | ".join(entries) + f" | {params} | {sent} |"
+# ---- curves -------------------------------------------------------------------------------
+
+def curve_points(row: dict, metric: str) -> tuple[list[int], list[float], list[float]]:
+    """Evaluated rounds (round 0 first), the metric x100 there, and all clients' bytes uploaded by then."""
+    rounds, values, sent, total = [], [], [], 0.0
+    if metric in row.get("initial_metrics", {}):
+        rounds, values, sent = [0], [100 * row["initial_metrics"][metric]], [0.0]
+    for rnd, (metrics, up) in enumerate(zip(row["metrics"], row["bytes_up_total"]), start=1):
+        total += up
+        if metric in metrics:
+            rounds.append(rnd)
+            values.append(100 * metrics[metric])
+            sent.append(total)
+    return rounds, values, sent
 
 
-def time_table(grid: Grid, done: dict) -> list[str]:
-    """Measured wall seconds per cell (the whole process, start-up included), by method and task."""
-    seconds: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for cell in cells(grid):
-        row = done.get(cell_key(cell))
-        if finished(row) and "seconds" in row:
-            name = "reference" if cell["kind"] == "reference" else cell["method"]
-            seconds[(name, cell["task"])].append(row["seconds"])
-    if not seconds:
-        return ["No cell has run yet."]
-    names = [*grid.methods, *(["reference"] if grid.reference else [])]
-    lines = ["| cell | " + " | ".join(task_label(grid, t) for t in grid.tasks) + " |", "|---|" + "---:|" * len(grid.tasks)]
-    for name in names:
-        values = [seconds.get((name, t)) for t in grid.tasks]
-        lines.append(f"| {name} | " + " | ".join(f"{sum(v) / len(v):.0f} s ({len(v)})" if v else "–" for v in values)
-                     + " |")
-    return lines
-
-
-# ---- plots --------------------------------------------------------------------------------
-
-def plot_task(grid: Grid, task: str, done: dict, folder: Path) -> Path | None:
-    """Metric vs. round and vs. cumulative uplink bytes, one row per alpha that has run; None when nothing ran."""
-    runs = {(c["method"], c["alpha"]): done[cell_key(c)] for c in cells(grid)
-            if c["task"] == task and c["kind"] == "federated" and finished(done.get(cell_key(c)))}
-    alphas = [a for a in grid.alphas if any(alpha == a for _, alpha in runs)]
-    if not alphas:
+def plot_task(grid: Grid, task: str, rows: dict[Key, dict], folder: Path) -> Path | None:
+    """Metric vs round (left) and vs cumulative bytes up (right, log); None when no federated cell ran."""
+    runs = [(m, a, rows[(task, m, a)]) for a in grid.alphas for m in grid.methods if finished(rows.get((task, m, a)))]
+    if not runs:
         return None
     import matplotlib
 
@@ -172,119 +339,169 @@ def plot_task(grid: Grid, task: str, done: dict, folder: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     metric = glue.get_task(task).primary_metric
-    ref = next((done[cell_key(c)] for c in cells(grid) if c["task"] == task and c["kind"] == "reference"
-                and finished(done.get(cell_key(c)))), None)
-    colors = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(grid.methods)}
-    fig, axes = plt.subplots(len(alphas), 2, figsize=(11, 0.6 + 3.0 * len(alphas)), squeeze=False, sharex="col")
-    for (ax_round, ax_bytes), alpha in zip(axes, alphas):
-        for method in grid.methods:
-            if (method, alpha) in runs:
-                _curves(ax_round, ax_bytes, runs[(method, alpha)], metric, colors[method], method)
-        for ax in (ax_round, ax_bytes):
-            if ref is not None:
-                ax.axhline(100 * ref["final_metrics"][metric], color="black", linestyle="--", linewidth=1,
-                           label=f"{ref['method']}, centralized")
-            ax.set_ylabel(f"{METRIC_NAMES.get(metric, metric)} x100 (dev)")
-            ax.set_title(f"{task_label(grid, task)}, α={alpha:g}", fontsize=9)
-            ax.grid(alpha=0.3)
-        ax_bytes.set_xscale("log")
-    axes[-1][0].set_xlabel("round")
-    axes[-1][1].set_xlabel("cumulative bytes up, all clients (log)")
-    labels = {}
-    for ax in axes.flat:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            labels.setdefault(label, handle)
-    fig.legend(labels.values(), labels.keys(), loc="upper center", ncol=len(labels), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (0.6 + 3.0 * len(alphas))))
+    colors = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(dict.fromkeys([*grid.methods, "full", "slash"]))}
+    styles = {a: ("-", ":", "-.", (0, (5, 1)))[i % 4] for i, a in enumerate(grid.alphas)}
+    fig, (ax_round, ax_bytes) = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
+    for method, alpha, row in runs:
+        rounds, values, sent = curve_points(row, metric)
+        style = dict(color=colors[method], linestyle=styles[alpha], marker=".", label=f"{method}, α={alpha:g}")
+        ax_round.plot(rounds, values, **style)
+        ax_bytes.plot([b for b in sent if b > 0], [v for v, b in zip(values, sent) if b > 0], **style)
+    for method in grid.reference_options["methods"] if grid.reference else []:
+        value = first_metric(task, rows.get((task, method, None)))
+        if value is not None:
+            for ax in (ax_round, ax_bytes):
+                ax.axhline(100 * value, color=colors[method], linestyle="--", linewidth=1.2,
+                           label=f"centralized {method}")
+    ax_bytes.set_xscale("log")
+    ax_round.set_xlabel("round")
+    ax_bytes.set_xlabel("cumulative bytes up, all clients (log)")
+    ax_round.set_ylabel(f"{METRIC_NAMES.get(metric, metric)} x100 (dev)")
+    for ax in (ax_round, ax_bytes):
+        ax.grid(alpha=0.3)
+    handles, labels = ax_round.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8, frameon=False)
+    fig.suptitle(task_label(grid, task), fontsize=10)
+    fig.tight_layout(rect=(0, 0.1 if len(labels) <= 6 else 0.15, 1, 1))
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{task}.png"
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(fig)
     return path
 
 
-def _curves(ax_round, ax_bytes, row: dict, metric: str, color, label: str) -> None:
-    """One run's metric from round 0 on, and from round 1 on against the bytes sent so far."""
-    ys = [100 * m[metric] for m in row["metrics"]]
-    ax_round.plot(range(len(ys) + 1), [100 * row["initial_metrics"][metric], *ys], marker=".", color=color, label=label)
-    cumulative = [sum(row["bytes_up_total"][: i + 1]) for i in range(len(ys))]
-    ax_bytes.plot(cumulative, ys, marker=".", color=color, label=label)
+def curve_lines(grid: Grid, figures: dict[str, Path | None], out: Path) -> list[str]:
+    """Each task's figure, linked relative to the page; the tasks without one are named."""
+    lines = ["The first official metric on the dev examples at each evaluated round (round 0: before training), "
+             "against the round and against the bytes all clients have uploaded so far; dashed: the centralized "
+             "references after training.", ""]
+    for task in grid.tasks:
+        path = figures.get(task)
+        if path is not None:
+            link = Path(os.path.relpath(path, out.parent)).as_posix()
+            lines += [f"### {task_label(grid, task)}", "", f"![{task_label(grid, task)}]({link})", ""]
+    skipped = [task_label(grid, t) for t in grid.tasks if figures.get(t) is None]
+    if skipped:
+        lines.append(f"No figure yet (no federated cell cached): {', '.join(skipped)}.")
+    return lines
 
 
-# ---- the page -----------------------------------------------------------------------------
+# ---- times --------------------------------------------------------------------------------
+
+def time_lines(grid: Grid, rows: dict[Key, dict]) -> list[str]:
+    """Each cached cell's measured seconds, to plan the cells still missing."""
+    lines = ["Wall seconds per cell, process start-up included, on the machine that ran it (`failed`: the "
+             "seconds until it failed; `–`: not cached).", "",
+             "| cell | α | " + " | ".join(glue.get_task(t).folder for t in grid.tasks) + " |",
+             "|---|---:|" + "---:|" * len(grid.tasks)]
+    total = 0.0
+    for name, alpha_text, method, alpha in row_specs(grid):
+        entries = []
+        for task in grid.tasks:
+            row = rows.get((task, method, alpha))
+            seconds = None if row is None else row.get("seconds")
+            total += seconds or 0.0
+            entries.append("–" if seconds is None else f"{seconds:,.0f} s" + ("" if finished(row) else " failed"))
+        lines.append(f"| {name} | {alpha_text} | " + " | ".join(entries) + " |")
+    return [*lines, "", f"Total over the cached cells: {total / 60:,.0f} min ({total / 3600:.1f} h)."]
+
+
+# ---- setup and commands -------------------------------------------------------------------
 
 def setup_lines(grid: Grid) -> list[str]:
-    """What every cell shares and what was sized down, from the config itself."""
+    """What every cell shares and how the tasks were sized, from the config itself."""
     fed = grid.federated
     n_train, n_eval = fed.get("max-train-samples", 0), fed.get("max-eval-samples", 0)
-    rates = (f"per-method rates {grid.federated_lr}" if grid.federated_lr else
-             "each method's federated default learning rate (`fedrp.methods.FEDERATED_LR`)")
+    rates = ({m: grid.federated_lr.get(m, FEDERATED_LR[m]) for m in grid.methods} if not fed.get("lr")
+             else {m: grid.federated_lr.get(m, fed["lr"]) for m in grid.methods})
+    names = {t: glue.get_task(t).folder for t in grid.tasks}
+    trained = "; ".join(f"{names[t]} {_used(n_train, split_rows(grid, t, 'train'))}" for t in grid.tasks)
+    evaluated = "; ".join(f"{names[t]} {_used(n_eval, split_rows(grid, t, 'dev'))}" for t in grid.tasks)
     lines = [
-        (f"- Tasks: {', '.join(task_label(grid, t) for t in grid.tasks)}; Dirichlet α: "
-         f"{', '.join(f'{a:g}' for a in grid.alphas)}; methods: {', '.join(grid.methods)}."),
-        f"- Federated cells: `python -m simulations.run` with {', '.join(f'`{k}={v}`' for k, v in fed.items())}; {rates}.",
-        ("- Metric: the server's evaluation of the global model on the task's dev examples after the last "
-         "round (official GLUE metrics x100: accuracy; MRPC F1/accuracy; CoLA Matthews corr.; STS-B Pearson/Spearman)."),
-        ("- Bytes: what one client sends per round (the float32 trainable state); the plots' x axis sums "
-         "every accepted client's upload over the rounds."),
+        (f"- Grid: tasks {', '.join(task_label(grid, t) for t in grid.tasks)}; Dirichlet α "
+         f"{', '.join(f'{a:g}' for a in grid.alphas)}; methods {', '.join(grid.methods)}; "
+         f"{len(cells(grid))} cells."),
+        (f"- Federated cells: `python -m simulations.run` through the `{fed.get('engine', 'flower')}` engine, "
+         f"{fed.get('num-server-rounds', '?')} rounds, evaluated every {fed.get('eval-every', 1)} rounds and after "
+         f"the last; options {', '.join(f'`{k}={v}`' for k, v in fed.items())}."),
+        f"- Federated learning rates: {', '.join(f'{m} {lr:g}' for m, lr in rates.items())}.",
+        f"- Training examples per task (a seeded subset, the same for every cell of the task): {trained}.",
+        f"- Dev examples evaluated: {evaluated}.",
     ]
     if grid.reference:
-        opts = ", ".join(f"`{k}={v}`" for k, v in grid.reference_options.items() if k != "method")
-        lines.append(f"- Reference: `fedrp train --method {grid.reference_options['method']}` ({opts}) on the same "
-                     "training subset, evaluated on the same dev examples.")
+        lines.append(reference_line(grid))
     if "qnli" in grid.tasks:
         lines.append(f"- {task_label(grid, 'qnli')}: only QNLI's dev set is available here, so it is split by a "
                      f"seeded hash (seed {grid.qnli.seed}), stratified by label, into a federated training part and "
                      f"a held-out evaluation part, written to `{grid.qnli.dir}` (`simulations.grid.split_qnli`). "
                      "Its numbers are not comparable with the official QNLI dev results.")
-    names = {t: glue.get_task(t).folder for t in grid.tasks}
-    trained = "; ".join(f"{names[t]} {_used(n_train, split_rows(grid, t, 'train'))}" for t in grid.tasks)
-    evaluated = "; ".join(f"{names[t]} {_used(n_eval, split_rows(grid, t, 'dev'))}" for t in grid.tasks)
-    lines.append(f"- Sized down for 2 CPU cores: training examples per task {trained} (a seeded subset, the same for "
-                 f"every method and the reference); the server evaluates every round on the first dev examples: "
-                 f"{evaluated}; {fed.get('num-server-rounds', 10)} rounds of {fed.get('local-epochs', 1.0):g} local "
-                 f"epoch. Estimated time of the whole grid: {grid.estimate or 'not stated'}.")
+    lines.append(f"- Code version `{code_version()}`: sha256 of {', '.join(f'`{p}`' for p in RESULT_CODE)} "
+                 "(`simulations.code_version`); a change there makes every cell `not run` again.")
+    lines.append(f"- Estimated time of the whole grid: {grid.estimate or 'not stated'}.")
     return lines
 
 
-def commands(grid: Grid, done: dict, argv: list[str]) -> list[str]:
-    """The exact commands behind the page: the grid's (as the cache recorded them) and this one."""
-    shown = [done[k] for k in map(cell_key, cells(grid)) if k in done]
-    ran = sorted({row["command"] for row in shown if row.get("command")})
-    full = f"python -m simulations.grid --config {grid.config}"
-    lines = ["```", "# the whole grid (cells already in the cache are skipped):", full]
+def reference_line(grid: Grid) -> str:
+    """The centralized references' command, epochs and rates."""
+    opts = {k: v for k, v in grid.reference_options.items() if k != "methods"}
+    methods = grid.reference_options["methods"]
+    rates = ", ".join(f"{m} {opts.get('lr') or DEFAULT_LR[m]:g}" for m in methods)
+    shown = ", ".join(f"`{k}={v}`" for k, v in opts.items() if k not in ("epochs", "lr"))
+    return (f"- Centralized references: `fedrp train --method M` for M in {', '.join(methods)}, "
+            f"{opts.get('epochs', 1.0):g} epochs, learning rates {rates} (linear decay after warmup), other "
+            f"options {shown or 'none'}; trained on the same subset and evaluated on the same dev examples as the "
+            "federated cells.")
+
+
+def command_lines(grid: Grid, rows: dict[Key, dict], argv: list[str]) -> list[str]:
+    """How to run the cells still missing and rebuild this page."""
+    base = f"python -m simulations.grid --config {grid.config}"
+    all_cells = cells(grid)
+    absent = [c for c in all_cells if (c["task"], c["method"], c["alpha"]) not in rows]
+    failed = [r for r in rows.values() if not finished(r)]
+    ran = sorted({r["command"] for r in rows.values() if r.get("command")})
+    lines = ["```", f"# every cell not yet cached ({len(absent)} of {len(all_cells)}); cached cells are skipped:", base,
+             "# which cells are cached:", f"{base} --dry-run"]
+    tasks = [t for t in grid.tasks if any(c["task"] == t for c in absent)]
+    if tasks:
+        lines.append("# or one task at a time (its references included):")
+        lines += [f"{base} --only task={t}   # {sum(c['task'] == t for c in absent)} missing" for t in tasks]
+    if failed:
+        lines += [f"# the failed cells again ({len(failed)}):", f"{base} --retry-failed"]
     if ran:
-        lines += ["# the grid commands whose cells this page shows:", *ran]
-    lines += ["# this page:", shlex.join(["python", "-m", "simulations.results_page", *argv]), "```"]
-    return lines
+        lines += ["# the grid commands that ran the cells shown here:", *ran]
+    return [*lines, "# this page:", shlex.join(["python", "-m", "simulations.results_page", *argv]), "```"]
 
 
-def page(grid: Grid, done: dict, cache: Path, figures: dict[str, Path | None], out: Path, argv: list[str],
-         reason: str) -> str:
-    """docs/RESULTS.md."""
-    notes = Notes()
-    table = results_table(grid, done, reason, notes)
+# ---- the page -----------------------------------------------------------------------------
+
+def intro(grid: Grid, done: dict[str, dict], rows: dict[Key, dict], cache: Path) -> str:
+    """How the page was made and how much of the grid the cache holds."""
     sha = hashlib.sha256(grid.config.read_bytes()).hexdigest()[:16]
-    total = len(cells(grid))
-    ran = sum(finished(done.get(cell_key(c))) for c in cells(grid))
-    intro = (f"Generated by `simulations/results_page.py` from the cache `{cache}` of `simulations/grid.py`, "
-             f"config `{grid.config}` (sha256 {sha}…). {ran} of {total} cells have run; every other cell says why "
-             "not. Do not edit by hand: rerun the commands below.")
-    lines = ["# Results: the GLUE grid", "", intro, "", "## Commands", "", *commands(grid, done, argv),
-             "", "## Setup", "", *setup_lines(grid), "", "## Dev metrics after the last round", "", *table, ""]
+    failed = sum(not finished(r) for r in rows.values())
+    other = len(done) - len(rows)
+    return (f"Generated by `python -m simulations.results_page` from the cache `{cache}` and the config "
+            f"`{grid.config}` (sha256 {sha}…); do not edit by hand.\n"
+            f"{len(rows)} of {len(cells(grid))} cells are in the cache for the current code version "
+            f"`{code_version()}` ({failed} failed); {other} cached rows of other code versions or settings are not "
+            "shown.")
+
+
+def page(grid: Grid, done: dict[str, dict], cache: Path, figures: dict[str, Path | None], out: Path,
+         argv: list[str]) -> str:
+    """docs/RESULTS.md: the table first, then targets, rounds, curves, times, setup and commands."""
+    rows = grid_rows(grid, done)
+    notes = Notes()
+    lines = ["# Results: the GLUE grid", "", intro(grid, done, rows, cache), "", *results_table(grid, rows, notes),
+             "", table_legend(grid)]
     if notes.lines:
-        lines += ["Failures (the error's last line):", "", *(f"- {n}" for n in notes.lines), ""]
-    lines += ["## Curves", ""]
-    for task in grid.tasks:
-        path = figures.get(task)
-        if path is None:
-            lines.append(f"- {task_label(grid, task)}: no figure, no federated cell has run.")
-        else:
-            link = Path(os.path.relpath(path, out.parent)).as_posix()
-            lines += [f"### {task_label(grid, task)}", "", f"![{task_label(grid, task)}]({link})", ""]
-    timing = ("Measured seconds per cell (mean, number of cells), process start-up included, "
-              "on the machine that ran it:")
-    lines += ["", "## Time", "", timing, "", *time_table(grid, done), ""]
+        lines += ["", "Failed cells (the error's last line):", "", *(f"- {n}" for n in notes.lines)]
+    lines += ["", "## Targets", "", *target_lines(grid, rows),
+              "", f"## Rounds to {REACH:g}x centralized slash", "", *rounds_section(grid, rows),
+              "", "## Curves", "", *curve_lines(grid, figures, out),
+              "", "## Cell times", "", *time_lines(grid, rows),
+              "", "## Setup", "", *setup_lines(grid),
+              "", "## Commands", "", *command_lines(grid, rows, argv), ""]
     return "\n".join(lines)
 
 
@@ -296,7 +513,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", default=None, help="GLUE folder, for the training-set sizes")
     parser.add_argument("--out", type=Path, default=Path("docs/RESULTS.md"))
     parser.add_argument("--figures", type=Path, default=Path("docs/results"))
-    parser.add_argument("--not-run-reason", default="time", help="why a cell missing from the cache did not run")
     args = parser.parse_args(argv)
     try:
         grid = load_config(args.config, args.data_dir)
@@ -304,9 +520,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(err))
     cache = args.cache or grid.cache
     done = load_cache(cache)
-    figures = {task: plot_task(grid, task, done, args.figures) for task in grid.tasks}
+    rows = grid_rows(grid, done)
+    figures = {task: plot_task(grid, task, rows, args.figures) for task in grid.tasks}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(page(grid, done, cache, figures, args.out, argv, args.not_run_reason))
+    args.out.write_text(page(grid, done, cache, figures, args.out, argv))
     print(f"wrote {args.out} and {sum(p is not None for p in figures.values())} figures in {args.figures}")
 
 

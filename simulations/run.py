@@ -17,7 +17,15 @@ import logging
 import os
 import sys
 
-from fedrp.federation import FedConfig
+# Read by datasets and huggingface_hub at import, and inherited by Ray's workers: no progress bar
+# per worker and per tokenized split; the run prints one line per round instead.
+os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from fedrp.federation import FedConfig, warm_caches  # noqa: E402 - after the environment above
+
+ENGINES = ("flower", "inprocess")
 
 
 def _options(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +49,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-supernodes", type=int, default=10, help="virtual clients (one partition each)")
     parser.add_argument("--cpus-per-client", type=float, default=1.0)
+    parser.add_argument("--engine", choices=ENGINES, default="flower",
+                        help="flower: Flower's simulation engine (Ray workers); inprocess: the same apps called in "
+                             "this process, one client after another, without Ray's start-up (simulations.inprocess)")
     parser.add_argument("--json", action="store_true", help="print the run summary as one JSON object")
+    parser.add_argument("--verbose", action="store_true", help="keep Flower's and Ray's informational logs")
     parser.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS") or None,
                         help="an existing Ray cluster (HEAD:PORT) to run the clients on; default $RAY_ADDRESS, "
                              "else a local Ray ('local' forces that)")
@@ -52,34 +64,78 @@ def main(argv: list[str] | None = None) -> dict:
     for key in ("data-dir", "store", "checkpoint-dir", "resume-from"):  # Ray workers run elsewhere
         if overrides.get(key):
             overrides[key] = os.path.abspath(overrides[key])
-    cfg = FedConfig.from_run_config({}, overrides)  # refuse bad values before starting Ray
+    try:
+        cfg = FedConfig.from_run_config({}, overrides)  # refuse bad values before starting Ray
+    except ValueError as err:
+        parser.error(str(err))
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-
-    from flwr.simulation import run_simulation
+    progress(sys.stderr if args["json"] else sys.stdout)
+    # Tokenize and partition once here, into the on-disk caches, instead of once in every worker.
+    try:
+        warm_caches(cfg, args["num_supernodes"])
+    except (ValueError, FileNotFoundError) as err:
+        parser.error(str(err))
 
     from clients.client_app import build_client_app
     from server.server_app import build_server_app
 
+    quiet_libraries(args["verbose"])  # after Flower's import, which sets its own logger's level
+
     results: list[dict] = []
-    run_simulation(
-        server_app=build_server_app(overrides, results), client_app=build_client_app(overrides),
-        num_supernodes=args["num_supernodes"],
-        backend_config={"client_resources": {"num_cpus": args["cpus_per_client"], "num_gpus": 0.0},
-                        "init_args": ray_init_args(args["ray_address"])},
-    )
+    server_app, client_app = build_server_app(overrides, results), build_client_app(overrides)
+    if args["engine"] == "inprocess":
+        from simulations.inprocess import run_in_process
+
+        run_in_process(server_app, client_app, args["num_supernodes"])
+    else:
+        from flwr.simulation import run_simulation
+
+        run_simulation(
+            server_app=server_app, client_app=client_app, num_supernodes=args["num_supernodes"],
+            backend_config={"client_resources": {"num_cpus": args["cpus_per_client"], "num_gpus": 0.0},
+                            "init_args": ray_init_args(args["ray_address"])},
+        )
     if not results:
         raise SystemExit(f"the simulation ended without a result; see the log above and the store {cfg.store}")
     result = results[0]
     if args["json"]:
         print(json.dumps(result))
     else:
-        for r in result["rounds"]:
-            print(f"round {r['round']:>3}: {r['metrics']}  accepted {r['accepted']} refused {r['refused']}")
+        print(closing_summary(result, cfg))
     return result
 
 
-if __name__ == "__main__":
+def quiet_libraries(verbose: bool) -> None:
+    """Warnings and errors only from the libraries (Flower logs every aggregation and, on a normal
+    finish, warns that it terminates its actors); --verbose keeps all of it."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("fedrp").setLevel(logging.INFO)
+    flwr = logging.getLogger("flwr")
+    flwr.setLevel(logging.INFO if verbose else logging.ERROR)
+    flwr.propagate = False  # Flower has its own console handler: without this every line prints twice
+
+
+def progress(stream) -> None:
+    """The server's per-round lines, as they happen, on `stream`."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    server = logging.getLogger("fedrp.server")
+    server.addHandler(handler)
+    server.setLevel(logging.INFO)
+    server.propagate = False
+
+
+def closing_summary(result: dict, cfg: FedConfig) -> str:
+    """Where the run is kept and how to look at it."""
+    final = ", ".join(f"{k} {v:.4f}" for k, v in result["final_metrics"].items())
+    return "\n".join([
+        f"run {result['run_id']} {result['status']}: {final} after {result['rounds'][-1]['round']} rounds"
+        f" ({len(result['refusals'])} replies refused)",
+        f"store:       {result['store']}",
+        f"checkpoints: {os.path.join(os.path.abspath(cfg.checkpoint_dir), 'run-' + str(result['run_id']))}",
+        f"dashboard:   fedrp dashboard --store {result['store']}   (then open http://127.0.0.1:8050)",
+    ])
+
+
+if __name__ == "__main__":
     main()

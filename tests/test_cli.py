@@ -114,6 +114,20 @@ def test_partition_json_and_table(glue_env):
     assert "not_equivalent" in table and f"{out['sizes'][0]:,}" in table
 
 
+def test_partition_holds_at_strong_label_skew(glue_env):
+    res = _run(glue_env, "partition", "--task", "cola", "--num-clients", "13", "--scheme", "dirichlet",
+               "--alpha", "0.1", "--seed", "5", "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["num_clients"] == 13 == len(out["sizes"]) and out["dropped"] == 0 and sum(out["sizes"]) == 8551
+    assert min(out["sizes"]) >= 8551 // 13  # balanced, so at or above any --min-size that can be met
+    assert 0 < out["mean_label_entropy"] < 0.8  # skewed: CoLA's own label mix has 0.87 bits
+    res = _run(glue_env, "partition", "--task", "cola", "--num-clients", "13", "--min-size", "700")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        "fedrp partition: error: 8551 examples cannot give 13 clients at least 700 each"]
+
+
 def test_missing_task_data_is_one_line(glue_env):
     res = _run(glue_env, "train", "--task", "qqp")
     assert res.returncode == 2

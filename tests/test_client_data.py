@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from fedrp import glue
-from fedrp.federation import FedConfig, client_indices, client_train_data, local_data_file
+from fedrp.federation import (FedConfig, client_indices, client_train_data, local_data_file, validation_data,
+                              validation_split)
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +63,18 @@ def test_glue_partitions_cover_the_pool_once(glue_dir, tokenizer):
         client_indices(cfg, labels, 4, 4)
     sizes = [len(client_train_data(cfg, tokenizer, p, 4)) for p in range(4)]
     assert sum(sizes) == 400
+
+
+def test_validation_examples_are_held_out_of_every_client_and_used_for_evaluation(glue_dir, tokenizer):
+    cfg = FedConfig(task="rte", data_dir=str(glue_dir), validation_samples=300, max_train_samples_per_client=0)
+    texts = lambda ds: {tuple(ids) for ids in ds["input_ids"]}  # noqa: E731 - RTE's pairs are distinct
+    held_out = validation_data(cfg, tokenizer)
+    clients = [client_train_data(cfg, tokenizer, p, 4) for p in range(4)]
+    assert len(held_out) == 300 and sum(len(c) for c in clients) == 2490 - 300
+    assert all(not texts(held_out) & texts(c) for c in clients)
+    assert texts(held_out) == texts(validation_data(cfg, tokenizer))  # the same examples in every run
+    every = set().union(*(texts(c) for c in clients)) | texts(held_out)
+    assert len(every) == len({tuple(ids) for ids in client_train_data(
+        FedConfig(task="rte", data_dir=str(glue_dir), max_train_samples_per_client=0), tokenizer, 0, 1)["input_ids"]})
+    with pytest.raises(ValueError, match="validation-samples must be between 1 and 2489"):
+        validation_split(2490, 2490)

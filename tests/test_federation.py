@@ -22,10 +22,10 @@ SMALL = ["--task", "sst2", "--max-train-samples", "480", "--max-train-samples-pe
          "--max-eval-samples", "200", "--fraction-evaluate", "0.5", "--bf16", "off"]
 
 
-def simulate(tmp_path: Path, glue_dir, *args: str, supernodes: int = 4, wait: bool = True):
+def simulate(tmp_path: Path, glue_dir, *args: str, supernodes: int = 4, wait: bool = True, env: dict | None = None):
     tmp_path.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "FEDRP_GLUE_DIR": str(glue_dir), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT),
-           "FEDRP_STATE_DIR": str(tmp_path / "node-state")}
+           "FEDRP_STATE_DIR": str(tmp_path / "node-state"), **(env or {})}
     cmd = [sys.executable, "-m", "simulations.run", "--num-supernodes", str(supernodes), "--json",
            "--store", str(tmp_path / "store.sqlite"), "--checkpoint-dir", str(tmp_path / "ckpt"), *SMALL, *args]
     if not wait:  # output to files: a chatty run would block on a full pipe nobody reads yet

@@ -7,6 +7,7 @@ cache (its numbers are made up for the test and never written outside tmp_path).
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -34,18 +35,21 @@ CONFIG = Path(__file__).resolve().parents[1] / "simulations" / "grid.toml"
 SMALL = """
 [grid]
 tasks = ["mrpc", "stsb"]
-alphas = [0.1, 1]
+alphas = [1, 0.1]
 methods = ["slash", "full"]
 cache = "{cache}"
 estimate = "a test"
 
 [federated]
+engine = "inprocess"
 num-supernodes = 4
-num-server-rounds = 3
+num-server-rounds = 6
+eval-every = 2
 max-train-samples = 200
 max-eval-samples = 100
 
 [reference]
+methods = ["full", "slash"]
 epochs = 2
 """
 
@@ -56,14 +60,19 @@ def small_config(tmp_path: Path, text: str = SMALL) -> Path:
     return path
 
 
-def test_full_config_has_114_distinct_cells(glue_dir):
+def test_shipped_config_has_72_distinct_cells_with_two_references_per_task(glue_dir):
     grid = load_config(CONFIG, str(glue_dir))
     every = cells(grid)
-    assert len(every) == 114 and len({cell_key(c) for c in every}) == 114
-    assert Counter(c["kind"] for c in every) == {"federated": 108, "reference": 6}
+    assert len(every) == 72 and len({cell_key(c) for c in every}) == 72
+    assert Counter(c["kind"] for c in every) == {"federated": 60, "reference": 12}
+    refs = [c for c in every if c["kind"] == "reference"]
+    assert sorted((c["task"], c["method"]) for c in refs) == sorted((t, m) for t in grid.tasks
+                                                                    for m in ("full", "slash"))
+    assert grid.federated["engine"] == "inprocess"
     assert grid.federated["lr"] == 0.0 and grid.federated["num-supernodes"] == 10  # 0: each method's federated rate
-    ref = next(c for c in every if c["kind"] == "reference" and c["task"] == "rte")
-    assert ref["options"]["max-train-samples"] == grid.federated["max-train-samples"]  # the same training subset
+    for ref in refs:  # the same training subset and dev examples as the federated cells
+        assert ref["options"]["max-train-samples"] == grid.federated["max-train-samples"] == 2000
+        assert grid.federated["max-eval-samples"] == 0 and "max-eval-samples" not in ref["options"]  # whole dev set
     assert task_label(grid, "qnli") == "QNLI (dev split: 4463 train / 1000 held out)"
     qnli = [c for c in every if c["task"] == "qnli"]
     assert {c["data"] for c in qnli} == {"qnli-dev-split:held-out=1000,seed=0"}
@@ -72,14 +81,17 @@ def test_full_config_has_114_distinct_cells(glue_dir):
 @pytest.mark.parametrize("old, new, message", [
     ('tasks = ["mrpc", "stsb"]', 'tasks = ["mrpc", "qqq"]', "unknown GLUE task 'qqq'"),
     ('methods = ["slash", "full"]', 'methods = ["slash", "prefix"]', "unknown method 'prefix'"),
-    ("alphas = [0.1, 1]", "alphas = [0.1, -1]", "-1 is not a positive number"),
-    ("num-server-rounds = 3", "num-server-rounds = 3\nrounds = 3", "unknown run-config key 'rounds'"),
-    ("num-server-rounds = 3", 'num-server-rounds = 3\ntask = "rte"', "'task' is set per cell"),
+    ("alphas = [1, 0.1]", "alphas = [-1, 0.1]", "-1 is not a positive number"),
+    ("num-server-rounds = 6", "num-server-rounds = 6\nrounds = 3", "unknown run-config key 'rounds'"),
+    ("num-server-rounds = 6", 'num-server-rounds = 6\ntask = "rte"', "'task' is set per cell"),
     ("epochs = 2", "epochs = 2\nlearning-rate = 1", "[reference]: unknown key 'learning-rate'"),
     ("[grid]", "[grids]\n[grid]", "section 'grids' is unknown"),
+    ('engine = "inprocess"', 'engine = "ray"', "[federated] engine: expected one of ['flower', 'inprocess']"),
+    ('methods = ["full", "slash"]', 'methods = ["full", "prefix"]', "[reference] methods: expected some of"),
+    ('methods = ["full", "slash"]', "methods = []", "[reference] methods: expected some of"),
 ])
 def test_config_refuses_unknown_values_by_name(tmp_path, old, new, message):
-    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         load_config(small_config(tmp_path, SMALL.replace(old, new)))
 
 
@@ -87,8 +99,9 @@ def test_only_selects_cells_and_refuses_values_outside_the_grid(glue_dir):
     grid = load_config(CONFIG, str(glue_dir))
     picked = select(cells(grid), parse_only(["task=RTE,method=slash,alpha=1"], grid))
     assert [(c["kind"], c["method"], c["alpha"]) for c in picked] == [("reference", "full", None),
+                                                                     ("reference", "slash", None),
                                                                      ("federated", "slash", 1.0)]
-    assert len(select(cells(grid), parse_only(["kind=federated,task=rte,task=mrpc"], grid))) == 36
+    assert len(select(cells(grid), parse_only(["kind=federated,task=rte,task=mrpc"], grid))) == 20
     for spec, message in [("alpha=0.5", "not among the grid's alpha values"), ("task=qqq", "unknown GLUE task"),
                           ("method=prefix", "not among the grid's method values"), ("round=3", "expected FIELD=VALUE")]:
         with pytest.raises(ValueError, match=message):
@@ -145,38 +158,101 @@ def test_qnli_split_is_disjoint_deterministic_and_keeps_label_balance(tmp_path, 
         held_out_indices(["a", "b"], 2, 0)
 
 
-def test_results_page_marks_not_run_and_failed_cells_and_draws_plots(tmp_path, glue_dir):
+def test_a_new_code_version_changes_the_key_and_reruns_the_cell(tmp_path, monkeypatch):
+    grid = load_config(small_config(tmp_path))
+    todo, cache, calls = cells(grid)[:3], tmp_path / "cells.jsonl", []
+
+    def runner(cell):
+        calls.append(cell_key(cell))
+        return {"status": "completed", "final_metrics": {"accuracy": 0.5}}
+
+    sweep(todo, cache, runner)
+    sweep(todo, cache, runner)
+    assert len(calls) == 3  # the same code: the cached rows are reused
+    before = [cell_key(c) for c in todo]
+    monkeypatch.setattr("simulations.grid.code_version", lambda: "another-version")
+    assert all(cell_key(c) != key for c, key in zip(todo, before))
+    sweep(todo, cache, runner)
+    lines = cache.read_text().splitlines()
+    assert len(calls) == 6 and len(lines) == 6  # rerun, the old rows kept beside
+    assert json.loads(lines[-1])["key"] == cell_key(todo[-1]) and '"code": "another-version"' in cell_key(todo[-1])
+
+
+def _metrics(task: str, x: float) -> dict:
+    """Made-up official metrics of a task whose first metric is x."""
+    return {"mrpc": {"f1": x, "accuracy": x - 0.1}, "stsb": {"pearson": x, "spearmanr": x - 0.01}}[task]
+
+
+# Made-up first metrics (never written outside tmp_path). Centralized full: 0.80 on both tasks, so
+# federated slash at alpha 1 is 0.97x on MRPC (above 0.95x) and 0.90x on STS-B (below it); at
+# alpha 0.1, 0.85x on MRPC (below 0.90x). Centralized slash on MRPC is 0.78, so 0.95x of it is
+# 0.741: slash at alpha 1 first reaches it at round 4 (evaluated every 2 rounds; round 6 reaches it
+# too), at alpha 0.1 never. Federated full fails on STS-B at alpha 0.1.
+FINAL = {("mrpc", "full", None): 0.80, ("stsb", "full", None): 0.80, ("mrpc", "slash", None): 0.78,
+         ("mrpc", "slash", 1.0): 0.776, ("stsb", "slash", 1.0): 0.72, ("mrpc", "slash", 0.1): 0.68,
+         ("mrpc", "full", 0.1): 0.72, ("stsb", "full", 0.1): None}
+ROUNDS = {("mrpc", "slash", 1.0): [0.60, 0.76, 0.776], ("mrpc", "slash", 0.1): [0.50, 0.60, 0.68]}
+
+
+def synthetic_row(cell: dict) -> dict:
+    """A made-up row shaped like grid's (metrics per round, `{}` where the round was not evaluated)."""
+    task, key = cell["task"], (cell["task"], cell["method"], cell["alpha"])
+    if FINAL[key] is None:
+        raise RuntimeError("Traceback\nRuntimeError: synthetic failure")
+    size = 7176 if cell["method"] == "slash" else 90_000_000
+    if cell["kind"] == "reference":
+        return {"status": "completed", "final_metrics": _metrics(task, FINAL[key]), "params": size // 4, "seconds": 9}
+    evaluated = ROUNDS.get(key, [0.5, 0.6, FINAL[key]])
+    per_round = [{} if rnd % 2 else _metrics(task, evaluated[rnd // 2 - 1]) for rnd in range(1, 7)]
+    return {"status": "completed", "initial_metrics": _metrics(task, 0.3), "metrics": per_round,
+            "final_metrics": _metrics(task, FINAL[key]), "bytes_up_per_client": [size] * 6,
+            "bytes_up_total": [2 * size] * 6, "params": size // 4, "seconds": 30}
+
+
+def test_results_page_opens_with_the_table_and_judges_targets_and_rounds(tmp_path, glue_dir):
     grid = load_config(small_config(tmp_path), str(glue_dir))
-    fed = [c for c in cells(grid) if c["kind"] == "federated"]
-    metrics = {"mrpc": lambda x: {"f1": x, "accuracy": x - 0.1},
-               "stsb": lambda x: {"pearson": x, "spearmanr": x - 0.01}}
-
-    def synthetic(cell):  # made-up numbers shaped like grid's rows, for the page's logic only
-        if cell["method"] == "full" and cell["task"] == "stsb":
-            raise RuntimeError("Traceback\nRuntimeError: synthetic failure")
-        size = 7176 if cell["method"] == "slash" else 90_000_000
-        return {"status": "completed", "initial_metrics": metrics[cell["task"]](0.3),
-                "metrics": [metrics[cell["task"]](0.5 + 0.1 * i) for i in range(3)],
-                "final_metrics": metrics[cell["task"]](0.7), "bytes_up_per_client": [size] * 3,
-                "bytes_up_total": [2 * size] * 3, "params": size // 4}
-
-    ref = next(c for c in cells(grid) if c["kind"] == "reference" and c["task"] == "mrpc")
-    todo = [ref, *(c for c in fed if c["alpha"] == 0.1)]
-    sweep(todo, tmp_path / "cells.jsonl", lambda c: {"seconds": 1, **synthetic(c)},
-          record={"command": "python -m simulations.grid --only alpha=0.1"})
-    out = tmp_path / "docs" / "RESULTS.md"
-    results_page.main(["--config", str(grid.config), "--out", str(out), "--figures", str(tmp_path / "docs" / "results"),
+    todo = [c for c in cells(grid) if (c["task"], c["method"], c["alpha"]) in FINAL]
+    sweep(todo, tmp_path / "cells.jsonl", synthetic_row, record={"command": "python -m simulations.grid --only x=y"})
+    out, figures = tmp_path / "docs" / "RESULTS.md", tmp_path / "docs" / "results"
+    results_page.main(["--config", str(grid.config), "--out", str(out), "--figures", str(figures),
                        "--data-dir", str(glue_dir)])
     text = out.read_text()
-    slash_row = next(line for line in text.splitlines() if line.startswith("| slash | 0.1 |"))
-    assert "| 70.0/60.0 | 70.0/69.0 | 1,794 | 7.0 KiB |" in slash_row
-    assert "| full | 0.1 | 70.0/60.0 | failed [1] |" in text and "RuntimeError: synthetic failure" in text
-    assert text.count("not run: time") == 2 * 2 + 1  # alpha 1.0 for both methods and tasks; STS-B's reference
-    assert "python -m simulations.grid --only alpha=0.1" in text and "MRPC 200 of 3,668" in text and "MRPC 100 of 408" in text
-    figure = tmp_path / "docs" / "results" / "mrpc.png"
-    assert figure.read_bytes()[:4] == b"\x89PNG" and "![MRPC](results/mrpc.png)" in text
-    assert (tmp_path / "docs" / "results" / "stsb.png").is_file()
-    assert json.loads((tmp_path / "cells.jsonl").read_text().splitlines()[0])["cell"]["kind"] == "reference"
+    lines = text.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    table = lines[first: next(i for i in range(first, len(lines)) if not lines[i].startswith("|"))]
+    assert first <= 5 and text.index("## Targets") > text.index(table[-1])  # the page opens with the table
+    assert table[0].startswith("| method | α | MRPC F1/acc | STS-B Pearson/Spearman | trainable params |")
+    assert "8 of 12 cells are in the cache" in text  # 7 done and 1 failed
+    row = {line.split(" | ")[0] + " | " + line.split(" | ")[1]: line for line in table[2:]}
+    assert row["| slash | 1"] == "| slash | 1 | 77.6/67.6 (0.97x) | 72.0/71.0 (0.90x) | 1,794 | 7.0 KiB |"
+    assert row["| full | 1"] == "| full | 1 | not run | not run | – | – |"
+    assert row["| full | 0.1"].startswith("| full | 0.1 | 72.0/62.0 (0.90x) | failed [1] |")
+    assert row["| centralized full | –"].startswith("| centralized full | – | 80.0/70.0 | 80.0/79.0 |")
+    assert row["| centralized slash | –"].startswith("| centralized slash | – | 78.0/68.0 | not run |")
+    assert sum(line.count("not run") for line in table) == 4
+    assert "- [1] STS-B / full, α=0.1: `RuntimeError: synthetic failure`" in text
+    target = {line.split(":")[0]: line for line in lines if line.startswith("- slash at α=")}
+    assert target["- slash at α=1 on MRPC"].endswith("target ≥ 0.95x: met")
+    assert target["- slash at α=1 on STS-B"].endswith("target ≥ 0.95x: not met")
+    assert target["- slash at α=0.1 on MRPC"].endswith("target ≥ 0.90x: not met")
+    assert target["- slash at α=0.1 on STS-B"].endswith("not yet measured (federated slash not run)")
+    assert "- slash vs LoRA at α=1 (average of the first metric x100): not yet measured" in text
+    assert "| MRPC | <= 4 | not in 6 |" in text and "| STS-B | not yet measured | not yet measured |" in text
+    assert "Round target by task: met: MRPC; not yet measured: STS-B." in text
+    assert "python -m simulations.grid --only x=y" in text and "MRPC 200 of 3,668" in text
+    assert "MRPC 100 of 408" in text and f"--config {grid.config} --only task=mrpc   # 1 missing" in text
+    for task in ("mrpc", "stsb"):
+        assert (figures / f"{task}.png").read_bytes()[:4] == b"\x89PNG"
+        assert f"![{task_label(grid, task)}](results/{task}.png)" in text
+    results_page.main(["--config", str(grid.config), "--out", str(out), "--figures", str(figures),
+                       "--data-dir", str(glue_dir)])
+    assert out.read_text() == text  # the page is a function of the cache
+
+
+def test_first_round_reaching_skips_rounds_that_were_not_evaluated():
+    row = {"metrics": [{}, {"accuracy": 0.5}, {}, {"accuracy": 0.9}, {}, {"accuracy": 0.95}]}
+    assert results_page.first_round_reaching(row, "accuracy", 0.9) == 4
+    assert results_page.first_round_reaching(row, "accuracy", 0.99) is None
 
 
 def test_a_failed_cell_keeps_its_errors_last_line_and_finished_runs_keep_one_checkpoint(tmp_path):
