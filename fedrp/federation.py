@@ -21,7 +21,7 @@ from fedrp.adapters import AdapterModel
 from fedrp.backbone import load_backbone
 from fedrp.centralized import dev_metrics
 from fedrp.classifier import Classifier
-from fedrp.methods import FEDERATED_LR, METHODS, build
+from fedrp.methods import METHODS, build, federated_local
 from fedrp.partition import partition, partition_labels
 from fedrp.payload import load_trainable_state, trainable_state
 from fedrp.privacy.budget import ClientBudget
@@ -29,7 +29,7 @@ from fedrp.privacy.client_level import ClientLevelDP
 from fedrp.privacy.config import PrivacyConfig
 from fedrp.privacy.engine import poisson_schedule, train_private
 from fedrp.privacy.secagg import SecAggConfig
-from fedrp.train import TrainConfig, TrainResult, evaluate, select_device, train
+from fedrp.train import OPTIMIZERS, TrainConfig, TrainResult, evaluate, select_device, train
 
 VALIDATION_SEED = 20261128  # the held-out validation examples do not move with the run seed
 PARTITION_CACHE_VERSION = 2  # bump when fedrp.partition changes which indices a client gets
@@ -48,14 +48,15 @@ class FedConfig:
     method: str = "slash"
     model: str = ""
     data_dir: str = ""
-    num_server_rounds: int = 10
+    num_server_rounds: int = 20
     fraction_train: float = 0.5
     fraction_evaluate: float = 0.5
     min_train_nodes: int = 2
     local_epochs: float = 1.0
-    lr: float = 0.0  # 0: the method's federated default (fedrp.methods.FEDERATED_LR)
+    lr: float = 0.0  # 0: the method's federated default for its local optimizer (fedrp.methods.federated_local)
+    local_optimizer: str = ""  # "": the method's (SGD for slash, else AdamW); "adamw" or "sgd" (momentum 0.9)
     local_loss: str = "logit-adjusted"  # or "ce"; see logit_offsets
-    lr_decay: str = "none"  # or "cosine": the clients' rate falls over the rounds (round_lr)
+    lr_decay: str = "cosine"  # the clients' rate falls over the rounds (round_lr), or "none"
     schedule: str = "constant"  # local learning-rate schedule; rounds are short, so no decay by default
     batch_size: int = 32
     d: int = 1024
@@ -103,6 +104,14 @@ class FedConfig:
             raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}")
         if self.local_loss not in LOCAL_LOSSES:
             raise ValueError(f"local-loss must be one of {LOCAL_LOSSES}, got {self.local_loss!r}")
+        if self.local_optimizer not in ("", *OPTIMIZERS):
+            raise ValueError(f"local-optimizer must be empty (the method's) or one of {OPTIMIZERS}, "
+                             f"got {self.local_optimizer!r}")
+        if not (math.isfinite(self.lr) and self.lr >= 0):
+            raise ValueError(f"lr must be positive, or 0 for the method's federated default; got {self.lr}")
+        if not self.lr and federated_local(self.method, self.local_optimizer)[1] is None:
+            raise ValueError(f"{self.method} has no measured federated rate for local-optimizer "
+                             f"{self.local_optimizer!r}: set lr")
         if self.lr_decay not in LR_DECAYS:
             raise ValueError(f"lr-decay must be one of {LR_DECAYS}, got {self.lr_decay!r}")
         if self.aggregation not in AGGREGATIONS:
@@ -165,7 +174,12 @@ class FedConfig:
 
     @property
     def learning_rate(self) -> float:
-        return self.lr if self.lr > 0 else FEDERATED_LR[self.method]
+        return self.lr if self.lr > 0 else federated_local(self.method, self.local_optimizer)[1]
+
+    @property
+    def optimizer(self) -> str:
+        """The clients' local optimizer: the one set, else the method's."""
+        return federated_local(self.method, self.local_optimizer)[0]
 
     @property
     def client_dp(self) -> ClientLevelDP | None:
@@ -415,7 +429,8 @@ def local_train_config(cfg: FedConfig, train_data: datasets.Dataset, server_roun
     """A client's local schedule for one round: no warmup (rounds are short), a seed fixed by round and partition."""
     task = glue.get_task(cfg.task)
     adjust = cfg.local_loss == "logit-adjusted" and not task.is_regression
-    return TrainConfig(lr=round_lr(cfg, server_round), epochs=cfg.local_epochs, batch_size=cfg.batch_size,
+    return TrainConfig(lr=round_lr(cfg, server_round), optimizer=cfg.optimizer, epochs=cfg.local_epochs,
+                       batch_size=cfg.batch_size,
                        bf16=cfg.bf16, schedule=cfg.schedule, warmup_ratio=0.0,
                        logit_offsets=logit_offsets(train_data["label"], task.num_labels) if adjust else None,
                        seed=round_seed(cfg.seed, server_round, partition_id), progress=False)

@@ -19,11 +19,13 @@ from fedrp.data import loader
 from fedrp.glue import Task
 
 SCHEDULES = ("linear", "constant")
+OPTIMIZERS = ("adamw", "sgd")
 
 
 @dataclasses.dataclass
 class TrainConfig:
     lr: float = 3e-2
+    optimizer: str = "adamw"  # or "sgd" (momentum 0.9): steps in proportion to the gradient, not its sign
     epochs: float = 1.0
     batch_size: int = 32
     grad_accum: int = 1
@@ -37,6 +39,8 @@ class TrainConfig:
     progress: bool | None = None  # None: only on a terminal
 
     def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.bf16 not in ("auto", "on", "off"):
@@ -139,6 +143,14 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW, or SGD with momentum: a federated client restarts its optimizer every round, and Adam's
+    first steps move every weight by about the rate whatever the size of its gradient."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
 def train(model: Classifier, data: datasets.Dataset, config: TrainConfig, device: torch.device | None = None) -> TrainResult:
     """AdamW over the model's trainable parameters, warmup then linear decay (or constant)."""
     device = device or select_device()
@@ -147,7 +159,7 @@ def train(model: Classifier, data: datasets.Dataset, config: TrainConfig, device
     micro_batches = math.ceil(len(batches) * config.epochs)
     total_steps = math.ceil(micro_batches / config.grad_accum)
     params = list(model.trainable_parameters().values())
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(params, config)
     scheduler = make_scheduler(optimizer, config, total_steps)
     bf16 = use_bf16(config.bf16, device)
     if bf16:

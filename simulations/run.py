@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 
 # Read by datasets and huggingface_hub at import, and inherited by Ray's workers: no progress bar
 # per worker and per tokenized split; the run prints one line per round instead.
@@ -113,6 +114,8 @@ def quiet_libraries(verbose: bool) -> None:
     flwr = logging.getLogger("flwr")
     flwr.setLevel(logging.INFO if verbose else logging.ERROR)
     flwr.propagate = False  # Flower has its own console handler: without this every line prints twice
+    if not verbose:  # Ray's notice about a future default for GPU environment variables; no GPU is asked for here
+        warnings.filterwarnings("ignore", message="Tip: In future versions of Ray", category=FutureWarning)
 
 
 def progress(stream) -> None:
@@ -131,9 +134,9 @@ def closing_summary(result: dict, cfg: FedConfig) -> str:
     return "\n".join([
         f"run {result['run_id']} {result['status']}: {final} after {result['rounds'][-1]['round']} rounds"
         f" ({len(result['refusals'])} replies refused)",
-        f"store:       {result['store']}",
+        f"store:       {os.path.abspath(result['store'])}",
         f"checkpoints: {os.path.join(os.path.abspath(cfg.checkpoint_dir), 'run-' + str(result['run_id']))}",
-        f"dashboard:   fedrp dashboard --store {result['store']}   (then open http://127.0.0.1:8050)",
+        f"dashboard:   fedrp dashboard --store {os.path.abspath(result['store'])}   (then open http://127.0.0.1:8050)",
     ])
 
 

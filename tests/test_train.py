@@ -50,6 +50,27 @@ def test_gradient_accumulation_matches_the_larger_batch(sst2):
     torch.testing.assert_close(zs[0], zs[1], rtol=0, atol=1e-4)
 
 
+def test_sgd_steps_in_proportion_to_the_gradient_and_adamw_by_its_sign(sst2):
+    train_ds, _ = sst2
+    batch = train_ds.select(range(16))
+    steps = {}
+    for optimizer in ("sgd", "adamw"):
+        model = build("head", load_backbone(), 2)
+        before = model.head.weight.detach().clone()
+        cfg = _config(optimizer=optimizer, lr=1e-3, schedule="constant", warmup_ratio=0.0, max_grad_norm=None)
+        train(model, batch, cfg, CPU)
+        steps[optimizer] = (model.head.weight.detach() - before).flatten()
+    model = build("head", load_backbone(), 2)
+    inputs = next(iter(data.loader(batch, model.tokenizer, 16)))  # the one batch train saw, in another order
+    labels = inputs.pop("labels")
+    loss_fn(model(**inputs), labels).backward()
+    grad = model.head.weight.grad.flatten()
+    torch.testing.assert_close(steps["sgd"], -1e-3 * grad, rtol=1e-3, atol=1e-8)  # first step: momentum is the gradient
+    assert torch.quantile(steps["adamw"].abs(), 0.1) > 0.9e-3  # Adam: about lr on nearly every weight, whatever its gradient
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        TrainConfig(optimizer="lamb")
+
+
 def test_nan_loss_stops_with_a_clear_error(sst2):
     train_ds, _ = sst2
     model = build("head", load_backbone(), 2)
