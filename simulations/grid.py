@@ -228,7 +228,7 @@ def _parse_qnli(table: dict, path: Path) -> QnliSplit:
 # ---- cells --------------------------------------------------------------------------------
 
 def cells(grid: Grid) -> list[dict]:
-    """Every cell's settings: the references first (one per task), then alpha by task by method."""
+    """Every cell's settings: the references first (each reference method per task), then alpha by task by method."""
     out = [reference_cell(grid, task, method) for task in grid.tasks
            for method in grid.reference_options["methods"]] if grid.reference else []
     for alpha in grid.alphas:

@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 
 from fedrp import glue
-from fedrp.federation import (FedConfig, client_indices, client_train_data, local_data_file, validation_data,
-                              validation_split)
+from fedrp.federation import (
+    FedConfig,
+    client_indices,
+    client_train_data,
+    local_data_file,
+    validation_data,
+    validation_split,
+)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +73,10 @@ def test_glue_partitions_cover_the_pool_once(glue_dir, tokenizer):
 
 def test_validation_examples_are_held_out_of_every_client_and_used_for_evaluation(glue_dir, tokenizer):
     cfg = FedConfig(task="rte", data_dir=str(glue_dir), validation_samples=300, max_train_samples_per_client=0)
-    texts = lambda ds: {tuple(ids) for ids in ds["input_ids"]}  # noqa: E731 - RTE's pairs are distinct
+
+    def texts(ds) -> set[tuple[int, ...]]:  # RTE's pairs are distinct, so their token ids name them
+        return {tuple(ids) for ids in ds["input_ids"]}
+
     held_out = validation_data(cfg, tokenizer)
     clients = [client_train_data(cfg, tokenizer, p, 4) for p in range(4)]
     assert len(held_out) == 300 and sum(len(c) for c in clients) == 2490 - 300
