@@ -1,34 +1,103 @@
 """The version of the code that decides a cell's numbers, for benchmark cache keys.
 
-A cached cell is reused only while the modules that train, aggregate and evaluate are byte for
-byte what produced it; the command line, the CLI and the pages around them may change freely.
+A cached cell is reused only while the code its numbers come from is unchanged: the project
+modules its entry points import (followed through every import statement, also those inside
+functions), compared as syntax trees without docstrings, so a reworded comment or docstring
+keeps the cells while any change to what runs makes them stale. A centralized reference
+depends on the training code only; a federated cell also on the apps and the round loop.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 from functools import lru_cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# What a cell's metrics depend on: the method, data, partitions, local training, the round loop.
-RESULT_CODE = ("fedrp", "clients/client_app.py", "server/rounds.py", "server/strategy.py", "simulations/inprocess.py",
-               "simulations/run.py")
-NOT_RESULT_CODE = {"fedrp/cli.py", "fedrp/export.py", "fedrp/predict.py", "fedrp/artifact.py"}
+PACKAGES = ("fedrp", "clients", "server", "simulations")  # the project's own top-level packages
+# What each kind of cell runs: `fedrp train` for a reference, `simulations.run` for a federation.
+ENTRY_POINTS = {
+    "reference": ("fedrp.centralized",),
+    "federated": ("simulations.run", "simulations.inprocess", "clients.client_app", "server.server_app"),
+}
+# Imported by the entry points, but they only show, store or ship results, never compute them.
+NOT_RESULT_CODE = {"fedrp.cli", "fedrp.export", "fedrp.predict", "fedrp.artifact", "server.dashboard"}
 
 
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """sha256 (16 hex digits) over the paths and bytes of the result-deciding source files."""
+@lru_cache(maxsize=None)
+def code_version(kind: str = "federated") -> str:
+    """sha256 (16 hex digits) over the module names and docstring-free syntax trees a kind of cell runs."""
     digest = hashlib.sha256()
-    for path in _files():
-        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for name in sorted(result_modules(kind)):
+        digest.update(name.encode() + b"\0" + _normalized(_path(name)).encode() + b"\0")
     return digest.hexdigest()[:16]
 
 
-def _files() -> list[Path]:
-    files: list[Path] = []
-    for name in RESULT_CODE:
-        path = ROOT / name
-        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
-    return [p for p in files if str(p.relative_to(ROOT)) not in NOT_RESULT_CODE]
+def result_modules(kind: str) -> set[str]:
+    """The project modules reachable by imports from the kind's entry points, less NOT_RESULT_CODE."""
+    if kind not in ENTRY_POINTS:
+        raise ValueError(f"cell kind must be one of {sorted(ENTRY_POINTS)}, got {kind!r}")
+    seen: set[str] = set()
+    todo = list(ENTRY_POINTS[kind])
+    while todo:
+        name = todo.pop()
+        if name in seen or _excluded(name) or _path(name) is None:
+            continue
+        seen.add(name)
+        todo += _imports(name)
+    return seen
+
+
+def _excluded(name: str) -> bool:
+    return any(name == x or name.startswith(x + ".") for x in NOT_RESULT_CODE)
+
+
+def _path(name: str) -> Path | None:
+    """The source file of a project module or package, None for anything outside the project."""
+    if name.split(".")[0] not in PACKAGES:
+        return None
+    base = ROOT.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _imports(name: str) -> list[str]:
+    """Every module an import statement of this module names (and the packages on the way)."""
+    path = _path(name)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = _resolve(node, package)
+            targets = [base] + [f"{base}.{a.name}" for a in node.names]  # `from pkg import module`
+        else:
+            continue
+        for target in targets:
+            parts = target.split(".")
+            out += [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    return out
+
+
+def _resolve(node: ast.ImportFrom, package: str) -> str:
+    if not node.level:
+        return node.module or ""
+    parts = package.split(".")
+    base = ".".join(parts[:len(parts) - node.level + 1])
+    return f"{base}.{node.module}" if node.module else base
+
+
+def _normalized(path: Path) -> str:
+    """The module's syntax tree without docstrings or positions: what it does, not how it is worded."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)

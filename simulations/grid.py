@@ -255,7 +255,7 @@ def data_id(grid: Grid, task: str) -> str:
 
 def cell_key(cell: dict) -> str:
     """A cell's identity in the cache: the canonical JSON of its settings and the code version that ran it."""
-    return json.dumps({"code": code_version(), **{k: cell[k] for k in ("kind", "task", "method", "alpha", "data",
+    return json.dumps({"code": code_version(cell["kind"]), **{k: cell[k] for k in ("kind", "task", "method", "alpha", "data",
                                                                           "options")}}, sort_keys=True)
 
 

@@ -54,7 +54,7 @@ def score(row: dict, metric: str) -> float:
 
 
 def cache_key(options: dict) -> str:
-    return json.dumps({"code": code_version(), **{k: v for k, v in options.items() if k not in PATH_KEYS}},
+    return json.dumps({"code": code_version("federated"), **{k: v for k, v in options.items() if k not in PATH_KEYS}},
                       sort_keys=True)
 
 
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
                    **fixed, **combo}
         key = cache_key({**common, **options})
         if key not in done:
-            done[key] = {**condense({"settings": options}, run_cell(options, common)), "code": code_version()}
+            done[key] = {**condense({"settings": options}, run_cell(options, common)), "code": code_version("federated")}
             args.cache.parent.mkdir(parents=True, exist_ok=True)
             with args.cache.open("a") as f:
                 f.write(json.dumps({"key": key, "cell": done[key]}) + "\n")

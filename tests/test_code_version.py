@@ -1,0 +1,60 @@
+"""Benchmark cache keys: a cell goes stale when the code it ran changes, and only then."""
+
+import shutil
+
+import pytest
+
+from simulations import code_version as cv
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A copy of the project's packages that the tests may edit; code_version reads it instead."""
+    for package in cv.PACKAGES:
+        shutil.copytree(cv.ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(cv, "ROOT", tmp_path)
+    cv.code_version.cache_clear()
+    yield tmp_path
+    cv.code_version.cache_clear()
+
+
+def versions() -> dict[str, str]:
+    cv.code_version.cache_clear()
+    return {kind: cv.code_version(kind) for kind in cv.ENTRY_POINTS}
+
+
+def edit(path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, (path, old)
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_each_kind_depends_on_the_modules_it_imports():
+    reference, federated = cv.result_modules("reference"), cv.result_modules("federated")
+    assert {"fedrp.centralized", "fedrp.train", "fedrp.adapters.slash", "fedrp.data"} <= reference
+    assert "fedrp.federation" not in reference and "server.strategy" not in reference
+    assert reference < federated
+    assert {"fedrp.federation", "fedrp.partition", "server.rounds", "server.strategy", "clients.client_app",
+            "simulations.inprocess"} <= federated
+    assert not {"fedrp.cli", "fedrp.artifact", "simulations.grid"} & federated
+    with pytest.raises(ValueError, match="cell kind"):
+        cv.result_modules("other")
+
+
+def test_wording_keeps_the_version_and_behaviour_changes_it(project):
+    base = versions()
+    edit(project / "fedrp/train.py", "\nimport dataclasses\n", "\n# a comment\nimport dataclasses  # another\n")
+    edit(project / "fedrp/federation.py", '"""The clients\' learning rate in a round', '"""Reworded: the rate')
+    assert versions() == base
+
+    edit(project / "fedrp/federation.py", "return cfg.learning_rate * 0.5 *", "return cfg.learning_rate * 0.6 *")
+    after_federation = versions()
+    assert after_federation["reference"] == base["reference"]  # the centralized runs never import it
+    assert after_federation["federated"] != base["federated"]
+
+    edit(project / "fedrp/train.py", "import math", "import math as math_")
+    assert all(versions()[k] != after_federation[k] for k in cv.ENTRY_POINTS)
+
+    before_cli = versions()
+    edit(project / "fedrp/cli.py", "import argparse", "import argparse as argparse_")
+    assert versions() == before_cli  # the command line decides no number
