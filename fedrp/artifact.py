@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import tempfile
@@ -16,7 +17,10 @@ from fedrp import projection
 from fedrp.adapters import TRAINABLE, AdapterModel, build_model, config_from_dict
 from fedrp.backbone import Backbone, load_backbone
 
-FORMAT = "fedrp-adapter/1"
+# /2 adds tensors_sha256: the fingerprint covers the projection spec, the digest what was trained.
+FORMAT = "fedrp-adapter/2"
+REQUIRED = ("format", "method", "config", "spec", "fingerprint", "backbone", "backbone_config_hash",
+            "tensors_sha256")
 
 
 @dataclasses.dataclass
@@ -47,7 +51,18 @@ class Artifact:
             "fingerprint": self.fingerprint, "backbone": self.backbone,
             "backbone_config_hash": self.backbone_config_hash, "pooling": self.config["pooling"],
             "task": self.task, "label_names": self.label_names, "metric": self.metric,
+            "tensors_sha256": tensors_digest(self.tensors),
         }
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over each tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}\0{t.dtype}\0{list(t.shape)}\0".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
 
 
 def from_model(model: AdapterModel, task: str | None = None, label_names: list[str] | None = None,
@@ -89,11 +104,24 @@ def load(path: str | os.PathLike, verify: bool = True) -> Artifact:
         raise ValueError(f"{path} is not a readable safetensors file: {err}") from err
     if raw is None:
         raise ValueError(f"{path} is a safetensors file without fedrp metadata: expected an adapter written by fedrp")
-    meta = json.loads(raw)
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path} has format {meta.get('format')!r}; this fedrp reads {FORMAT!r}")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} has unreadable fedrp metadata ({err}): expected an adapter written by fedrp") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise ValueError(f"{path} has format {found!r}; this fedrp reads {FORMAT!r} (train or export it again)")
+    missing = [k for k in REQUIRED if k not in meta]
+    if missing:
+        raise ValueError(f"{path}'s fedrp metadata lacks {missing}: expected an adapter written by fedrp")
     if set(tensors) != set(TRAINABLE):
         raise ValueError(f"{path} holds tensors {sorted(tensors)}; expected exactly {list(TRAINABLE)}")
+    if tensors_digest(tensors) != meta["tensors_sha256"]:
+        raise ValueError(f"{path}: its tensors do not match the digest fedrp stored with them; the file was changed "
+                         "after it was written")
+    bad = [k for k, t in sorted(tensors.items()) if not torch.isfinite(t).all()]
+    if bad:
+        raise ValueError(f"{path} holds non-finite values in {bad}; expected finite weights")
     spec = projection.ProjectionSpec.from_dict(meta["spec"])
     if verify:
         projection.check_fingerprint(spec, meta["fingerprint"])

@@ -6,6 +6,7 @@ import argparse
 import importlib.metadata
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable
 
@@ -13,7 +14,18 @@ log = logging.getLogger("fedrp")
 
 
 def _emit(args: argparse.Namespace, data: dict, human: Callable[[dict], str]) -> None:
-    print(json.dumps(data) if args.json else human(data))
+    print(json.dumps(_finite(data), allow_nan=False) if args.json else human(data))
+
+
+def _finite(value):
+    """NaN and infinities as null: json.dumps would write them as bare NaN, which is not JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def cmd_init(args: argparse.Namespace) -> None:

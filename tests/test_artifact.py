@@ -84,6 +84,41 @@ def test_tampered_spec_is_refused(trained, tmp_path):
         artifact.load(bad)
 
 
+def test_one_flipped_byte_in_the_trained_tensors_is_refused(trained, tmp_path):
+    _, path = trained
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0x01  # the last tensor's last float32: its exponent changes, the value stays finite
+    bad = tmp_path / "flipped.safetensors"
+    bad.write_bytes(bytes(raw))
+    assert all(torch.isfinite(t).all() for t in load_file(bad).values())
+    assert any(not torch.equal(load_file(bad)[k], v) for k, v in load_file(path).items())
+    with pytest.raises(ValueError, match="do not match the digest"):
+        artifact.load(bad)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_even_with_a_matching_digest(trained, tmp_path, value):
+    model, _ = trained
+    art = artifact.from_model(model)
+    art.tensors["z"][3] = value
+    path = artifact.save(art, tmp_path / "nonfinite.safetensors")  # the digest covers the NaN: only the check refuses
+    with pytest.raises(ValueError, match=r"non-finite values in \['z'\]"):
+        artifact.load(path)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m.pop("backbone"), r"lacks \['backbone'\]"),
+    (lambda m: m.pop("tensors_sha256"), r"lacks \['tensors_sha256'\]"),
+    (lambda m: m.update(format="fedrp-adapter/1"), "format 'fedrp-adapter/1'"),
+])
+def test_metadata_that_lost_a_key_or_predates_the_digest_is_refused(trained, tmp_path, change, message):
+    _, path = trained
+    bad = tmp_path / "bad.safetensors"
+    _rewrite_metadata(path, bad, change)
+    with pytest.raises(ValueError, match=message):
+        artifact.load(bad)
+
+
 def test_files_that_are_not_artifacts_are_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="no adapter file"):
         artifact.load(tmp_path / "missing.safetensors")

@@ -148,3 +148,19 @@ def test_train_with_dp_reports_what_it_spent(glue_env, tmp_path):
                          (["--dp", "--epsilon", "3", "--method", "bitfit"], "DP training supports slash, jrwarp and")):
         res = _run(glue_env, "train", "--task", "sst2", "--max-train-samples", "32", *bad)
         assert res.returncode == 2 and message in res.stderr, res.stderr
+
+
+def _strict_json(text: str):
+    """json.loads that refuses NaN and Infinity, which Python writes but JSON does not allow."""
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_output_stays_valid_with_non_finite_numbers(capsys):
+    import argparse
+
+    from fedrp.cli import _emit
+
+    _emit(argparse.Namespace(json=True), {"metrics": {"pearson": float("nan"), "x": [float("-inf"), 1.5]}}, str)
+    assert _strict_json(capsys.readouterr().out) == {"metrics": {"pearson": None, "x": [None, 1.5]}}
