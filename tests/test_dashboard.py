@@ -174,14 +174,21 @@ def test_downloads_give_every_round_as_csv_and_json(client, finished):
     assert len(lines) == ROUNDS + 2 and lines[0].startswith("round,server_accuracy")
 
 
+def store_files_digest(store: Path) -> dict[str, str | None]:
+    """sha256 of a WAL database's three files (None where absent): a write may land in any of them."""
+    return {suffix: hashlib.sha256(p.read_bytes()).hexdigest() if (p := Path(f"{store}{suffix}")).exists() else None
+            for suffix in ("", "-wal", "-shm")}
+
+
 @pytest.mark.slow
 def test_dashboard_never_writes_the_store(client, live_run, finished):
-    before = hashlib.sha256(live_run.store.read_bytes()).hexdigest()
+    before = store_files_digest(live_run.store)
     for url in ("/", "/runs/1", "/api/runs", "/api/runs/1", "/api/runs/1/rounds.csv"):
         assert client.get(url).status_code == 200
     assert client.post("/api/runs").status_code == 405
     assert client.get("/api/runs/7").status_code == 404
-    assert hashlib.sha256(live_run.store.read_bytes()).hexdigest() == before
+    assert client.get(f"/api/runs/{10**30}").status_code == 404  # beyond SQLite's integers
+    assert store_files_digest(live_run.store) == before
 
 
 @pytest.mark.slow
@@ -196,6 +203,12 @@ def test_token_is_required_off_loopback(live_run, finished):
     with pytest.raises(ValueError, match="not loopback: give a token"):
         check_binding("0.0.0.0", None)
     assert fedrp_main(["dashboard", "--store", str(live_run.store), "--host", "0.0.0.0"]) == 2
+
+
+@pytest.mark.parametrize("port", ["70000", "-1", "0"])
+def test_a_port_out_of_range_is_refused_in_one_line(tmp_path, capsys, port):
+    assert fedrp_main(["dashboard", "--store", str(tmp_path / "s.sqlite"), "--port", port]) == 2
+    assert capsys.readouterr().err.strip() == f"fedrp dashboard: error: port must be between 1 and 65535, got {port}"
 
 
 def test_a_missing_or_foreign_store_gets_a_clear_page(tmp_path, caplog):

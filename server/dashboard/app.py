@@ -47,6 +47,11 @@ def check_binding(host: str, token: str | None) -> None:
                          f"${TOKEN_ENV}, or bind to 127.0.0.1")
 
 
+def check_port(port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port must be between 1 and 65535, got {port}")
+
+
 def create_app(store_path: str | Path, token: str | None = None) -> Starlette:
     """The app for one store file; with a token, every request must carry it (header or ?token=)."""
     store_path = Path(store_path)
@@ -85,7 +90,10 @@ def create_app(store_path: str | Path, token: str | None = None) -> Starlette:
         return endpoint
 
     def run_id(request: Request) -> int:
-        return int(request.path_params["run_id"])
+        value = int(request.path_params["run_id"])
+        if value >= 2**63:  # past SQLite's INTEGER: no such run, rather than an OverflowError (500)
+            raise ValueError(f"no run {value}")
+        return value
 
     def rounds_csv(request: Request, store: RunStore) -> Response:
         rows = views.rounds_table(store, run_id(request))
@@ -146,6 +154,7 @@ class _TokenGate:
 
 def serve(store_path: str | Path, host: str = "127.0.0.1", port: int = 8050, token: str | None = None) -> None:
     """Serve until interrupted."""
+    check_port(port)
     check_binding(host, token)
     log.warning("fedrp dashboard on http://%s:%d/ over %s", host, port, store_path)
     uvicorn.run(create_app(store_path, token), host=host, port=port, log_level="warning")
@@ -153,6 +162,7 @@ def serve(store_path: str | Path, host: str = "127.0.0.1", port: int = 8050, tok
 
 def start_in_thread(store_path: str | Path, host: str, port: int, token: str | None) -> uvicorn.Server:
     """Serve beside a running ServerApp, in a daemon thread that ends with the process."""
+    check_port(port)
     check_binding(host, token)
     server = uvicorn.Server(uvicorn.Config(create_app(store_path, token), host=host, port=port, log_level="warning"))
     threading.Thread(target=server.run, name="fedrp-dashboard", daemon=True).start()
