@@ -125,6 +125,18 @@ class FedConfig:
             raise ValueError(f"fraction-evaluate must be in [0, 1], got {self.fraction_evaluate}")
         if self.num_server_rounds < 1 or self.min_train_nodes < 1 or self.round_timeout <= 0:
             raise ValueError("num-server-rounds and min-train-nodes must be at least 1 and round-timeout positive")
+        for key, value, low in (("d", self.d, 1), ("batch-size", self.batch_size, 1), ("min-partition-size",
+                                self.min_partition_size, 1), ("max-length", self.max_length, 8),
+                                ("max-train-samples", self.max_train_samples, 0),
+                                ("max-train-samples-per-client", self.max_train_samples_per_client, 0),
+                                ("max-eval-samples", self.max_eval_samples, 0)):
+            if value < low:
+                raise ValueError(f"{key} must be at least {low}, got {value}")
+        for key, value in (("local-epochs", self.local_epochs), ("server-lr", self.server_lr)):
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{key} must be a positive number, got {value}")
+        if not (math.isfinite(self.norm_bound) and self.norm_bound >= 0):
+            raise ValueError(f"norm-bound must be 0 (off) or positive, got {self.norm_bound}")
         if self.validation_samples < 0 or self.eval_every < 1:
             raise ValueError(f"validation-samples must be 0 or more and eval-every at least 1, got "
                              f"{self.validation_samples} and {self.eval_every}")

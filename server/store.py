@@ -36,14 +36,48 @@ CREATE INDEX IF NOT EXISTS replies_by_round ON replies (run_id, round);
 STORE_MARK = "fedrp-run-store"
 
 
+SQLITE_HEADER = b"SQLite format 3\0"
+
+
+def foreign_reason(path: Path) -> str | None:
+    """Why an existing file is not a fedrp run store, found without writing a byte; None if it is one or is empty.
+
+    A WAL database without its -wal file is read as immutable: a plain read-only connection
+    would create -wal and -shm files beside another application's database.
+    """
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    with path.open("rb") as f:
+        header = f.read(100)
+    if not header.startswith(SQLITE_HEADER):
+        return "is not an SQLite file"
+    wal_without_log = len(header) > 18 and header[18] == 2 and not Path(f"{path}-wal").exists()
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?{'immutable=1' if wal_without_log else 'mode=ro'}", uri=True)
+    try:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        mark = db.execute("SELECT value FROM meta WHERE key='format'").fetchone() if "meta" in tables else None
+    except sqlite3.DatabaseError as err:
+        return f"is not a readable SQLite database ({err})"
+    finally:
+        db.close()
+    return None if mark is not None and mark[0] == STORE_MARK else f"has no '{STORE_MARK}' mark"
+
+
 class RunStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            raise ValueError(f"store {self.path} is a folder: expected an SQLite file path")
+        reason = foreign_reason(self.path)
+        if reason:
+            raise ValueError(f"{self.path} is not a fedrp run store: it {reason}; fedrp writes only stores it created, "
+                             "so name another store")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self._check_or_mark()
+        self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (STORE_MARK,))
         self.db.executescript(SCHEMA)
 
     @classmethod
@@ -65,13 +99,6 @@ class RunStore:
             raise ValueError(f"{p} is not a fedrp run store (no '{STORE_MARK}' mark); "
                              f"point at a store a fedrp server wrote")
         return store
-
-    def _check_or_mark(self) -> None:
-        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if tables and "meta" not in tables:
-            raise ValueError(f"{self.path} is an SQLite file but not a fedrp run store; name another store")
-        self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (STORE_MARK,))
 
     def start_run(self, task: str, method: str, backbone: str, config: dict, spec: str | None,
                   fingerprint: str | None, num_rounds: int, resumed_from: str | None = None) -> int:

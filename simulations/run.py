@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import warnings
+from pathlib import Path
 
 # Read by datasets and huggingface_hub at import, and inherited by Ray's workers: no progress bar
 # per worker and per tokenized split; the run prints one line per round instead.
@@ -46,8 +47,29 @@ def ray_init_args(address: str | None) -> dict:
     return {"address": "local", "num_cpus": os.cpu_count(), "include_dashboard": False}
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad input is one line on stderr and exit status 2, without the usage block above it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def check_paths(cfg: FedConfig, num_supernodes: int) -> None:
+    """What would otherwise fail only after Ray has started: clients, the store, the checkpoint to resume."""
+    from server.checkpoint import latest
+    from server.store import foreign_reason
+
+    if num_supernodes < 1:
+        raise ValueError(f"num-supernodes must be at least 1, got {num_supernodes}")
+    reason = foreign_reason(Path(cfg.store)) if not Path(cfg.store).is_dir() else "is a folder"
+    if reason:
+        raise ValueError(f"store {cfg.store} is not a fedrp run store: it {reason}; name another store")
+    if cfg.resume_from:
+        latest(cfg.resume_from)
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="simulations.run", description=__doc__.splitlines()[0])
     parser.add_argument("--num-supernodes", type=int, default=10, help="virtual clients (one partition each)")
     parser.add_argument("--cpus-per-client", type=float, default=1.0)
     parser.add_argument("--engine", choices=ENGINES, default="flower",
@@ -67,7 +89,8 @@ def main(argv: list[str] | None = None) -> dict:
             overrides[key] = os.path.abspath(overrides[key])
     try:
         cfg = FedConfig.from_run_config({}, overrides)  # refuse bad values before starting Ray
-    except ValueError as err:
+        check_paths(cfg, args["num_supernodes"])
+    except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")

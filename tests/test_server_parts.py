@@ -76,16 +76,45 @@ def test_store_records_runs_rounds_and_replies(tmp_path):
     assert RunStore(tmp_path / "runs.sqlite").rounds(run)[1]["bytes_up"] == 100
 
 
-def test_store_refuses_a_foreign_sqlite_file_without_touching_it(tmp_path):
+def _files(path) -> dict[str, bytes | None]:
+    """The database and its -wal and -shm companions, byte for byte (None where absent)."""
+    return {s: p.read_bytes() if (p := Path(f"{path}{s}")).exists() else None for s in ("", "-wal", "-shm", "-journal")}
+
+
+@pytest.mark.parametrize("journal", ["delete", "wal"])
+@pytest.mark.parametrize("tables", [["CREATE TABLE mine (x)"],
+                                    ["CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)",
+                                     "INSERT INTO meta VALUES ('owner', 'another app')"]])
+def test_store_refuses_a_foreign_sqlite_file_without_touching_it(tmp_path, journal, tables):
+    """Another application's database, even one with a meta(key, value) table of its own, is left byte for byte."""
     path = tmp_path / "other.sqlite"
     db = sqlite3.connect(path)
-    db.execute("CREATE TABLE mine (x)")
-    db.execute("INSERT INTO mine VALUES (42)")
+    db.execute(f"PRAGMA journal_mode={journal}")
+    for sql in tables:
+        db.execute(sql)
     db.commit()
     db.close()
-    with pytest.raises(ValueError, match="not a fedrp run store"):
+    before = _files(path)
+    with pytest.raises(ValueError, match="is not a fedrp run store: it has no 'fedrp-run-store' mark"):
         RunStore(path)
-    assert sqlite3.connect(path).execute("SELECT x FROM mine").fetchall() == [(42,)]
+    assert _files(path) == before
+
+
+def test_store_refuses_a_file_that_is_not_sqlite_and_reopens_its_own(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database")
+    with pytest.raises(ValueError, match="it is not an SQLite file"):
+        RunStore(text)
+    assert text.read_text() == "not a database"
+    with pytest.raises(ValueError, match="is a folder"):
+        RunStore(tmp_path)
+    ours = RunStore(tmp_path / "runs.sqlite")
+    run = ours.start_run("sst2", "slash", "bb", {}, None, None, 1)
+    reopened = RunStore(tmp_path / "runs.sqlite")  # while the first is open: its -wal file exists
+    assert reopened.run(run)["status"] == "running"
+    ours.close()
+    reopened.close()
+    assert RunStore(tmp_path / "runs.sqlite").run(run)["task"] == "sst2"
 
 
 def test_checkpoints_round_trip_and_resume_from_the_newest(tmp_path):
