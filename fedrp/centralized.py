@@ -62,6 +62,14 @@ def run(cfg: RunConfig) -> dict:
     start = time.perf_counter()
     task = glue.get_task(cfg.task)
     device = select_device(cfg.device)
+    if cfg.max_length < 8:
+        raise ValueError(f"max-length must be at least 8 tokens, got {cfg.max_length}")
+    lr = cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.method]
+    tcfg = TrainConfig(lr=lr, epochs=cfg.epochs, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+                       schedule=cfg.schedule, warmup_ratio=cfg.warmup_ratio, bf16=cfg.bf16, seed=cfg.seed,
+                       progress=cfg.progress)
+    for split in task.dev_splits:  # a bad dev file found after training would throw the training away
+        glue.load_split(task, split, cfg.data_dir)
     backbone = load_backbone(cfg.model)
     train_data = data.subset(
         data.load_tokenized(task, "train", backbone.tokenizer, cfg.pooling, cfg.max_length, cfg.data_dir),
@@ -70,10 +78,6 @@ def run(cfg: RunConfig) -> dict:
     model = build(cfg.method, backbone, task.num_labels, cfg.pooling, d=cfg.d, seed=cfg.seed,
                   distribution=cfg.distribution, position=cfg.position, lora_rank=cfg.lora_rank,
                   projection_mode=cfg.projection_mode)
-    lr = cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.method]
-    tcfg = TrainConfig(lr=lr, epochs=cfg.epochs, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
-                       schedule=cfg.schedule, warmup_ratio=cfg.warmup_ratio, bf16=cfg.bf16, seed=cfg.seed,
-                       progress=cfg.progress)
     if cfg.privacy is None:
         result = train(model, train_data, tcfg, device)
     else:
@@ -99,10 +103,16 @@ def evaluate_artifact(path: str | os.PathLike, task_name: str | None = None, dat
                       max_eval_samples: int | None = None, batch_size: int = 64, max_length: int = 128,
                       device: str = "auto", model_name: str | None = None) -> dict:
     """Dev metrics of a saved adapter on its task (or another task with the same labels)."""
-    model, art = artifact.load_model(path, model_name=model_name)
+    art = artifact.load(path)  # checked before the backbone loads
     if not (task_name or art.task):
         raise ValueError(f"{path} names no task: pass --task")
     task = glue.get_task(task_name or art.task)
+    if art.label_names and list(art.label_names) != list(task.label_names):
+        raise ValueError(f"adapter was trained for {art.task or 'a task'} with labels {list(art.label_names)}; task "
+                         f"{task.name} has labels {list(task.label_names) or '(a regression score)'}")
+    for split in task.dev_splits:
+        glue.load_split(task, split, data_dir)
+    model, art = artifact.load_model(path, model_name=model_name)
     if task.num_labels != model.config.num_labels:
         raise ValueError(f"adapter has {model.config.num_labels} outputs, task {task.name} needs {task.num_labels}")
     metrics, n = dev_metrics(model, task, model.tokenizer, model.pooling, max_length, data_dir, max_eval_samples,

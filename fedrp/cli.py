@@ -9,6 +9,7 @@ import logging
 import math
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 log = logging.getLogger("fedrp")
 
@@ -33,6 +34,8 @@ def cmd_init(args: argparse.Namespace) -> None:
     from fedrp.adapters import build_model, make_config
     from fedrp.backbone import load_backbone
 
+    if Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a folder: expected the adapter file to write (.safetensors)")
     extra = {"shift_position": args.position} if args.method == "slash" else {}
     config = make_config(args.method, d=args.d, seed=args.seed, distribution=args.distribution,
                          pooling=args.pooling, num_labels=len(args.labels), projection_mode=args.projection_mode,
@@ -96,11 +99,26 @@ def cmd_predict(args: argparse.Namespace) -> None:
     else:
         from fedrp import artifact
 
+        art = artifact.load(args.adapter)  # checked before the backbone loads
+        _check_pair(art.task, args.text_pair)
         model, art = artifact.load_model(args.adapter, model_name=args.model)
         labels = art.label_names
     pairs = [args.text_pair] if args.text_pair is not None else None
     result = predict(model, labels, [args.text], pairs, max_length=args.max_length)[0]
     _emit(args, result, lambda d: f"{d['label']}  (logits {', '.join(f'{x:.4f}' for x in d['logits'])})")
+
+
+def _check_pair(task_name: str | None, text_pair: str | None) -> None:
+    """A second text only for a pair task, and a pair task only with one (when the adapter names its task)."""
+    from fedrp import glue
+
+    if not task_name:
+        return
+    task = glue.get_task(task_name)
+    if text_pair is not None and task.pair is None:
+        raise ValueError(f"--text-pair given, but the adapter's task {task.name} classifies one sentence")
+    if text_pair is None and task.pair is not None:
+        raise ValueError(f"the adapter's task {task.name} classifies sentence pairs: give --text-pair too")
 
 
 def _metrics_text(d: dict) -> str:
@@ -166,6 +184,9 @@ def cmd_partition(args: argparse.Namespace) -> None:
     from fedrp import glue
     from fedrp.partition import label_counts, mean_label_entropy, partition, partition_labels
 
+    if args.num_clients < 1 or args.classes_per_client < 1:
+        raise ValueError(f"--num-clients and --classes-per-client must be at least 1, got {args.num_clients} and "
+                         f"{args.classes_per_client}")
     task = glue.get_task(args.task)
     labels = partition_labels(glue.load_split(task, "train", args.data_dir)["label"], task.is_regression)
     clients = partition(labels, args.num_clients, args.scheme, args.alpha, args.seed, args.min_size,
@@ -193,8 +214,15 @@ def _projection_mode_option(p: argparse.ArgumentParser) -> None:
                         "with its own fingerprint: O(N) memory)")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad input is one line on stderr and exit status 2, without the usage block above it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fedrp", description="Federated finetuning of one small vector per task.")
+    parser = OneLineParser(prog="fedrp", description="Federated finetuning of one small vector per task.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -316,9 +344,16 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     _quiet_libraries(args.verbose)
     try:
+        if getattr(args, "max_length", 8) < 8:
+            raise ValueError(f"--max-length must be at least 8 tokens, got {args.max_length}")
         args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as err:
         print(f"fedrp {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except (ConnectionError, OSError) as err:  # the hub's GLUE without a network (requests' errors are OSErrors)
+        hint = " (no --data-dir or $FEDRP_GLUE_DIR: GLUE comes from the hub)" if getattr(args, "data_dir", 1) is None else ""
+        print(f"fedrp {args.command}: error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+              f"{hint}", file=sys.stderr)
         return 2
     return 0
 

@@ -112,16 +112,22 @@ def read_tsv(task: Task, path: Path) -> datasets.Dataset:
     csv.field_size_limit(sys.maxsize)
     with path.open(encoding="utf-8-sig", newline="") as f:  # MRPC starts with a byte-order mark
         rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    if not rows:
+        raise ValueError(f"{path} is empty: expected {'a header line and ' if task.header else ''}one example per line")
     header = rows.pop(0) if task.header else None
+    if not any(rows):
+        raise ValueError(f"{path} has a header but no examples: expected one example per line after it")
     cols = [_column(header, k, path) for k in (task.text, task.pair, task.label) if k is not None]
+    width = len(header) if header is not None else len(next(r for r in rows if r))
     data: dict[str, list] = {"text": [], "label": []}
     if task.pair is not None:
         data["pair"] = []
     for line, row in enumerate(rows, start=2 if task.header else 1):
         if not row:
             continue
-        if len(row) <= max(cols):
-            raise ValueError(f"{path} line {line}: {len(row)} columns, expected at least {max(cols) + 1}")
+        if len(row) <= max(cols) or len(row) != width:  # a stray tab shifts every column after it
+            raise ValueError(f"{path} line {line}: {len(row)} columns, expected {max(width, max(cols) + 1)} "
+                             f"like {'the header' if header is not None else 'the first line'}")
         data["text"].append(row[cols[0]])
         if task.pair is not None:
             data["pair"].append(row[cols[1]])

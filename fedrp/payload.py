@@ -6,6 +6,8 @@ trainable weights for the baselines. The projections never travel; their fingerp
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 
@@ -90,3 +92,15 @@ def refusal(
         if norm > norm_bound:
             return NORM, f"update norm {norm:.4g} exceeds the bound {norm_bound:.4g}"
     return None
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failed))(:|$)")
+
+
+def error_line(text: str) -> str:
+    """The last line of an error report that names an exception (else its last line), without
+    terminal colour codes: what a store or a page shows of a client's crash or a failed process."""
+    lines = [ln.strip() for ln in _ANSI.sub("", text or "").splitlines() if ln.strip()]
+    named = [ln for ln in lines if _ERROR_LINE.match(ln)]
+    return (named or lines or ["(no output)"])[-1]

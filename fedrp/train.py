@@ -48,6 +48,8 @@ class TrainConfig:
         for name in ("lr", "epochs", "batch_size", "grad_accum"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup-ratio must be in [0, 1), got {self.warmup_ratio!r}")
 
 
 @dataclasses.dataclass
@@ -64,8 +66,19 @@ class TrainResult:
 
 
 def select_device(name: str = "auto") -> torch.device:
+    """auto: CUDA, then MPS, then CPU; a named device must exist in this torch build and machine."""
     if name != "auto":
-        return torch.device(name)
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise ValueError(f"device {name!r} is not a torch device: expected auto, cpu, cuda, cuda:N or mps") from None
+        available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+        if not available.get(device.type, False):
+            raise ValueError(f"device {name!r} is not available here (torch {torch.__version__}); "
+                             f"expected one of {[k for k, v in available.items() if v]} or auto")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA devices")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if torch.backends.mps.is_available():

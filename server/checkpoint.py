@@ -45,6 +45,14 @@ def latest(path: str | Path) -> Path:
     return found[-1][1]
 
 
+def latest_round(folder: str | Path) -> int:
+    """The newest round checkpointed in a folder; 0 when there is none."""
+    try:
+        return int(_NAME.search(latest(folder).name).group(1)) if Path(folder).is_dir() else 0
+    except FileNotFoundError:
+        return 0
+
+
 def load(path: str | Path) -> tuple[int, dict[str, np.ndarray], dict[str, np.ndarray], dict]:
     """(round, state, server-optimizer state, metadata)."""
     path = latest(path)

@@ -21,6 +21,7 @@ from fedrp.federation import FedConfig, identity, initial_state, model_for, roun
 from fedrp.privacy.client_level import epsilon_after
 from fedrp.privacy.secagg import server_state
 from server import checkpoint, secagg
+from server.stopping import Interrupted, StoppableGrid
 from server.store import RunStore
 from server.strategy import Validating, from_record, make_strategy, to_record
 
@@ -53,7 +54,9 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
     task = glue.get_task(cfg.task)
     model = model_for(cfg)
     ident = identity(model)
+    grid = StoppableGrid(grid)
     store = RunStore(cfg.store)
+    store.mark_orphans()  # runs whose server process died (SIGKILL, power loss) while running
     strategy: Validating = make_strategy(cfg.aggregation, cfg.fraction_train, cfg.fraction_evaluate,
                                          cfg.min_train_nodes, cfg.server_lr, cfg.trim_beta)
     if cfg.resume_from:
@@ -83,6 +86,12 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
             state = _one_round(grid, cfg, strategy, store, run_id, rnd, state, model, {**ident, "run-lineage": lineage})
             checkpoint.save(folder, rnd, state, strategy.server_state(), {
                 "method": cfg.method, "fingerprint": ident.get("fingerprint"), "run_id": run_id, "lineage": lineage})
+    except (KeyboardInterrupt, Interrupted):
+        done = checkpoint.latest_round(folder)
+        resume = folder if done else cfg.resume_from
+        store.end_run(run_id, "interrupted", f"stopped on request after round {max(done, start_round)}" + (
+            f"; resume-from {resume}" if resume else ""))
+        raise
     except BaseException as err:
         store.end_run(run_id, "failed", f"{type(err).__name__}: {err}")
         raise

@@ -7,6 +7,8 @@ so a crash loses at most the round in flight, never what was stored before.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -16,7 +18,7 @@ CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     task TEXT, method TEXT, backbone TEXT, config TEXT, spec TEXT, fingerprint TEXT,
     num_rounds INTEGER, resumed_from TEXT, started REAL, ended REAL,
-    status TEXT, error TEXT
+    status TEXT, error TEXT, pid INTEGER, host TEXT
 );
 CREATE TABLE IF NOT EXISTS rounds (
     run_id INTEGER REFERENCES runs(id), round INTEGER,
@@ -79,6 +81,10 @@ class RunStore:
         self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
         self.db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (STORE_MARK,))
         self.db.executescript(SCHEMA)
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(runs)")}
+        for column, kind in (("pid", "INTEGER"), ("host", "TEXT")):  # stores written before these columns
+            if column not in columns:
+                self.db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
 
     @classmethod
     def open_readonly(cls, path: str | Path) -> "RunStore":
@@ -104,11 +110,22 @@ class RunStore:
                   fingerprint: str | None, num_rounds: int, resumed_from: str | None = None) -> int:
         cur = self.db.execute(
             "INSERT INTO runs (task, method, backbone, config, spec, fingerprint, num_rounds, resumed_from,"
-            " started, status) VALUES (?,?,?,?,?,?,?,?,?, 'running')",
+            " started, status, pid, host) VALUES (?,?,?,?,?,?,?,?,?, 'running', ?, ?)",
             (task, method, backbone, json.dumps(config, sort_keys=True), spec, fingerprint, num_rounds,
-             resumed_from, time.time()),
+             resumed_from, time.time(), os.getpid(), socket.gethostname()),
         )
         return int(cur.lastrowid)
+
+    def mark_orphans(self) -> list[int]:
+        """Mark interrupted the runs still 'running' whose server process on this host is gone; their ids."""
+        rows = self.db.execute("SELECT id, pid FROM runs WHERE status='running' AND host=? AND pid IS NOT NULL",
+                               (socket.gethostname(),)).fetchall()
+        gone = [run_id for run_id, pid in rows if not _alive(pid)]
+        for run_id in gone:
+            self.db.execute("UPDATE runs SET status='interrupted', error=? WHERE id=? AND status='running'",
+                            (f"its server process {dict(rows)[run_id]} ended without finishing the run (killed?)",
+                             run_id))
+        return gone
 
     def end_run(self, run_id: int, status: str, error: str | None = None) -> None:
         self.db.execute("UPDATE runs SET ended=?, status=?, error=? WHERE id=?", (time.time(), status, error, run_id))
@@ -161,3 +178,14 @@ class RunStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id exists here (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

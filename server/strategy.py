@@ -83,7 +83,8 @@ class Validating:
         node = msg.metadata.src_node_id
         record = {"node_id": node, "partition_id": self.nodes.get(node), "bytes": 0}
         if msg.has_error():
-            return {**record, "status": "refused", "reason": payload.CLIENT_ERROR, "detail": msg.error.reason}, False
+            return {**record, "status": "refused", "reason": payload.CLIENT_ERROR,
+                    "detail": payload.error_line(msg.error.reason)}, False  # the traceback is in Flower's log
         content = msg.content
         state = from_record(content["arrays"]) if "arrays" in content.array_records else {}
         metrics = dict(content["metrics"]) if "metrics" in content.metric_records else {}

@@ -24,7 +24,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from fedrp import glue
 from fedrp.centralized import RunConfig
 from fedrp.federation import FedConfig
 from fedrp.methods import METHODS
+from fedrp.payload import error_line
 from simulations.bench_federation import condense, load_cache, run_cell
 from simulations.code_version import code_version
 
@@ -56,9 +56,6 @@ REFERENCE_FIXED = {"task", "data-dir", "max-train-samples", "max-eval-samples", 
                    "method"}
 FILTER_FIELDS = ("kind", "task", "method", "alpha")
 KINDS = ("federated", "reference")
-_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failed))(:|$)")
-
-
 @dataclasses.dataclass(frozen=True)
 class QnliSplit:
     """How QNLI's dev set is cut into a federated training part and a held-out evaluation part."""
@@ -407,13 +404,6 @@ class Paths:
 
 class CellFailed(RuntimeError):
     """A cell's process failed; the message is its error's last line."""
-
-
-def error_line(log: str) -> str:
-    """The last line that names an exception, else the last non-empty line."""
-    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
-    named = [ln for ln in lines if _ERROR_LINE.match(ln)]
-    return (named or lines or ["(no output)"])[-1]
 
 
 def run_one(cell: dict, grid: Grid, paths: Paths) -> dict:

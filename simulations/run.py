@@ -26,6 +26,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from fedrp.federation import FedConfig, warm_caches  # noqa: E402 - after the environment above
+from server.stopping import Interrupted  # noqa: E402
 
 ENGINES = ("flower", "inprocess")
 
@@ -108,18 +109,23 @@ def main(argv: list[str] | None = None) -> dict:
 
     results: list[dict] = []
     server_app, client_app = build_server_app(overrides, results), build_client_app(overrides)
-    if args["engine"] == "inprocess":
-        from simulations.inprocess import run_in_process
+    try:
+        if args["engine"] == "inprocess":
+            from simulations.inprocess import run_in_process
 
-        run_in_process(server_app, client_app, args["num_supernodes"])
-    else:
-        from flwr.simulation import run_simulation
+            run_in_process(server_app, client_app, args["num_supernodes"])
+        else:
+            from flwr.simulation import run_simulation
 
-        run_simulation(
-            server_app=server_app, client_app=client_app, num_supernodes=args["num_supernodes"],
-            backend_config={"client_resources": {"num_cpus": args["cpus_per_client"], "num_gpus": 0.0},
-                            "init_args": ray_init_args(args["ray_address"])},
-        )
+            run_simulation(
+                server_app=server_app, client_app=client_app, num_supernodes=args["num_supernodes"],
+                backend_config={"client_resources": {"num_cpus": args["cpus_per_client"], "num_gpus": 0.0},
+                                "init_args": ray_init_args(args["ray_address"])},
+            )
+    except (KeyboardInterrupt, Interrupted):
+        stop_server()
+        print(f"simulations.run: interrupted: {interrupted_line(cfg)}", file=sys.stderr)
+        raise SystemExit(130) from None  # the shell's code for a run ended by Ctrl-C
     if not results:
         raise SystemExit(f"the simulation ended without a result; see the log above and the store {cfg.store}")
     result = results[0]
@@ -128,6 +134,39 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         print(closing_summary(result, cfg))
     return result
+
+
+def stop_server() -> None:
+    """After Ctrl-C: the ServerApp's thread (Flower's engine) ends its round at the next poll and
+    records the run as interrupted; then Ray goes down with its workers."""
+    import threading
+
+    from server.stopping import STOP
+
+    STOP.set()
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join(timeout=30)
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+def interrupted_line(cfg: FedConfig) -> str:
+    """What the store says about the newest run: the round reached and where to resume from."""
+    from server.store import RunStore
+
+    try:
+        store = RunStore.open_readonly(cfg.store)
+    except (FileNotFoundError, ValueError):
+        return "before the first round"
+    runs = store.runs()
+    store.close()
+    if not runs:
+        return "before the first round"
+    return f"run {runs[0]['id']} {runs[0]['status']}: {runs[0]['error']}"
 
 
 def quiet_libraries(verbose: bool) -> None:

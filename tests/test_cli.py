@@ -164,3 +164,61 @@ def test_json_output_stays_valid_with_non_finite_numbers(capsys):
 
     _emit(argparse.Namespace(json=True), {"metrics": {"pearson": float("nan"), "x": [float("-inf"), 1.5]}}, str)
     assert _strict_json(capsys.readouterr().out) == {"metrics": {"pearson": None, "x": [None, 1.5]}}
+
+
+def _tsv_dirs(root, glue_dir):
+    """GLUE folders whose SST-2 files are broken in one way each (the other split is the real one)."""
+    import shutil
+
+    real = glue_dir / "SST-2"
+    cases = {"empty": ("train", ""), "header-only": ("train", "sentence\tlabel\n"),
+             "extra-column": ("dev", "sentence\tlabel\nfine film\t1\textra\n")}
+    for name, (split, text) in cases.items():
+        folder = root / name / "SST-2"
+        folder.mkdir(parents=True)
+        for other in ("train", "dev"):
+            if other != split:
+                (folder / f"{other}.tsv").write_text("".join((real / f"{other}.tsv").open().readlines()[:40]))
+        (folder / f"{split}.tsv").write_text(text)
+    shutil.copytree(real.parent / "RTE", root / "extra-column" / "RTE")
+    return root
+
+
+REFUSED = [
+    (["train", "--task", "sst2", "--data-dir", "{tsv}/empty"], "train.tsv is empty"),
+    (["train", "--task", "sst2", "--data-dir", "{tsv}/header-only"], "train.tsv has a header but no examples"),
+    (["train", "--task", "sst2", "--data-dir", "{tsv}/extra-column"], "dev.tsv line 2: 3 columns, expected 2"),
+    (["train", "--task", "sst2", "--data-dir", "{glue}", "--device", "tpu"], "device 'tpu' is not a torch device"),
+    (["train", "--task", "sst2", "--data-dir", "{glue}", "--max-length", "0"], "--max-length must be at least 8"),
+    (["train", "--task", "sst2", "--data-dir", "{glue}", "--warmup-ratio", "2"], "warmup-ratio must be in [0, 1)"),
+    (["init", "--out", "{tmp}"], "is a folder: expected the adapter file"),
+    (["partition", "--task", "sst2", "--num-clients", "3", "--classes-per-client", "0", "--data-dir", "{glue}"],
+     "--classes-per-client must be at least 1"),
+    (["eval", "--adapter", "{adapter}", "--task", "rte", "--data-dir", "{glue}"],
+     "adapter was trained for sst2 with labels ['negative', 'positive']; task rte has labels"),
+    (["predict", "--adapter", "{adapter}", "--text", "a film", "--text-pair", "another"],
+     "--text-pair given, but the adapter's task sst2 classifies one sentence"),
+    (["dashboard", "--store", "{tmp}/s.sqlite", "--port", "70000"], "port must be between 1 and 65535"),
+    (["train", "--task", "nope"], "unknown GLUE task 'nope'"),
+]
+
+
+@pytest.mark.parametrize("argv, message", REFUSED, ids=[" ".join(a[:2]) + f" {i}" for i, (a, _) in enumerate(REFUSED)])
+def test_bad_input_is_one_line_and_exit_2_before_training(tmp_path, glue_dir, adapter, capsys, argv, message):
+    from fedrp.cli import main
+
+    tsv = _tsv_dirs(tmp_path / "tsv", glue_dir)
+    args = [a.format(tsv=tsv, glue=glue_dir, tmp=tmp_path, adapter=adapter) for a in argv]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_cuda_on_a_build_without_it_is_refused(monkeypatch):
+    import torch
+
+    from fedrp.train import select_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="device 'cuda' is not available here"):
+        select_device("cuda")

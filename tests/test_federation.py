@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedrp.federation import FedConfig, initial_state
+from fedrp.federation import FedConfig, client_train_data, initial_state, local_train, model_for
 from server import checkpoint
 from server.store import RunStore
 
@@ -70,6 +70,23 @@ def test_faulty_clients_are_refused_and_recorded(tmp_path, glue_dir):
     assert reasons == {(0, "non-finite"), (1, "fingerprint-mismatch"), (2, "norm-bound"), (3, "shape-mismatch")}
     assert np.isfinite(out["final_metrics"]["accuracy"])
 
+    # The refused replies are left out: two rounds of the honest clients 4 and 5, replayed here, give the state.
+    accepted = RunStore(out["store"]).replies(out["run_id"], "accepted")
+    assert {(r["round"], r["partition_id"]) for r in accepted} == {(n, p) for n in (1, 2) for p in (4, 5)}
+    cfg = FedConfig(task="sst2", data_dir=str(glue_dir), max_train_samples=480, max_train_samples_per_client=80,
+                    bf16="off", fraction_train=1.0, local_optimizer="adamw", lr_decay="none")  # as SMALL
+    tokenizer = model_for(cfg).tokenizer
+    state = start = initial_state(cfg)
+    for rnd in (1, 2):
+        data = {pid: client_train_data(cfg, tokenizer, pid, 6) for pid in (4, 5)}
+        new = {pid: local_train(cfg, state, data[pid], rnd, pid)[0] for pid in (4, 5)}
+        w = [len(data[pid]) for pid in (4, 5)]
+        state = {k: np.average([new[pid][k] for pid in (4, 5)], axis=0, weights=w) for k in state}
+    _, got, _, _ = checkpoint.load(tmp_path / "ckpt" / f"run-{out['run_id']}")
+    for k in state:
+        assert np.max(np.abs(state[k] - start[k])) > 1e-3, k  # the rounds moved it far beyond the tolerance
+        np.testing.assert_allclose(got[k], state[k], rtol=0, atol=2e-6, err_msg=k)
+
 
 def test_too_few_valid_replies_fail_the_run_cleanly(tmp_path, glue_dir):
     proc = simulate(tmp_path, glue_dir, "--num-server-rounds", "2", "--fraction-train", "1.0",
@@ -82,7 +99,7 @@ def test_too_few_valid_replies_fail_the_run_cleanly(tmp_path, glue_dir):
     assert {r["reason"] for r in store.replies(1, "refused")} == {"non-finite"}
 
 
-def test_a_killed_run_resumes_to_the_same_final_vector(tmp_path, glue_dir):
+def test_ctrl_c_ends_the_run_in_seconds_and_it_resumes_to_the_same_final_vector(tmp_path, glue_dir):
     args = ["--num-server-rounds", "4", "--fraction-train", "0.5", "--aggregation", "fedadam"]
     whole = simulate(tmp_path / "whole", glue_dir, *args)
     assert whole["status"] == "completed"
@@ -93,10 +110,17 @@ def test_a_killed_run_resumes_to_the_same_final_vector(tmp_path, glue_dir):
     deadline = time.time() + 600
     while not target.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the whole foreground process group
+    start = time.time()
+    assert proc.wait(timeout=90) == 130
+    assert time.time() - start < 45  # not the 600 s round timeout
+    err = (tmp_path / "cut" / "stderr.txt").read_text().strip().splitlines()
+    assert err[-1].startswith("simulations.run: interrupted: run 1 interrupted: stopped on request after round")
+    assert "Traceback" not in "\n".join(err)
+    run = RunStore(tmp_path / "cut" / "store.sqlite").run(1)
     rnd, _, _, _ = checkpoint.load(tmp_path / "cut" / "ckpt" / "run-1")
-    assert rnd in (2, 3)  # killed mid-run
+    assert rnd in (2, 3) and run["status"] == "interrupted"  # stopped mid-run
+    assert run["error"] == f"stopped on request after round {rnd}; resume-from {tmp_path / 'cut' / 'ckpt' / 'run-1'}"
 
     resumed = simulate(tmp_path / "cut", glue_dir, *args, "--resume-from", str(tmp_path / "cut" / "ckpt" / "run-1"))
     assert resumed["status"] == "completed"

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from fedrp import glue
+from fedrp.payload import error_line
 from simulations import results_page
 from simulations.grid import (
     cell_key,
     cells,
-    error_line,
     held_out_indices,
     load_config,
     parse_only,
@@ -263,3 +263,9 @@ def test_a_failed_cell_keeps_its_errors_last_line_and_finished_runs_keep_one_che
         (tmp_path / f"round-{rnd:04d}.safetensors").write_bytes(b"x")
     prune_checkpoints(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["round-0010.safetensors"]
+
+
+def test_a_ray_error_report_becomes_one_readable_line():
+    report = ("\x1b[36mray::ClientAppActor.run()\x1b[39m (pid=123, ip=10.0.0.1)\n  File \"x.py\", line 3, in run\n"
+              "    raise RuntimeError('injected client failure')\n\x1b[31mRuntimeError: injected client failure\x1b[0m\n")
+    assert error_line(report) == "RuntimeError: injected client failure"

@@ -1,12 +1,13 @@
 """The projections are a pure function of the spec, identical in every process and version."""
 
+import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from fedrp import projection
+from fedrp import cache, projection
 from fedrp.projection import ProjectionSpec
 
 GOLDEN = ProjectionSpec(seed=7, d=8, distribution="gaussian", position="output", widths=(4, 3))
@@ -20,14 +21,23 @@ def test_golden_fingerprints():
     assert projection.fingerprint(GOLDEN_RADEMACHER) == GOLDEN_RADEMACHER_FINGERPRINT
 
 
-def test_same_projection_in_another_process():
+def test_same_projection_in_another_process(tmp_path, monkeypatch):
+    """Each process regenerates the projection into its own empty cache: nothing is read back from the other."""
     spec = ProjectionSpec(seed=123, d=256, distribution="gaussian", position="output", widths=(384,) * 6)
     code = (
         "from fedrp.projection import ProjectionSpec, fingerprint;"
         "print(fingerprint(ProjectionSpec(seed=123, d=256, distribution='gaussian', position='output', widths=(384,)*6)))"
     )
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert other == projection.fingerprint(spec)
+    env = {**os.environ, cache.CACHE_ENV: str(tmp_path / "child")}
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout.strip()
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "parent"))
+    projection.generate.cache_clear()
+    try:
+        mine = projection.fingerprint(spec)
+    finally:
+        projection.generate.cache_clear()  # later tests read the usual cache again
+    assert other == mine
+    assert [len(list((tmp_path / side).rglob("*"))) > 0 for side in ("child", "parent")] == [True, True]
 
 
 def _reference_gaussian(seed: int, stream: int, index: int, std: float) -> np.float32:

@@ -140,3 +140,27 @@ def test_fedadam_state_survives_a_checkpoint():
     fresh = make_strategy("fedadam", 0.5, 0.0, 2, 0.01, 0.2)
     fresh.load_server_state(saved)
     assert np.array_equal(fresh.m_t["z"], strategy.m_t["z"]) and np.array_equal(fresh.v_t["z"], strategy.v_t["z"])
+
+
+def test_a_run_whose_process_was_killed_is_marked_interrupted_by_the_next_start(tmp_path):
+    """SIGKILL leaves no chance to write 'interrupted': the next writer sees that the process is gone."""
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "runs.sqlite"
+    code = ("import sys, time; from server.store import RunStore; s = RunStore(sys.argv[1]);"
+            "print(s.start_run('sst2', 'slash', 'bb', {}, None, None, 5), flush=True); time.sleep(600)")
+    child = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).resolve().parents[1])
+    killed = int(child.stdout.readline())
+    store = RunStore(path)
+    alive = store.start_run("sst2", "slash", "bb", {}, None, None, 5)  # this process: alive
+    assert store.mark_orphans() == []  # the child still runs
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert store.run(killed)["status"] == "running"
+    assert store.mark_orphans() == [killed]
+    run = store.run(killed)
+    assert run["status"] == "interrupted" and f"its server process {child.pid} ended" in run["error"]
+    assert store.run(alive)["status"] == "running" and store.mark_orphans() == []
