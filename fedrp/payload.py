@@ -24,7 +24,9 @@ FINGERPRINT = "fingerprint-mismatch"
 NORM = "norm-bound"
 EXAMPLES = "bad-num-examples"
 CLIENT_ERROR = "client-error"
-REASONS = (MISSING, UNEXPECTED, SHAPE, DTYPE, NON_FINITE, FINGERPRINT, NORM, EXAMPLES, CLIENT_ERROR)
+OUTLIER = "norm-outlier"
+REASONS = (MISSING, UNEXPECTED, SHAPE, DTYPE, NON_FINITE, FINGERPRINT, NORM, EXAMPLES, CLIENT_ERROR, OUTLIER)
+MIN_FOR_MEDIAN = 3  # replies a round needs before norm-ratio compares them: a median of two is one of them
 
 
 def trainable_state(model: Classifier) -> dict[str, np.ndarray]:
@@ -92,6 +94,19 @@ def refusal(
         if norm > norm_bound:
             return NORM, f"update norm {norm:.4g} exceeds the bound {norm_bound:.4g}"
     return None
+
+
+def norm_outliers(norms: list[float], ratio: float) -> dict[int, str]:
+    """Index -> detail of each update whose norm exceeds `ratio` times the median of the round's.
+
+    Honest clients under label skew differ in their update norms by a small factor; a scaled or
+    runaway update differs by orders of magnitude. Off with ratio 0 or fewer than MIN_FOR_MEDIAN.
+    """
+    if not ratio or len(norms) < MIN_FOR_MEDIAN:
+        return {}
+    median = float(np.median(norms))
+    return {i: f"update norm {n:.4g} is {n / median:.3g}x the round's median {median:.4g} (norm-ratio {ratio:g})"
+            for i, n in enumerate(norms) if n > ratio * median}
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")

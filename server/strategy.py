@@ -42,11 +42,12 @@ class Validating:
     """Mixin: deterministic sampling, reply validation and a record of every reply."""
 
     def prepare(self, nodes: dict[int, int | None], seed: int, fingerprint: str | None, norm_bound: float,
-                client_dp: ClientLevelDP | None = None) -> None:
+                client_dp: ClientLevelDP | None = None, norm_ratio: float = 0.0) -> None:
         self.nodes = nodes  # node id -> partition id (None: a node with its own data file)
         self.seed = seed
         self.fingerprint = fingerprint
         self.norm_bound = norm_bound or None
+        self.norm_ratio = norm_ratio
         self.client_dp = client_dp
         self.records: list[dict] = []
         self.sent: dict[str, np.ndarray] = {}
@@ -104,7 +105,11 @@ class Validating:
             record, ok = self._judge(msg)
             self.records.append(record)
             if ok:
-                accepted.append(msg)
+                accepted.append((msg, record))
+        norms = [payload.update_norm(from_record(m.content["arrays"]), self.sent) for m, _ in accepted]
+        for i, detail in payload.norm_outliers(norms, self.norm_ratio).items():
+            accepted[i][1].update(status="refused", reason=payload.OUTLIER, detail=detail)
+        accepted = [m for m, record in accepted if record["status"] == "accepted"]
         if len(accepted) < self.min_train_nodes:
             return None, None
         arrays, metrics = super().aggregate_train(server_round, accepted)

@@ -164,3 +164,15 @@ def test_a_run_whose_process_was_killed_is_marked_interrupted_by_the_next_start(
     run = store.run(killed)
     assert run["status"] == "interrupted" and f"its server process {child.pid} ended" in run["error"]
     assert store.run(alive)["status"] == "running" and store.mark_orphans() == []
+
+
+def test_norm_ratio_refuses_a_runaway_update_and_spares_skewed_honest_ones():
+    from fedrp.payload import norm_outliers
+
+    assert list(norm_outliers([0.8, 1.0, 1.3, 1000.0], 10.0)) == [3]
+    assert "update norm 1000 is 870x the round's median 1.15 (norm-ratio 10)" in norm_outliers([0.8, 1.0, 1.3, 1000.0], 10.0)[3]
+    assert norm_outliers([0.2, 1.0, 1.9], 10.0) == {}  # label skew: honest norms a few times apart
+    assert norm_outliers([1.0, 1000.0], 10.0) == {}  # two replies: no median to trust
+    assert norm_outliers([1.0, 1.0, 1000.0], 0.0) == {}  # off
+    with pytest.raises(ValueError, match="norm-ratio must be 0"):
+        FedConfig(norm_ratio=0.5)
