@@ -54,11 +54,11 @@ class FedConfig:
     min_train_nodes: int = 2
     local_epochs: float = 1.0
     lr: float = 0.0  # 0: the method's federated default for its local optimizer (fedrp.methods.federated_local)
-    local_optimizer: str = ""  # "": the method's (SGD for slash, else AdamW); "adamw" or "sgd" (momentum 0.9)
+    local_optimizer: str = ""  # "": the method's (fedrp.methods.FEDERATED_OPTIMIZER, AdamW); "adamw" or "sgd" (momentum 0.9)
     local_loss: str = "logit-adjusted"  # or "ce"; see logit_offsets
     lr_decay: str = "cosine"  # the clients' rate falls over the rounds (round_lr), or "none"
     schedule: str = "constant"  # local learning-rate schedule; rounds are short, so no decay by default
-    batch_size: int = 32
+    batch_size: int = 8  # local batches: more steps a round for the same compute (fedrp.methods.FEDERATED_LR)
     d: int = 1024
     seed: int = 0
     pooling: str = "mask"

@@ -81,7 +81,8 @@ def test_secagg_round_equals_the_weighted_mean_of_the_surviving_clients(tmp_path
 
     # The same three clients' rounds, replayed in this process without any masking.
     cfg = FedConfig(task="sst2", data_dir=str(glue_dir), max_train_samples=480, max_train_samples_per_client=80,
-                    bf16="off", fraction_train=1.0, local_optimizer="adamw", lr_decay="none")  # as SMALL
+                    bf16="off", fraction_train=1.0, local_optimizer="adamw", lr=0.01, batch_size=32,
+                    lr_decay="none")  # as SMALL
     start = initial_state(cfg)
     tokenizer = model_for(cfg).tokenizer
     updates = [{k: v - start[k] for k, v in local_train(cfg, start, client_train_data(cfg, tokenizer, pid, 4), 1,
