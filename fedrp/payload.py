@@ -113,9 +113,16 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failed))(:|$)")
 
 
+_FLOWER_WRAPPED = re.compile(r"Exception \w+ occurred\. Message: (.*?)(?:'>)?$")  # Flower's ClientAppException
+
+
 def error_line(text: str) -> str:
     """The last line of an error report that names an exception (else its last line), without
-    terminal colour codes: what a store or a page shows of a client's crash or a failed process."""
+    terminal colour codes: what a store or a page shows of a client's crash or a failed process.
+    A client's exception that Flower wrapped (ClientAppException) gives its own message."""
     lines = [ln.strip() for ln in _ANSI.sub("", text or "").splitlines() if ln.strip()]
+    wrapped = [m.group(1) for ln in lines if (m := _FLOWER_WRAPPED.search(ln)) and m.group(1)]
+    if wrapped:
+        return wrapped[-1]
     named = [ln for ln in lines if _ERROR_LINE.match(ln)]
     return (named or lines or ["(no output)"])[-1]

@@ -124,8 +124,12 @@ def main(argv: list[str] | None = None) -> dict:
             )
     except (KeyboardInterrupt, Interrupted):
         stop_server()
-        print(f"simulations.run: interrupted: {interrupted_line(cfg)}", file=sys.stderr)
-        raise SystemExit(130) from None  # the shell's code for a run ended by Ctrl-C
+        print(f"simulations.run: interrupted: {interrupted_line(cfg)}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # 130: the shell's code for Ctrl-C. os._exit, not SystemExit: Flower's worker threads wait in
+        # ray.get on actors that Ctrl-C killed, and the interpreter would join them forever. The store
+        # and the checkpoints are already on disk (every write is its own transaction or an atomic rename).
+        os._exit(130)
     if not results:
         raise SystemExit(f"the simulation ended without a result; see the log above and the store {cfg.store}")
     result = results[0]

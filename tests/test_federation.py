@@ -85,7 +85,7 @@ def test_faulty_clients_are_refused_and_recorded(tmp_path, glue_dir):
         state = {k: np.average([new[pid][k] for pid in (4, 5)], axis=0, weights=w) for k in state}
     _, got, _, _ = checkpoint.load(tmp_path / "ckpt" / f"run-{out['run_id']}")
     for k in state:
-        assert np.max(np.abs(state[k] - start[k])) > 1e-3, k  # the rounds moved it far beyond the tolerance
+        assert np.max(np.abs(state[k] - start[k])) > 100 * 2e-6, k  # the rounds moved it far beyond the tolerance
         np.testing.assert_allclose(got[k], state[k], rtol=0, atol=2e-6, err_msg=k)
 
 

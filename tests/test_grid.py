@@ -269,3 +269,7 @@ def test_a_ray_error_report_becomes_one_readable_line():
     report = ("\x1b[36mray::ClientAppActor.run()\x1b[39m (pid=123, ip=10.0.0.1)\n  File \"x.py\", line 3, in run\n"
               "    raise RuntimeError('injected client failure')\n\x1b[31mRuntimeError: injected client failure\x1b[0m\n")
     assert error_line(report) == "RuntimeError: injected client failure"
+    flower = ("<class 'flwr.clientapp.client_app.ClientAppException'>:<'\x1b[36mray::ClientAppActor.run()\x1b[39m\n"
+              "  File \"ray_actor.py\", line 65, in run\nflwr.clientapp.client_app.ClientAppException: \n"
+              "Exception ClientAppException occurred. Message: injected client failure'>")
+    assert error_line(flower) == "injected client failure"

@@ -182,7 +182,7 @@ def test_federated_dp_rounds_accumulate_one_clients_epsilon(glue_dir):
     from fedrp.privacy.budget import ClientBudget
 
     cfg = FedConfig(data_dir=str(glue_dir), dp_epsilon=3.0, num_server_rounds=2, max_train_samples=400,
-                    max_train_samples_per_client=64, bf16="off")
+                    max_train_samples_per_client=64, batch_size=32, bf16="off")
     data = client_train_data(cfg, model_for(cfg).tokenizer, 0, 4)
     budget = ClientBudget(cfg.privacy)
     state = initial_state(cfg)
