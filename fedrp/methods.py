@@ -11,7 +11,7 @@ from fedrp.classifier import Classifier
 METHODS = (*ADAPTERS, *BASELINES)
 
 # The best of a sweep on SST-2 (1,000 training examples, one epoch, batch 32, MiniLM-L6):
-# `python -m simulations.bench_glue --suite sweep`; the README lists every point.
+# `python -m simulations.bench_glue --suite sweep`; docs/guide/method.md lists every point.
 DEFAULT_LR = {
     "slash": 3e-2, "jrwarp": 1e-2, "head": 3e-2, "full": 3e-4, "lora": 1e-2, "bitfit": 3e-3,
 }
@@ -19,7 +19,7 @@ DEFAULT_LR = {
 # Federated rates: each round restarts the clients' AdamW, whose first steps move every weight by
 # about the rate whatever its gradient, so a restarted head swings under label skew at the
 # centralized rate. SLaSh's was chosen on held-out training examples (`python -m simulations.tune`,
-# README "Quick start"), with local batches of 8 (FedConfig.batch_size): 25 local steps a round on
+# docs/guide/results.md, "Tuning on held-out examples"), with local batches of 8 (FedConfig.batch_size): 25 local steps a round on
 # a client's 200 examples instead of 7 at 32, for the same compute. On 1,000 held-out QNLI
 # examples (10 Dirichlet(1.0) clients, 5 a round, 20 rounds, cosine decay; mean of the last three
 # evaluations) AdamW at 1.5e-2 scored 0.668, at 3e-2 0.643, at 5e-3 0.55 after 5 rounds and 0.567

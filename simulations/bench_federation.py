@@ -20,7 +20,7 @@ from pathlib import Path
 METHODS = ("slash", "lora", "full")
 ALPHAS = (0.1, 1.0)
 # Centralized full finetuning on the same 4,000 examples, one epoch, bf16 autocast:
-# `python -m simulations.bench_glue --suite sst2` (README, Results).
+# `python -m simulations.bench_glue --suite sst2` (docs/guide/results.md).
 CENTRALIZED_FULL_ACCURACY = 0.830
 TARGETS = {"slash_accuracy_vs_centralized_full_min": 0.95, "bytes_full_over_slash_min": 10_000,
            "bytes_lora_over_slash_min": 30}

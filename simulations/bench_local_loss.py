@@ -4,9 +4,9 @@
     python -m simulations.bench_local_loss --set dp-epsilon=8 --set dp-max-grad-norm=5 [--noise-multiplier 0.01]
 
 Samples clients and averages their replies by examples exactly as FedAvgRP does, but in one
-process on one thread, so settings can be compared side by side in minutes. The README's
-figures on local learning rates, the logit-adjusted loss and federated DP's clipping come
-from it. With dp-epsilon, each client keeps its budget across rounds as deployed clients do;
+process on one thread, so settings can be compared side by side in minutes. The figures on
+local learning rates, the logit-adjusted loss and federated DP's clipping in docs/guide/
+(federation.md, privacy.md) come from it. With dp-epsilon, each client keeps its budget across rounds as deployed clients do;
 --noise-multiplier instead fixes the noise, outside any budget, to tell clipping from noise.
 """
 

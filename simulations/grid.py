@@ -46,7 +46,7 @@ from simulations.bench_federation import condense, load_cache, run_cell
 from simulations.code_version import code_version
 
 DEFAULT_CONFIG = Path("simulations/grid.toml")
-SECTIONS = {"grid", "federated", "federated-lr", "reference", "qnli"}
+SECTIONS = {"grid", "federated", "federated-override", "reference", "qnli"}
 GRID_KEYS = {"tasks", "alphas", "methods", "reference", "data-dir", "cache", "scratch", "estimate"}
 PER_CELL_KEYS = {"task", "method", "alpha", "data-dir", "store", "checkpoint-dir", "resume-from"}  # the grid sets these
 RUNNER_KEYS = {"num-supernodes", "cpus-per-client", "engine"}  # simulations.run options that are not run-config keys
@@ -70,6 +70,15 @@ class QnliSplit:
 
 
 @dataclasses.dataclass(frozen=True)
+class Override:
+    """Run-config keys that replace [federated]'s in the cells of some methods and alphas."""
+
+    methods: tuple[str, ...]
+    alphas: tuple[float, ...] | None  # None: every alpha
+    options: dict
+
+
+@dataclasses.dataclass(frozen=True)
 class Grid:
     """The parsed config file: which cells exist and the options every cell of a kind shares."""
 
@@ -82,7 +91,7 @@ class Grid:
     scratch: Path
     estimate: str
     federated: dict
-    federated_lr: dict
+    overrides: tuple[Override, ...]  # [[federated-override]] in file order: later ones win
     reference_options: dict
     qnli: QnliSplit
     config: Path
@@ -108,7 +117,7 @@ def load_config(path: Path | str, data_dir: str | None = None) -> Grid:
         cache=Path(section.get("cache", "runs/grid/cells.jsonl")), scratch=Path(section.get("scratch", "runs/grid")),
         estimate=str(section.get("estimate", "")),
         federated=_parse_federated(raw.get("federated", {}), path),
-        federated_lr=_parse_federated_lr(raw.get("federated-lr", {}), methods, path),
+        overrides=_parse_overrides(raw.get("federated-override", []), methods, path),
         reference_options=_parse_reference(raw.get("reference", {}), path),
         qnli=_parse_qnli(raw.get("qnli", {}), path), config=path,
     )
@@ -174,14 +183,29 @@ def _parse_federated(table: dict, path: Path) -> dict:
     return {**{k: typed[k] for k in rest}, **runner, **engine}
 
 
-def _parse_federated_lr(table: dict, methods: tuple[str, ...], path: Path) -> dict:
-    """Per-method learning rates replacing the federated default."""
-    for method, lr in table.items():
-        if method not in methods:
-            raise ValueError(f"{path} [federated-lr]: {method!r} is not one of the grid's methods {list(methods)}")
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
-            raise ValueError(f"{path} [federated-lr] {method}: expected a positive learning rate, got {lr!r}")
-    return {m: float(lr) for m, lr in table.items()}
+def _parse_overrides(tables: list, methods: tuple[str, ...], path: Path) -> tuple[Override, ...]:
+    """[[federated-override]] tables: run-config keys for some methods and alphas, checked for each method."""
+    out = []
+    what = f"{path} [[federated-override]]"
+    for table in tables:
+        if not isinstance(table, dict):
+            raise ValueError(f"{what}: expected tables of run-config keys with optional methods and alphas lists")
+        chosen = tuple(table.get("methods", methods))
+        if not chosen or any(m not in methods for m in chosen):
+            raise ValueError(f"{what} methods: expected some of the grid's methods {list(methods)}, got {list(chosen)}")
+        alphas = tuple(_parse_alphas(table["alphas"], path)) if "alphas" in table else None
+        keys = {k: v for k, v in table.items() if k not in ("methods", "alphas")}
+        for key in keys:
+            if key in PER_CELL_KEYS or key in RUNNER_KEYS:
+                raise ValueError(f"{what}: {key!r} cannot differ between cells; remove it")
+        typed = {}
+        for method in chosen:
+            try:
+                typed = FedConfig.from_run_config({}, {"method": method, **keys}).to_run_config()
+            except ValueError as err:
+                raise ValueError(f"{what} ({method}): {err}") from None
+        out.append(Override(methods=chosen, alphas=alphas, options={k: typed[k] for k in keys}))
+    return tuple(out)
 
 
 def _parse_reference(table: dict, path: Path) -> dict:
@@ -231,10 +255,19 @@ def cells(grid: Grid) -> list[dict]:
     for alpha in grid.alphas:
         for task in grid.tasks:
             for method in grid.methods:
-                lr = {"lr": grid.federated_lr[method]} if method in grid.federated_lr else {}
+                options = federated_options(grid, method, alpha)
                 out.append({"kind": "federated", "task": task, "method": method, "alpha": alpha,
-                            "data": data_id(grid, task), "options": {**grid.federated, **lr}})
+                            "data": data_id(grid, task), "options": options})
     return out
+
+
+def federated_options(grid: Grid, method: str, alpha: float) -> dict:
+    """[federated], then every override that names this method and alpha (or names none), in file order."""
+    options = dict(grid.federated)
+    for o in grid.overrides:
+        if method in o.methods and (o.alphas is None or alpha in o.alphas):
+            options.update(o.options)
+    return options
 
 
 def reference_cell(grid: Grid, task: str, method: str) -> dict:

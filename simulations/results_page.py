@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from fedrp import glue
-from fedrp.methods import DEFAULT_LR, FEDERATED_LR
+from fedrp.methods import DEFAULT_LR, federated_local
 from simulations.bench_federation import load_cache
 from simulations.code_version import ENTRY_POINTS, code_version
 from simulations.grid import (
@@ -29,6 +29,7 @@ from simulations.grid import (
     cell_key,
     cells,
     data_dir_for,
+    federated_options,
     load_config,
     read_rows,
     task_label,
@@ -412,8 +413,7 @@ def setup_lines(grid: Grid) -> list[str]:
     """What every cell shares and how the tasks were sized, from the config itself."""
     fed = grid.federated
     n_train, n_eval = fed.get("max-train-samples", 0), fed.get("max-eval-samples", 0)
-    rates = ({m: grid.federated_lr.get(m, FEDERATED_LR[m]) for m in grid.methods} if not fed.get("lr")
-             else {m: grid.federated_lr.get(m, fed["lr"]) for m in grid.methods})
+    rates = {m: local_rates(grid, m) for m in grid.methods}
     names = {t: glue.get_task(t).folder for t in grid.tasks}
     trained = "; ".join(f"{names[t]} {_used(n_train, split_rows(grid, t, 'train'))}" for t in grid.tasks)
     evaluated = "; ".join(f"{names[t]} {_used(n_eval, split_rows(grid, t, 'dev'))}" for t in grid.tasks)
@@ -424,7 +424,7 @@ def setup_lines(grid: Grid) -> list[str]:
         (f"- Federated cells: `python -m simulations.run` through the `{fed.get('engine', 'flower')}` engine, "
          f"{fed.get('num-server-rounds', '?')} rounds, evaluated every {fed.get('eval-every', 1)} rounds and after "
          f"the last; options {', '.join(f'`{k}={v}`' for k, v in fed.items())}."),
-        f"- Federated learning rates: {', '.join(f'{m} {lr:g}' for m, lr in rates.items())}.",
+        f"- Local optimizers and rates: {', '.join(f'{m} {rate}' for m, rate in rates.items())}.",
         f"- Training examples per task (a seeded subset, the same for every cell of the task): {trained}.",
         f"- Dev examples evaluated: {evaluated}.",
     ]
@@ -440,6 +440,23 @@ def setup_lines(grid: Grid) -> list[str]:
                  "`simulations.code_version`); a change there makes that kind of cell `not run` again.")
     lines.append(f"- Estimated time of the whole grid: {grid.estimate or 'not stated'}.")
     return lines
+
+
+def local_rates(grid: Grid, method: str) -> str:
+    """A method's local optimizer and rate, with the alphas it applies at where the grid's overrides differ."""
+    by_rate: dict[str, list[str]] = {}
+    for alpha in grid.alphas:
+        by_rate.setdefault(local_rate(method, federated_options(grid, method, alpha)), []).append(f"{alpha:g}")
+    if len(by_rate) == 1:
+        return next(iter(by_rate))
+    return ", ".join(f"{rate} at α {' and '.join(alphas)}" for rate, alphas in by_rate.items())
+
+
+def local_rate(method: str, options: dict) -> str:
+    """A method's local optimizer and rate in the grid's cells: its own settings, else the federated defaults."""
+    optimizer, default = federated_local(method, options.get("local-optimizer", ""))
+    lr = options.get("lr") or default
+    return f"{'SGD (momentum 0.9)' if optimizer == 'sgd' else 'AdamW'} {lr:g}"
 
 
 def versions() -> str:

@@ -5,7 +5,7 @@
 Every run-config key of pyproject.toml is an option (`--key value`); the apps are the same
 ServerApp and ClientApp that `flwr run .` starts. By default Flower starts a local Ray sized
 to this machine; `--ray-address HEAD:PORT` (or $RAY_ADDRESS) runs the clients on an existing
-Ray cluster instead (README, "A run on a Ray cluster").
+Ray cluster instead (docs/guide/federation.md, "A run on a Ray cluster").
 """
 
 from __future__ import annotations

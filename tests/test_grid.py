@@ -89,10 +89,35 @@ def test_shipped_config_has_72_distinct_cells_with_two_references_per_task(glue_
     ('engine = "inprocess"', 'engine = "ray"', "[federated] engine: expected one of ['flower', 'inprocess']"),
     ('methods = ["full", "slash"]', 'methods = ["full", "prefix"]', "[reference] methods: expected some of"),
     ('methods = ["full", "slash"]', "methods = []", "[reference] methods: expected some of"),
+    ("[reference]", '[[federated-override]]\nmethods = ["lora"]\nlr = 0.1\n[reference]', "expected some of the grid's methods"),
+    ("[reference]", '[[federated-override]]\nlocal-optimizer = "sgdd"\n[reference]', "local-optimizer must be"),
+    ("[reference]", "[[federated-override]]\nalpha = 0.5\n[reference]", "'alpha' cannot differ between cells"),
+    ("[reference]", "[[federated-override]]\nalphas = [0]\n[reference]", "0 is not a positive number"),
+    ("[reference]", '[[federated-override]]\nmethods = ["full"]\nlocal-optimizer = "sgd"\n[reference]',
+     "full has no measured federated rate"),
 ])
 def test_config_refuses_unknown_values_by_name(tmp_path, old, new, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         load_config(small_config(tmp_path, SMALL.replace(old, new)))
+
+
+def test_overrides_replace_the_shared_settings_in_the_cells_they_name_only(tmp_path):
+    text = SMALL.replace("[reference]", """[[federated-override]]
+methods = ["slash"]
+alphas = [0.1]
+local-optimizer = "sgd"
+lr = 0.3
+
+[[federated-override]]
+num-server-rounds = 8
+
+[reference]""")
+    options = {(c["method"], c["alpha"]): c["options"] for c in cells(load_config(small_config(tmp_path, text)))
+               if c["kind"] == "federated"}
+    assert (options["slash", 0.1]["local-optimizer"], options["slash", 0.1]["lr"]) == ("sgd", 0.3)
+    for other in [("slash", 1.0), ("full", 0.1), ("full", 1.0)]:
+        assert "local-optimizer" not in options[other] and "lr" not in options[other], other
+    assert {o["num-server-rounds"] for o in options.values()} == {8}  # an override without methods or alphas: all
 
 
 def test_only_selects_cells_and_refuses_values_outside_the_grid(glue_dir):

@@ -172,6 +172,11 @@ def test_norm_ratio_refuses_a_runaway_update_and_spares_skewed_honest_ones():
     assert list(norm_outliers([0.8, 1.0, 1.3, 1000.0], 10.0)) == [3]
     assert "update norm 1000 is 870x the round's median 1.15 (norm-ratio 10)" in norm_outliers([0.8, 1.0, 1.3, 1000.0], 10.0)[3]
     assert norm_outliers([0.2, 1.0, 1.9], 10.0) == {}  # label skew: honest norms a few times apart
+    # SST-2 at Dirichlet 0.1 with local SGD (a tuning round): three nearly one-class clients barely moved,
+    # two mixed ones 11x and 15x the median. Ratio 10 refused them; 100, the grid's setting there, spares them.
+    assert list(norm_outliers([0.15, 0.15, 0.1496, 1.609, 2.185], 10.0)) == [3, 4]
+    assert norm_outliers([0.15, 0.15, 0.1496, 1.609, 2.185], 100.0) == {}
+    assert list(norm_outliers([0.15, 0.15, 0.1496, 1.609, 1000.0], 100.0)) == [4]
     assert norm_outliers([1.0, 1000.0], 10.0) == {}  # two replies: no median to trust
     assert norm_outliers([1.0, 1.0, 1000.0], 0.0) == {}  # off
     with pytest.raises(ValueError, match="norm-ratio must be 0"):
