@@ -5,7 +5,8 @@
 The 4,000 SST-2 training examples of `bench_glue --suite sst2` are split over 10 clients by
 Dirichlet label skew (alpha 0.1 and 1.0); 20 rounds sample half of the clients each. Every
 cell is one `python -m simulations.run` process (the same ServerApp and ClientApp as
-`flwr run .`); finished cells are appended to --cache and skipped when asked for again.
+`flwr run .`); finished cells are appended to --cache (simulations.cells: keyed by settings and
+code version) and skipped when asked for again.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
+
+from simulations.cells import CellCache, cell_key, condense, run_federation
 
 METHODS = ("slash", "lora", "full")
 ALPHAS = (0.1, 1.0)
@@ -36,43 +38,6 @@ def common_options(data_dir: str, rounds: int, lr_decay: str, cache: Path) -> di
     }
 
 
-def load_cache(path: Path) -> dict[str, dict]:
-    """Finished cells by key."""
-    done = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            row = json.loads(line)
-            done[row["key"]] = row["cell"]
-    return done
-
-
-def run_cell(cell: dict, common: dict, stderr=None) -> dict:
-    """One `simulations.run --json` process; its log goes to `stderr` (a file, or ours when None)."""
-    options = [f"--{k}={v}" for k, v in {**common, **cell}.items()]
-    cmd = [sys.executable, "-m", "simulations.run", "--json", *options]
-    print("running", " ".join(cmd), file=sys.stderr, flush=True)
-    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, stderr=stderr, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
-def condense(cell: dict, result: dict) -> dict:
-    """The server's dev metrics per round and the bytes; the accuracy fields only where the task has accuracy."""
-    rounds = [r for r in result["rounds"] if r["round"] > 0]
-    out = {
-        **cell, "status": result["status"], "store": result["store"], "run_id": result["run_id"],
-        "initial_metrics": result["rounds"][0]["metrics"], "metrics": [r["metrics"] for r in rounds],
-        "bytes_up_per_client": [r["bytes_up"] / max(r["accepted"], 1) for r in rounds],
-        "wall_seconds": [round(r["wall_seconds"], 2) for r in rounds],
-        "final_metrics": result["final_metrics"],
-        "refused": sum(r["refused"] for r in rounds),
-    }
-    if "accuracy" in result["final_metrics"]:
-        accuracy = [m["accuracy"] for m in out["metrics"] if "accuracy" in m]  # rounds evaluated (eval-every)
-        out.update(initial_accuracy=out["initial_metrics"]["accuracy"], accuracy=accuracy,
-                   final_accuracy=result["final_metrics"]["accuracy"], best_accuracy=max(accuracy))
-    return out
-
-
 def summarize(cells: list[dict], reference: float) -> dict:
     """Per alpha and decay: slash against centralized full finetuning, and the bytes each method sends."""
     out = {}
@@ -91,13 +56,6 @@ def summarize(cells: list[dict], reference: float) -> dict:
     return out
 
 
-def _key(options: dict) -> str:
-    """A cell's identity: its settings, paths left out (lr-decay "none" too, as in caches from before it existed)."""
-    kept = {k: (None if k in ("data-dir", "store", "checkpoint-dir") else v) for k, v in options.items()
-            if not (k == "lr-decay" and v == "none")}
-    return json.dumps(kept, sort_keys=True)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=os.environ.get("FEDRP_GLUE_DIR", "../shared/glue"))
@@ -111,17 +69,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.cache.parent.mkdir(parents=True, exist_ok=True)
     common = common_options(args.data_dir, args.rounds, args.lr_decay, args.cache)
-    done = load_cache(args.cache)
+    done = CellCache(args.cache)
     cells = []
     for alpha in args.alphas:
         for method in args.methods:
             cell = {"method": method, "alpha": alpha}
-            key = _key({**common, **cell})
+            key = cell_key("federated", {**common, **cell})
             if key not in done:
-                done[key] = condense({**cell, "lr-decay": args.lr_decay}, run_cell(cell, common))
-                with args.cache.open("a") as f:
-                    f.write(json.dumps({"key": key, "cell": done[key]}) + "\n")
-            cells.append({"lr-decay": "none", **done[key]})
+                done.put(key, condense({**cell, "lr-decay": args.lr_decay}, run_federation({**common, **cell})))
+            cells.append(done.get(key))
     json.dump({"targets": TARGETS, "reference_centralized_full": args.reference,
                "summary": summarize(cells, args.reference), "cells": cells}, sys.stdout, indent=1)
     print()

@@ -20,6 +20,7 @@ import datasets
 import transformers
 
 from fedrp.centralized import RunConfig, run
+from simulations.cells import CellCache, cell_key
 
 SST2_METHODS = ("head", "slash", "jrwarp", "lora", "full")
 TARGETS = {"slash_accuracy_vs_full_min": 0.95, "slash_throughput_vs_full_min": 1.8}
@@ -39,25 +40,16 @@ def cells(suite: str) -> list[dict]:
     return out
 
 
-def _key(cell: dict) -> str:
-    return json.dumps(cell, sort_keys=True)
-
-
 def run_cells(todo: list[dict], common: dict, cache: Path) -> list[dict]:
-    done = {}
-    if cache.is_file():
-        for line in cache.read_text().splitlines():
-            row = json.loads(line)
-            done[row["cell"]] = row["result"]
+    """Each centralized cell the cache (simulations.cells: settings and code version) lacks, then all of them."""
+    done = CellCache(cache)
     results = []
     for cell in todo:
-        key = _key({**cell, **common})
+        key = cell_key("reference", {**cell, **{k: v for k, v in common.items() if k != "data_dir"}})
         if key not in done:
             print(f"running {key}", file=sys.stderr, flush=True)
-            done[key] = run(RunConfig(**cell, **common, out=None, progress=False))
-            with cache.open("a") as f:
-                f.write(json.dumps({"cell": key, "result": done[key]}) + "\n")
-        results.append(done[key])
+            done.put(key, run(RunConfig(**cell, **common, out=None, progress=False)))
+        results.append(done.get(key))
     return results
 
 

@@ -23,6 +23,7 @@ import transformers
 
 from fedrp.centralized import RunConfig, run
 from fedrp.privacy.config import PrivacyConfig
+from simulations.cells import CellCache, cell_key, condense, run_federation
 
 METHODS = ("slash", "head", "lora")
 EPSILONS = (0.0, 1.0, 3.0, 8.0)  # 0: no DP
@@ -50,11 +51,11 @@ def centralized(method: str, epsilon: float, data_dir: str, bf16: str, lr: float
 
 
 def federated(epsilon: float, data_dir: str, cache: Path, **options) -> dict:
-    from simulations.bench_federation import common_options, condense, run_cell
+    from simulations.bench_federation import common_options
 
     common = {**common_options(data_dir, 20, "none", cache), "dp-epsilon": epsilon,
               "checkpoint-dir": str(cache.parent / "bench_privacy_ckpt")}
-    result = run_cell({"method": "slash", "alpha": 1.0, **options}, common)
+    result = run_federation({**common, "method": "slash", "alpha": 1.0, **options})
     row = condense({"method": "slash", "alpha": 1.0, "lr-decay": "none"}, result)
     return {"setting": "federated", "method": "slash", "epsilon_target": epsilon, "accuracy": row["final_accuracy"],
             "best_accuracy": row["best_accuracy"], "accuracy_per_round": row["accuracy"], "options": options,
@@ -73,11 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     datasets.disable_progress_bars()
     args.cache.parent.mkdir(parents=True, exist_ok=True)
     data_dir = os.path.abspath(args.data_dir)
-    done = {}
-    if args.cache.is_file():
-        for line in args.cache.read_text().splitlines():
-            row = json.loads(line)
-            done[row["key"]] = row["row"]
+    done = CellCache(args.cache)
     todo = [("centralized", m, e, {}) for m in METHODS for e in EPSILONS]
     if args.sweep:
         todo += [("sweep", "slash", 8.0, h) for h in SWEEP] + [("sweep", m, e, h) for m, e, h in SWEEP_CHECKS]
@@ -85,14 +82,13 @@ def main(argv: list[str] | None = None) -> None:
         todo += [("federated", "slash", 8.0, h) for h in FEDERATED_VARIANTS]
     rows = []
     for setting, method, epsilon, hyper in todo:
-        key = json.dumps([setting, method, epsilon, args.bf16] + ([hyper] if hyper else []))
+        kind = "federated" if setting == "federated" else "reference"
+        key = cell_key(kind, {"setting": setting, "method": method, "epsilon": epsilon, "bf16": args.bf16, **hyper})
         if key not in done:
             print(f"running {key}", file=sys.stderr, flush=True)
-            done[key] = (federated(epsilon, data_dir, args.cache, **hyper) if setting == "federated"
-                         else {**centralized(method, epsilon, data_dir, args.bf16, **hyper), "setting": setting})
-            with args.cache.open("a") as f:
-                f.write(json.dumps({"key": key, "row": done[key]}) + "\n")
-        rows.append(done[key])
+            done.put(key, federated(epsilon, data_dir, args.cache, **hyper) if setting == "federated"
+                     else {**centralized(method, epsilon, data_dir, args.bf16, **hyper), "setting": setting})
+        rows.append(done.get(key))
     json.dump({"targets": TARGETS, "summary": summarize(rows), "rows": rows}, sys.stdout, indent=1)
     print()
 

@@ -16,7 +16,8 @@ import os
 import sys
 from pathlib import Path
 
-from simulations.bench_federation import _key, common_options, condense, load_cache, run_cell
+from simulations.bench_federation import common_options
+from simulations.cells import CellCache, cell_key, condense, run_federation
 
 CELLS = (
     {},  # in the clear: the federation benchmark's cell
@@ -32,16 +33,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path, default=Path("runs/bench_federation.jsonl"))
     args = parser.parse_args(argv)
     common = common_options(args.data_dir, 20, "none", args.cache)
-    done = load_cache(args.cache)
+    done = CellCache(args.cache)
     rows = []
     for extra in CELLS:
         cell = {"method": "slash", "alpha": 1.0, **extra}
-        key = _key({**common, **cell})
+        key = cell_key("federated", {**common, **cell})
         if key not in done:
-            done[key] = condense({**cell, "lr-decay": "none"}, run_cell(cell, common))
-            with args.cache.open("a") as f:
-                f.write(json.dumps({"key": key, "cell": done[key]}) + "\n")
-        rows.append({"secure-aggregation": "none", **done[key]})
+            done.put(key, condense({**cell, "lr-decay": "none"}, run_federation({**common, **cell})))
+        rows.append({"secure-aggregation": "none", **done.get(key)})
     clear = rows[0]["final_accuracy"]
     summary = {json.dumps({k: v for k, v in r.items() if k.startswith("secagg") or k == "secure-aggregation"}):
                {"final_accuracy": r["final_accuracy"], "points_vs_clear": 100 * (r["final_accuracy"] - clear),

@@ -42,8 +42,8 @@ from fedrp.centralized import RunConfig
 from fedrp.federation import FedConfig
 from fedrp.methods import METHODS
 from fedrp.payload import error_line
-from simulations.bench_federation import condense, load_cache, run_cell
-from simulations.code_version import code_version
+from simulations.cells import CellCache, condense, run_federation
+from simulations.cells import cell_key as settings_key
 
 DEFAULT_CONFIG = Path("simulations/grid.toml")
 SECTIONS = {"grid", "federated", "federated-override", "reference", "qnli"}
@@ -285,8 +285,7 @@ def data_id(grid: Grid, task: str) -> str:
 
 def cell_key(cell: dict) -> str:
     """A cell's identity in the cache: the canonical JSON of its settings and the code version that ran it."""
-    return json.dumps({"code": code_version(cell["kind"]), **{k: cell[k] for k in ("kind", "task", "method", "alpha", "data",
-                                                                          "options")}}, sort_keys=True)
+    return settings_key(cell["kind"], {k: cell[k] for k in ("kind", "task", "method", "alpha", "data", "options")})
 
 
 def describe(cell: dict) -> str:
@@ -461,7 +460,7 @@ def _federated(cell: dict, data_dir: Path, paths: Paths, log) -> dict:
     options = {**cell["options"], "task": cell["task"], "method": cell["method"], "alpha": cell["alpha"]}
     common = {"data-dir": str(data_dir), "store": str(paths.store.resolve()),
               "checkpoint-dir": str(paths.checkpoints.resolve())}
-    result = run_cell(options, common, stderr=log)
+    result = run_federation({**common, **options}, stderr=log)
     row = condense({}, result)
     rounds = [r for r in result["rounds"] if r["round"] > 0]
     row.update(bytes_up_total=[r["bytes_up"] for r in rounds], accepted=[r["accepted"] for r in rounds],
@@ -495,17 +494,14 @@ def prune_checkpoints(folder: Path) -> None:
 def sweep(todo: list[dict], cache: Path, runner: Callable[[dict], dict], retry_failed: bool = False,
           record: dict | None = None) -> list[dict]:
     """Run every cell the cache lacks, appending each outcome at once; failed cells stay failed unless retried."""
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    done = load_cache(cache)
+    done = CellCache(cache)
     rows = []
     for cell in todo:
         key = cell_key(cell)
         row = done.get(key)
         if row is None or (retry_failed and row.get("status") == "failed"):
             row = {**cell, **attempt(cell, runner), **(record or {})}
-            with cache.open("a") as f:
-                f.write(json.dumps({"key": key, "cell": row}) + "\n")
-            done[key] = row
+            done.put(key, row)
         rows.append(row)
     return rows
 
@@ -522,7 +518,7 @@ def attempt(cell: dict, runner: Callable[[dict], dict]) -> dict:
     return {**result, "seconds": round(time.perf_counter() - start, 1)}
 
 
-def cache_state(cell: dict, done: dict[str, dict]) -> str:
+def cache_state(cell: dict, done: CellCache) -> str:
     """'cached', 'failed: <line>' or 'to run'."""
     row = done.get(cell_key(cell))
     if row is None:
@@ -557,7 +553,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(err))
     cache = args.cache or grid.cache
     if args.dry_run:
-        done = load_cache(cache)
+        done = CellCache(cache)
         for cell in todo:
             print(f"{cache_state(cell, done):10.60} {describe(cell)}")
         if any(c["task"] == "qnli" for c in todo):

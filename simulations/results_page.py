@@ -21,7 +21,7 @@ from pathlib import Path
 
 from fedrp import glue
 from fedrp.methods import DEFAULT_LR, federated_local
-from simulations.bench_federation import load_cache
+from simulations.cells import CellCache
 from simulations.code_version import ENTRY_POINTS, code_version
 from simulations.grid import (
     DEFAULT_CONFIG,
@@ -542,7 +542,7 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     cache = args.cache or grid.cache
-    done = load_cache(cache)
+    done = CellCache(cache).done
     rows = grid_rows(grid, done)
     figures = {task: plot_task(grid, task, rows, args.figures) for task in grid.tasks}
     args.out.parent.mkdir(parents=True, exist_ok=True)

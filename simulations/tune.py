@@ -22,10 +22,8 @@ from pathlib import Path
 
 from fedrp import glue
 from fedrp.federation import FedConfig
-from simulations.bench_federation import condense, load_cache, run_cell
-from simulations.code_version import code_version
+from simulations.cells import CellCache, cell_key, condense, run_federation
 
-PATH_KEYS = ("data-dir", "store", "checkpoint-dir")
 LAST = 3  # evaluations averaged into a run's score
 
 
@@ -53,11 +51,6 @@ def score(row: dict, metric: str) -> float:
     return sum(values) / len(values)
 
 
-def cache_key(options: dict) -> str:
-    return json.dumps({"code": code_version("federated"), **{k: v for k, v in options.items() if k not in PATH_KEYS}},
-                      sort_keys=True)
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="sst2")
@@ -80,18 +73,16 @@ def main(argv: list[str] | None = None) -> dict:
     scratch.mkdir(parents=True, exist_ok=True)
     common = {"data-dir": os.path.abspath(args.data_dir), "store": str((scratch / "tune.sqlite").resolve()),
               "checkpoint-dir": str((scratch / "ckpt").resolve()), "engine": "inprocess", "fraction-evaluate": 0.0}
-    done, rows = load_cache(args.cache), []
+    done, rows = CellCache(args.cache), []
     metric = task.metrics[0]
     for combo in runs:
         options = {"task": task.name, "method": args.method, "validation-samples": args.validation_samples,
                    **fixed, **combo}
-        key = cache_key({**common, **options})
+        key = cell_key("federated", {**common, **options})
         if key not in done:
-            done[key] = {**condense({"settings": options}, run_cell(options, common)), "code": code_version("federated")}
-            args.cache.parent.mkdir(parents=True, exist_ok=True)
-            with args.cache.open("a") as f:
-                f.write(json.dumps({"key": key, "cell": done[key]}) + "\n")
-        row = done[key]
+            result = run_federation({**common, **options})
+            done.put(key, {**condense({"settings": options}, result), "code": json.loads(key)["code"]})
+        row = done.get(key)
         rows.append({"settings": combo, "score": round(score(row, metric), 4),
                      "validation": [round(m[metric], 4) for m in row["metrics"] if metric in m],
                      "seconds": round(sum(row["wall_seconds"]), 1)})

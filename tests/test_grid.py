@@ -195,7 +195,7 @@ def test_a_new_code_version_changes_the_key_and_reruns_the_cell(tmp_path, monkey
     sweep(todo, cache, runner)
     assert len(calls) == 3  # the same code: the cached rows are reused
     before = [cell_key(c) for c in todo]
-    monkeypatch.setattr("simulations.grid.code_version", lambda kind: "another-version")
+    monkeypatch.setattr("simulations.cells.code_version", lambda kind: "another-version")
     assert all(cell_key(c) != key for c, key in zip(todo, before))
     sweep(todo, cache, runner)
     lines = cache.read_text().splitlines()
