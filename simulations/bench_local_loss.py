@@ -22,8 +22,15 @@ import numpy as np
 import torch
 import transformers
 
-from fedrp.federation import (FedConfig, client_train_data, initial_state, local_train, local_train_config, model_for,
-                              server_evaluate)
+from fedrp.federation import (
+    FedConfig,
+    client_train_data,
+    initial_state,
+    local_train,
+    local_train_config,
+    model_for,
+    server_evaluate,
+)
 from fedrp.payload import load_trainable_state, trainable_state
 from fedrp.privacy.budget import ClientBudget
 from fedrp.privacy.engine import train_private

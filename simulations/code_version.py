@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +25,7 @@ ENTRY_POINTS = {
 NOT_RESULT_CODE = {"fedrp.cli", "fedrp.export", "fedrp.predict", "fedrp.artifact", "server.dashboard"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def code_version(kind: str = "federated") -> str:
     """sha256 (16 hex digits) over the module names and docstring-free syntax trees a kind of cell runs."""
     digest = hashlib.sha256()

@@ -19,8 +19,15 @@ import time
 import torch
 import transformers
 
-from fedrp.federation import (FedConfig, client_train_data, identity, initial_state, local_train, model_for,
-                              server_evaluate)
+from fedrp.federation import (
+    FedConfig,
+    client_train_data,
+    identity,
+    initial_state,
+    local_train,
+    model_for,
+    server_evaluate,
+)
 from fedrp.privacy.budget import ClientBudget
 from fedrp.train import select_device, use_bf16
 

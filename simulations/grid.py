@@ -189,7 +189,8 @@ def _parse_overrides(tables: list, methods: tuple[str, ...], path: Path) -> tupl
     what = f"{path} [[federated-override]]"
     for table in tables:
         if not isinstance(table, dict):
-            raise ValueError(f"{what}: expected tables of run-config keys with optional methods and alphas lists")
+            raise ValueError(  # noqa: TRY004 - a config error: one line and exit 2, as every other
+                f"{what}: expected tables of run-config keys with optional methods and alphas lists")
         chosen = tuple(table.get("methods", methods))
         if not chosen or any(m not in methods for m in chosen):
             raise ValueError(f"{what} methods: expected some of the grid's methods {list(methods)}, got {list(chosen)}")

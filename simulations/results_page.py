@@ -293,10 +293,10 @@ def rounds_entry(rows: dict[Key, dict], task: str, alpha: float) -> tuple[str, b
 def rounds_section(grid: Grid, rows: dict[Key, dict]) -> list[str]:
     """Per task and alpha, how soon federated slash gets within 0.95x of centralized slash."""
     every = grid.federated.get("eval-every", 1)
-    lines = [f"The first evaluated round at which federated slash's first official metric reaches {REACH:g} x "
-             f"centralized slash's; the server evaluates every {every} rounds and after the last, so `<= {3 * every}` "
-             f"means not yet at round {2 * every} but by round {3 * every}. Target: at most "
-             f"{', '.join(f'{n} rounds at α={a:g}' for a, n in ROUNDS_TARGET.items())}.", "",
+    lines = [(f"The first evaluated round at which federated slash's first official metric reaches {REACH:g} x "
+              f"centralized slash's; the server evaluates every {every} rounds and after the last, so `<= {3 * every}` "
+              f"means not yet at round {2 * every} but by round {3 * every}. Target: at most "
+              f"{', '.join(f'{n} rounds at α={a:g}' for a, n in ROUNDS_TARGET.items())}."), "",
              "| task | " + " | ".join(f"α={a:g}" for a in grid.alphas) + " |", "|---|" + "---:|" * len(grid.alphas)]
     verdicts: dict[str, list[str]] = {"met": [], "not met": [], "not yet measured": []}
     for task in grid.tasks:
@@ -373,9 +373,9 @@ def plot_task(grid: Grid, task: str, rows: dict[Key, dict], folder: Path) -> Pat
 
 def curve_lines(grid: Grid, figures: dict[str, Path | None], out: Path) -> list[str]:
     """Each task's figure, linked relative to the page; the tasks without one are named."""
-    lines = ["The first official metric on the dev examples at each evaluated round (round 0: before training), "
-             "against the round and against the bytes all clients have uploaded so far; dashed: the centralized "
-             "references after training.", ""]
+    lines = [("The first official metric on the dev examples at each evaluated round (round 0: before training), "
+              "against the round and against the bytes all clients have uploaded so far; dashed: the centralized "
+              "references after training."), ""]
     for task in grid.tasks:
         path = figures.get(task)
         if path is not None:
@@ -391,8 +391,8 @@ def curve_lines(grid: Grid, figures: dict[str, Path | None], out: Path) -> list[
 
 def time_lines(grid: Grid, rows: dict[Key, dict]) -> list[str]:
     """Each cached cell's measured seconds, to plan the cells still missing."""
-    lines = ["Wall seconds per cell, process start-up included, on the machine that ran it (`failed`: the "
-             "seconds until it failed; `–`: not cached).", "",
+    lines = [("Wall seconds per cell, process start-up included, on the machine that ran it (`failed`: the "
+              "seconds until it failed; `–`: not cached)."), "",
              "| cell | α | " + " | ".join(glue.get_task(t).folder for t in grid.tasks) + " |",
              "|---|---:|" + "---:|" * len(grid.tasks)]
     total = 0.0

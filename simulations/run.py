@@ -25,8 +25,8 @@ os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from fedrp.federation import FedConfig, warm_caches  # noqa: E402 - after the environment above
-from server.stopping import Interrupted  # noqa: E402
+from fedrp.federation import FedConfig, warm_caches  # after the environment above
+from server.stopping import Interrupted
 
 ENGINES = ("flower", "inprocess")
 
@@ -198,8 +198,8 @@ def closing_summary(result: dict, cfg: FedConfig) -> str:
     """Where the run is kept and how to look at it."""
     final = ", ".join(f"{k} {v:.4f}" for k, v in result["final_metrics"].items())
     return "\n".join([
-        f"run {result['run_id']} {result['status']}: {final} after {result['rounds'][-1]['round']} rounds"
-        f" ({len(result['refusals'])} replies refused)",
+        (f"run {result['run_id']} {result['status']}: {final} after {result['rounds'][-1]['round']} rounds"
+         f" ({len(result['refusals'])} replies refused)"),
         f"store:       {os.path.abspath(result['store'])}",
         f"checkpoints: {os.path.join(os.path.abspath(cfg.checkpoint_dir), 'run-' + str(result['run_id']))}",
         f"dashboard:   fedrp dashboard --store {os.path.abspath(result['store'])}   (then open http://127.0.0.1:8050)",

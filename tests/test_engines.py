@@ -23,6 +23,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
+from typing import Self
 
 import psutil
 import pytest
@@ -59,7 +60,7 @@ class Processes:
         self.started: list[subprocess.Popen] = []
         logs.mkdir(parents=True, exist_ok=True)
 
-    def __enter__(self) -> "Processes":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,5 +1,7 @@
 """Partitions: disjoint, complete, deterministic by seed, and as skewed as alpha says."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -84,7 +86,7 @@ def test_label_skew_grows_as_alpha_falls(task_labels, task, num_clients):
     seeds = range(20 if num_clients == 2 else 5)
     entropy = [np.mean([mean_label_entropy(labels, partition(labels, num_clients, "dirichlet", alpha=a, seed=s))
                         for s in seeds]) for a in sorted(ALPHAS, reverse=True)]
-    assert all(hi > lo for hi, lo in zip(entropy, entropy[1:])), entropy
+    assert all(hi > lo for hi, lo in itertools.pairwise(entropy)), entropy
     iid = mean_label_entropy(labels, partition(labels, num_clients, "iid", seed=0))
     assert entropy[0] > 0.95 * iid  # alpha 100 is close to IID at the same client sizes
 
