@@ -1,6 +1,7 @@
 """A federated cell's examples per second against centralized training on the same examples; prints JSON.
 
-    python -m simulations.bench_cell_speed --data-dir ../shared/glue [--task sst2] [--examples 1000] [--epochs 3]
+    python -m simulations.bench_cell_speed --data-dir ../shared/glue [--task sst2] [--examples 1000] [--epochs 3] \
+        [--batch-size 8]
 
 In one run of this script, one after another, with the machine otherwise idle:
 - `fedrp train` (centralized): `examples` training examples for `epochs` epochs, then the dev set;
@@ -11,7 +12,9 @@ In one run of this script, one after another, with the machine otherwise idle:
 Each is a fresh process, timed from its start to its exit. `train` compares training: the loop's
 own clock, centralized, against the sum of the round times, federated (which also holds the one
 dev evaluation after the last round, so it favours centralized); `end_to_end` compares whole
-processes: imports, model build, data, training, evaluation.
+processes: imports, model build, data, training, evaluation. Both sides train in batches of
+--batch-size (default: the federated clients' default, FedConfig.batch_size), so the ratio
+measures what the federation costs, not what a batch size does.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from fedrp.federation import FedConfig
 
 TARGET = 0.8  # federated examples per second over centralized, at least
 
@@ -38,7 +43,8 @@ def timed(cmd: list[str]) -> tuple[dict, float]:
 def centralized(args, scratch: str) -> dict:
     result, wall = timed([sys.executable, "-m", "fedrp", "train", "--json", f"--task={args.task}", "--method=slash",
                           f"--data-dir={args.data_dir}", f"--max-train-samples={args.examples}",
-                          f"--epochs={args.epochs}", "--schedule=constant", f"--out={scratch}"])
+                          f"--epochs={args.epochs}", "--schedule=constant", f"--batch-size={args.batch_size}",
+                          f"--out={scratch}"])
     passes = result["train_examples"] * args.epochs
     return {"examples_per_second_train": result["samples_per_second"], "examples_per_second_end_to_end": passes / wall,
             "wall_seconds": wall, "train_seconds": result["train_seconds"], "metrics": result["metrics"]}
@@ -51,6 +57,7 @@ def federated(args, scratch: str, engine: str) -> dict:
         f"--task={args.task}", "--method=slash", f"--data-dir={args.data_dir}", f"--max-train-samples={args.examples}",
         "--max-train-samples-per-client=0", "--partition-scheme=iid", "--fraction-train=1.0",
         "--fraction-evaluate=0.0", f"--num-server-rounds={rounds}", f"--eval-every={rounds}",
+        f"--batch-size={args.batch_size}",
         f"--store={scratch}/{engine}.sqlite", f"--checkpoint-dir={scratch}/ckpt-{engine}"])
     trained = [r for r in result["rounds"] if r["round"] > 0]
     passes = args.examples * rounds
@@ -66,13 +73,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--task", default="sst2")
     parser.add_argument("--examples", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=FedConfig.batch_size, help="both sides' batches")
     parser.add_argument("--engines", nargs="+", default=["inprocess", "flower"], choices=["inprocess", "flower"])
     args = parser.parse_args(argv)
-    if args.examples < 10 or args.epochs < 2:
-        parser.error("expected --examples of at least 10 (one per client) and --epochs of at least 2")
+    if args.examples < 10 or args.epochs < 2 or args.batch_size < 1:
+        parser.error("expected --examples of at least 10 (one per client), --epochs of at least 2 and a positive "
+                     "--batch-size")
     args.data_dir = os.path.abspath(args.data_dir)
     with tempfile.TemporaryDirectory() as scratch:
-        out = {"task": args.task, "examples": args.examples, "epochs": args.epochs, "target": TARGET,
+        out = {"task": args.task, "examples": args.examples, "epochs": args.epochs, "batch_size": args.batch_size,
+               "target": TARGET,
                "centralized": centralized(args, scratch)}
         for engine in args.engines:
             out[engine] = federated(args, scratch, engine)

@@ -19,8 +19,11 @@ import shlex
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from fedrp import glue
 from fedrp.methods import DEFAULT_LR, federated_local
+from fedrp.metrics import compute as compute_metrics
 from simulations.cells import CellCache
 from simulations.code_version import ENTRY_POINTS, code_version
 from simulations.grid import (
@@ -183,14 +186,30 @@ def results_table(grid: Grid, rows: dict[Key, dict], notes: Notes) -> list[str]:
         params = span([r["params"] for r in done if "params" in r], lambda v: f"{v:,}")
         sent = span([upload(r) for r in done], human_bytes) if alpha is not None else "–"
         lines.append(f"| {name} | {alpha_text} | " + " | ".join(entries) + f" | {params} | {sent} |")
+    floors = [majority_metrics(grid, t) for t in grid.tasks]
+    lines.append("| majority class | – | " + " | ".join("–" if m is None else format_metrics(t, m)
+                                                        for t, m in zip(grid.tasks, floors, strict=True)) + " | 0 | – |")
     return lines
+
+
+def majority_metrics(grid: Grid, task: str) -> dict | None:
+    """Dev metrics of always answering the training set's most frequent label: where a model that
+    collapses to one class under label skew lands (None: a regression task, or no data here)."""
+    t = glue.get_task(task)
+    folder = data_dir_for(grid, task)
+    if t.is_regression or not (folder / t.folder / "dev.tsv").is_file():
+        return None
+    train = np.asarray(glue.load_split(t, "train", folder)["label"])
+    dev = np.asarray(glue.load_split(t, "dev", folder)["label"])
+    return compute_metrics(t.metrics, dev, np.full(len(dev), np.bincount(train).argmax()))
 
 
 def table_legend(grid: Grid) -> str:
     """What the table's numbers are, said once under it."""
     return ("Official dev metrics x100 after the last round (accuracy; MRPC F1/acc; CoLA MCC; STS-B "
             "Pearson/Spearman). In parentheses: the task's first metric over centralized full finetuning's. "
-            "Bytes: what one client uploads per round (its float32 trainable state). "
+            "Bytes: what one client uploads per round (its float32 trainable state). Majority class: always "
+            "answering the training set's most frequent label, where a model that collapses to one class lands. "
             f"`not run`: not in the cache for the current code version ({versions()}).")
 
 

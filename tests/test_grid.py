@@ -254,6 +254,7 @@ def test_results_page_opens_with_the_table_and_judges_targets_and_rounds(tmp_pat
     assert row["| full | 0.1"].startswith("| full | 0.1 | 72.0/62.0 (0.90x) | failed [1] |")
     assert row["| centralized full | –"].startswith("| centralized full | – | 80.0/70.0 | 80.0/79.0 |")
     assert row["| centralized slash | –"].startswith("| centralized slash | – | 78.0/68.0 | not run |")
+    assert row["| majority class | –"] == "| majority class | – | 81.2/68.4 | – | 0 | – |"  # MRPC's dev: 279 of 408 positive
     assert sum(line.count("not run") for line in table) == 4
     assert "- [1] STS-B / full, α=0.1: `RuntimeError: synthetic failure`" in text
     target = {line.split(":")[0]: line for line in lines if line.startswith("- slash at α=")}
