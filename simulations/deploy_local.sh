@@ -16,6 +16,8 @@
 #   CLIENTAPPIO_PORT=9601  SuperNode i (0-based) serves its ClientApp API on CLIENTAPPIO_PORT+i
 #   ROUNDS=3               num-server-rounds
 #   RUN_CONFIG=""          more run-config overrides, e.g. "task='mrpc' max-train-samples-per-client=50"
+#   NODE_CONFIG_<i>=""     SuperNode i's --node-config instead of its GLUE partition, e.g. a device's own
+#                          files: NODE_CONFIG_1="data-file='/data/train.jsonl' eval-file='/data/dev.jsonl'"
 #   RUN_TIMEOUT=1800       seconds before the run is given up
 set -euo pipefail
 
@@ -134,11 +136,12 @@ done
 # (columns text, [pair,] label; see fedrp.federation.local_data_file).
 echo "== $NUM_NODES SuperNodes" >&2
 for ((i = 0; i < NUM_NODES; i++)); do
+    own="NODE_CONFIG_$i"
     setsid flower-supernode \
         --superlink "$SUPERLINK_HOST:$SUPERLINK_PORT" --root-certificates "$C/ca.crt" \
         --auth-supernode-private-key "$WORKDIR/keys/node-$i" \
         --port $((CLIENTAPPIO_PORT + i)) \
-        --node-config "partition-id=$i num-partitions=$NUM_NODES" \
+        --node-config "${!own:-partition-id=$i num-partitions=$NUM_NODES}" \
         >"$WORKDIR/logs/supernode-$i.log" 2>&1 &
     PIDS+=($!)
 done

@@ -36,7 +36,8 @@ def live_run(tmp_path_factory, glue_dir):
     port = _free_port()
     proc = simulate(tmp, glue_dir, "--num-server-rounds", str(ROUNDS), "--fraction-train", "1.0",
                     "--fraction-evaluate", "0", "--faulty-clients", "2:wrong-fingerprint", "--dp-epsilon", "8",
-                    "--dashboard-port", str(port), supernodes=3, wait=False)
+                    "--dashboard-port", str(port), supernodes=3, wait=False,
+                    engine="flower")  # Ray's rounds leave the browser time to see the run in progress
     yield SimpleNamespace(proc=proc, store=tmp / "store.sqlite", port=port, tmp=tmp)
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)

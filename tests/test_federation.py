@@ -1,4 +1,9 @@
-"""The federation end to end on the simulation engine: real Ray worker processes, real backbone."""
+"""The federation end to end through `simulations.run`: real processes, real backbone, real store.
+
+Most runs use the in-process engine, which runs the very ServerApp and ClientApp of Flower's
+simulation engine and ends on the same vector bit for bit (tests/test_inprocess.py); only what
+is about Ray itself (Ctrl-C taking its workers down) pays its start-up here.
+"""
 
 import json
 import os
@@ -25,16 +30,17 @@ SMALL = ["--task", "sst2", "--max-train-samples", "480", "--max-train-samples-pe
          "--local-optimizer", "adamw", "--lr", "0.01", "--batch-size", "32", "--lr-decay", "none"]
 
 
-def simulate(tmp_path: Path, glue_dir, *args: str, supernodes: int = 4, wait: bool = True, env: dict | None = None):
+def simulate(tmp_path: Path, glue_dir, *args: str, supernodes: int = 4, wait: bool = True, env: dict | None = None,
+             engine: str = "inprocess"):
     tmp_path.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "FEDRP_GLUE_DIR": str(glue_dir), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT),
            "FEDRP_STATE_DIR": str(tmp_path / "node-state"), **(env or {})}
     cmd = [sys.executable, "-m", "simulations.run", "--num-supernodes", str(supernodes), "--json",
-           "--store", str(tmp_path / "store.sqlite"), "--checkpoint-dir", str(tmp_path / "ckpt"), *SMALL, *args]
+           "--store", str(tmp_path / "store.sqlite"), "--checkpoint-dir", str(tmp_path / "ckpt"), "--engine", engine, *SMALL, *args]
     if not wait:  # output to files: a chatty run would block on a full pipe nobody reads yet
         with open(tmp_path / "stdout.txt", "w") as out, open(tmp_path / "stderr.txt", "w") as err:
             return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=err, start_new_session=True)
-    res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -101,12 +107,14 @@ def test_too_few_valid_replies_fail_the_run_cleanly(tmp_path, glue_dir):
 
 
 def test_ctrl_c_ends_the_run_in_seconds_and_it_resumes_to_the_same_final_vector(tmp_path, glue_dir):
+    """Ctrl-C on Flower's engine (Ray's workers must go down with it); the uninterrupted run and the
+    resumed one go through the in-process engine, which ends on Flower's vector bit for bit."""
     args = ["--num-server-rounds", "4", "--fraction-train", "0.5", "--aggregation", "fedadam"]
     whole = simulate(tmp_path / "whole", glue_dir, *args)
     assert whole["status"] == "completed"
     _, reference, _, _ = checkpoint.load(tmp_path / "whole" / "ckpt" / "run-1")
 
-    proc = simulate(tmp_path / "cut", glue_dir, *args, wait=False)
+    proc = simulate(tmp_path / "cut", glue_dir, *args, wait=False, engine="flower")
     target = tmp_path / "cut" / "ckpt" / "run-1" / "round-0002.safetensors"
     deadline = time.time() + 600
     while not target.exists() and proc.poll() is None and time.time() < deadline:

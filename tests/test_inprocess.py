@@ -14,7 +14,7 @@ CASE = ["--num-server-rounds", "2", "--fraction-train", "0.75", "--partition-sch
 
 
 def final_state(tmp_path, glue_dir, engine: str) -> tuple[dict, dict]:
-    out = simulate(tmp_path / engine, glue_dir, *CASE, "--engine", engine)
+    out = simulate(tmp_path / engine, glue_dir, *CASE, engine=engine)
     _, state, server_state, _ = checkpoint.load(str(tmp_path / engine / "ckpt" / f"run-{out['run_id']}"))
     return out, {**state, **server_state}
 
