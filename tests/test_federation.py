@@ -36,7 +36,8 @@ def simulate(tmp_path: Path, glue_dir, *args: str, supernodes: int = 4, wait: bo
     env = {**os.environ, "FEDRP_GLUE_DIR": str(glue_dir), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT),
            "FEDRP_STATE_DIR": str(tmp_path / "node-state"), **(env or {})}
     cmd = [sys.executable, "-m", "simulations.run", "--num-supernodes", str(supernodes), "--json",
-           "--store", str(tmp_path / "store.sqlite"), "--checkpoint-dir", str(tmp_path / "ckpt"), "--engine", engine, *SMALL, *args]
+           "--store", str(tmp_path / "store.sqlite"), "--checkpoint-dir", str(tmp_path / "ckpt"), "--engine", engine,
+           *SMALL, *args]
     if not wait:  # output to files: a chatty run would block on a full pipe nobody reads yet
         with open(tmp_path / "stdout.txt", "w") as out, open(tmp_path / "stderr.txt", "w") as err:
             return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=err, start_new_session=True)
