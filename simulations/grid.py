@@ -43,7 +43,7 @@ from fedrp.federation import FedConfig
 from fedrp.methods import METHODS
 from fedrp.payload import error_line
 from simulations.cells import CellCache, condense, run_federation
-from simulations.cells import cell_key as settings_key
+from simulations.cells import cell_key as settings_key  # grid.cell_key names the grid's own
 
 DEFAULT_CONFIG = Path("simulations/grid.toml")
 SECTIONS = {"grid", "federated", "federated-override", "reference", "qnli"}

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from fedrp import glue
-from fedrp.methods import DEFAULT_LR, federated_local
+from fedrp.federation import FedConfig
+from fedrp.methods import DEFAULT_LR
 from fedrp.metrics import compute as compute_metrics
 from simulations.cells import CellCache
 from simulations.code_version import ENTRY_POINTS, code_version
@@ -472,10 +473,9 @@ def local_rates(grid: Grid, method: str) -> str:
 
 
 def local_rate(method: str, options: dict) -> str:
-    """A method's local optimizer and rate in the grid's cells: its own settings, else the federated defaults."""
-    optimizer, default = federated_local(method, options.get("local-optimizer", ""))
-    lr = options.get("lr") or default
-    return f"{'SGD (momentum 0.9)' if optimizer == 'sgd' else 'AdamW'} {lr:g}"
+    """A method's local optimizer and rate in the grid's cells, as the clients' FedConfig resolves them."""
+    cfg = FedConfig(method=method, lr=options.get("lr", 0.0), local_optimizer=options.get("local-optimizer", ""))
+    return f"{'SGD (momentum 0.9)' if cfg.optimizer == 'sgd' else 'AdamW'} {cfg.learning_rate:g}"
 
 
 def versions() -> str:

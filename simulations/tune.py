@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
         key = cell_key("federated", {**common, **options})
         if key not in done:
             result = run_federation({**common, **options})
-            done.put(key, {**condense({"settings": options}, result), "code": json.loads(key)["code"]})
+            done.put(key, condense({"settings": options}, result))  # the key holds the code version
         row = done.get(key)
         rows.append({"settings": combo, "score": round(score(row, metric), 4),
                      "validation": [round(m[metric], 4) for m in row["metrics"] if metric in m],
