@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 from pathlib import Path
 
@@ -15,8 +17,16 @@ from flwr.compat.common import recorddict_compat as compat
 
 from clients.faults import corrupt
 from fedrp import glue
-from fedrp.federation import (FedConfig, check_identity, client_eval_data, client_train_data, local_data_file,
-                              local_evaluate, local_train, model_for)
+from fedrp.federation import (
+    FedConfig,
+    check_identity,
+    client_eval_data,
+    client_train_data,
+    local_data_file,
+    local_evaluate,
+    local_train,
+    model_for,
+)
 from fedrp.privacy.budget import BudgetExhausted, ClientBudget
 from fedrp.privacy.secagg import client_update
 
@@ -85,10 +95,23 @@ def secure_aggregation_mod(msg: Message, context: Context, call_next) -> Message
         return Message(Error(code=REFUSED, reason=str(err)), reply_to=msg)
 
 
+def _round_settings(cfg: FedConfig, config: dict) -> FedConfig:
+    """The run config with this round's rate and local epochs as the server's message sets them:
+    the server owns the schedule (its decay over the rounds), as in Flower's apps."""
+    try:
+        lr, epochs = float(config["lr"]), float(config["local-epochs"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"the round's message must carry a numeric lr and local-epochs: {err!r}") from None
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"the round's message sets lr {lr}; expected a positive number")
+    return dataclasses.replace(cfg, lr=lr, lr_decay="none", local_epochs=epochs)
+
+
 def _local_round(cfg: FedConfig, config: dict, sent: dict[str, np.ndarray], context: Context):
     """This device's round: (state, metrics, fingerprint); raises ValueError, FileNotFoundError or
     BudgetExhausted when it refuses (other backbone or projection, bad data, no budget left)."""
     check_identity(model_for(cfg), config)
+    cfg = _round_settings(cfg, config)
     train_data = _data(cfg, context, "train")
     pid, _ = _partition(context)
     path = _budget_file(context, config.get("run-lineage"))

@@ -8,7 +8,7 @@ import numpy as np
 def corrupt(kind: str, state: dict[str, np.ndarray], sent: dict[str, np.ndarray], fingerprint: str | None):
     """(state, fingerprint) as a faulty client would send them."""
     state = {k: v.copy() for k, v in state.items()}
-    first = sorted(state)[0]
+    first = min(state)
     if kind == "nan":
         state[first].reshape(-1)[0] = np.nan
     elif kind == "scaled-1000":

@@ -80,7 +80,7 @@ class FedConfig:
     server_lr: float = 0.01  # fedadam's eta
     trim_beta: float = 0.2
     norm_bound: float = 0.0  # 0: off
-    norm_ratio: float = 10.0  # refuse an update over this many times the round's median norm (3+ replies); 0: off
+    norm_ratio: float = 100.0  # refuse an update over this many times the round's median norm (3+ replies); 0: off
     round_timeout: float = 600.0
     store: str = "runs/fedrp.sqlite"
     checkpoint_dir: str = "runs/checkpoints"
@@ -140,6 +140,8 @@ class FedConfig:
             raise ValueError(f"norm-bound must be 0 (off) or positive, got {self.norm_bound}")
         if not (math.isfinite(self.norm_ratio) and (self.norm_ratio == 0 or self.norm_ratio > 1)):
             raise ValueError(f"norm-ratio must be 0 (off) or above 1, got {self.norm_ratio}")
+        if not (math.isfinite(self.alpha) and self.alpha > 0):
+            raise ValueError(f"alpha must be a positive number (Dirichlet concentration), got {self.alpha}")
         if self.validation_samples < 0 or self.eval_every < 1:
             raise ValueError(f"validation-samples must be 0 or more and eval-every at least 1, got "
                              f"{self.validation_samples} and {self.eval_every}")
@@ -172,7 +174,7 @@ class FedConfig:
         return SecAggConfig(self.secagg_clip, self.secagg_quantization, float(max_weight))
 
     @classmethod
-    def from_run_config(cls, run_config: dict, overrides: dict | None = None) -> "FedConfig":
+    def from_run_config(cls, run_config: dict, overrides: dict | None = None) -> FedConfig:
         """Defaults, then the run config, then overrides; unknown keys are refused by name."""
         merged = {**dict(run_config), **(overrides or {})}
         names = {f.name for f in dataclasses.fields(cls)}

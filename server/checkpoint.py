@@ -9,8 +9,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
 from safetensors import safe_open
+from safetensors.numpy import load_file, save_file
 
 _NAME = re.compile(r"round-(\d+)\.safetensors$")
 

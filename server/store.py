@@ -87,7 +87,7 @@ class RunStore:
                 self.db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
 
     @classmethod
-    def open_readonly(cls, path: str | Path) -> "RunStore":
+    def open_readonly(cls, path: str | Path) -> RunStore:
         """A reader beside a writing server (the dashboard): it never creates, marks or changes the file."""
         p = Path(path)
         if not p.is_file():

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -25,8 +26,9 @@ os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from fedrp.federation import FedConfig, warm_caches  # after the environment above
-from server.stopping import Interrupted
+from fedrp.cli import OneLineParser  # after the environment above
+from fedrp.federation import FedConfig, warm_caches
+from server.stopping import STOP, Interrupted
 
 ENGINES = ("flower", "inprocess")
 
@@ -46,13 +48,6 @@ def ray_init_args(address: str | None) -> dict:
     if address and address != "local":
         return {"address": address, "include_dashboard": False}
     return {"address": "local", "num_cpus": os.cpu_count(), "include_dashboard": False}
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Bad input is one line on stderr and exit status 2, without the usage block above it."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def check_paths(cfg: FedConfig, num_supernodes: int) -> None:
@@ -108,6 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     quiet_libraries(args["verbose"])  # after Flower's import, which sets its own logger's level
 
     results: list[dict] = []
+    STOP.clear()  # a run in a process where an earlier one was stopped
     server_app, client_app = build_server_app(overrides, results), build_client_app(overrides)
     try:
         if args["engine"] == "inprocess":
@@ -117,6 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             from flwr.simulation import run_simulation
 
+            signal.signal(signal.SIGINT, _quiet_interrupt)
             run_simulation(
                 server_app=server_app, client_app=client_app, num_supernodes=args["num_supernodes"],
                 backend_config={"client_resources": {"num_cpus": args["cpus_per_client"], "num_gpus": 0.0},
@@ -145,8 +142,6 @@ def stop_server() -> None:
     records the run as interrupted; then Ray goes down with its workers."""
     import threading
 
-    from server.stopping import STOP
-
     STOP.set()
     for thread in threading.enumerate():
         if thread is not threading.main_thread() and not thread.daemon:
@@ -156,6 +151,14 @@ def stop_server() -> None:
 
         if ray.is_initialized():
             ray.shutdown()
+
+
+def _quiet_interrupt(signum: int, frame) -> None:
+    """Ctrl-C under Flower's engine: its `finally` ends the Ray actors that its worker threads still
+    wait on, and they log that as errors with tracebacks. Expected then, so Flower's log is silenced
+    here, in the main thread, before the interrupt unwinds into that `finally`."""
+    logging.getLogger("flwr").setLevel(logging.CRITICAL)
+    raise KeyboardInterrupt
 
 
 def interrupted_line(cfg: FedConfig) -> str:

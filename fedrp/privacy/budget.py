@@ -56,11 +56,11 @@ class ClientBudget:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, config: PrivacyConfig, path: Path) -> "ClientBudget":
+    def load(cls, config: PrivacyConfig, path: Path) -> ClientBudget:
         return cls.from_lists(config, json.loads(path.read_text()) if path.is_file() else None)
 
     @classmethod
-    def from_lists(cls, config: PrivacyConfig, lists: dict | None) -> "ClientBudget":
+    def from_lists(cls, config: PrivacyConfig, lists: dict | None) -> ClientBudget:
         if not lists:
             return cls(config)
         return cls(config, [(float(a), float(b), int(c)) for a, b, c in zip(lists["noise"], lists["rate"], lists["steps"])])
