@@ -40,7 +40,7 @@ class BaselineModel(Classifier):
         self.method = method
         self.backbone_name, self.backbone_config_hash = identity
 
-    def train(self, mode: bool = True) -> "BaselineModel":
+    def train(self, mode: bool = True) -> BaselineModel:
         super().train(mode)
         if self.method == "head":
             self.backbone.eval()  # a frozen feature extractor: no dropout

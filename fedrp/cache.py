@@ -44,7 +44,7 @@ def load_or_build(kind: str, name: str, build: Callable[[], dict[str, np.ndarray
     path = cache_root() / kind / f"{name}.safetensors"
     try:
         with safe_open(path, framework="numpy") as f:
-            arrays = {k: f.get_tensor(k) for k in f.keys()}
+            arrays = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
             stored = (f.metadata() or {}).get("sha256")
         if stored == digest(arrays):
             return arrays

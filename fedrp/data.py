@@ -12,9 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from fedrp import glue
+from fedrp import glue, inputs
 from fedrp.cache import cache_root
-from fedrp.inputs import encode
 
 ENCODING_VERSION = "1"  # bump when fedrp.inputs.encode changes what it produces
 def _tokenizer_id(tokenizer) -> str:
@@ -28,7 +27,7 @@ def _cache_key(task: glue.Task, split: str, data_dir, tokenizer, pooling: str, m
 
 def tokenize(ds: datasets.Dataset, tokenizer, pooling: str, max_length: int) -> datasets.Dataset:
     def fn(batch):
-        return encode(tokenizer, batch["text"], batch.get("pair"), pooling, max_length)
+        return inputs.encode(tokenizer, batch["text"], batch.get("pair"), pooling, max_length)
 
     return ds.map(fn, batched=True, batch_size=2000, remove_columns=[c for c in ds.column_names if c != "label"],
                   desc="tokenizing")
@@ -71,16 +70,18 @@ def subset(ds: datasets.Dataset, n: int | None, seed: int | None = 0) -> dataset
 def collate(tokenizer, rows: dict[str, list]) -> dict[str, torch.Tensor]:
     """Pad a batch to its own longest example; labels become long (classes) or float (scores)."""
     labels = rows.pop("label")
-    batch = dict(tokenizer.pad(rows, padding=True, return_tensors="pt"))
+    batch = inputs.collate(tokenizer, rows)
     dtype = torch.float32 if isinstance(labels[0], float) else torch.long
     batch["labels"] = torch.tensor(labels, dtype=dtype)
     return batch
 
 
-def loader(ds: datasets.Dataset, tokenizer, batch_size: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
-    """Batches of whole examples fetched column-wise from the arrow table."""
+def loader(ds: datasets.Dataset, tokenizer, batch_size: int, shuffle: bool = False, seed: int = 0,
+           pin_memory: bool = False) -> DataLoader:
+    """Batches of whole examples fetched column-wise from the arrow table (in page-locked memory
+    with pin_memory, so that copies to a GPU run beside its work)."""
     if batch_size < 1:
         raise ValueError(f"batch size must be positive, got {batch_size}")
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(range(len(ds)), batch_size=batch_size, shuffle=shuffle, generator=generator,
-                      collate_fn=lambda idx: collate(tokenizer, ds[list(idx)]))
+                      collate_fn=lambda idx: collate(tokenizer, ds[list(idx)]), pin_memory=pin_memory)

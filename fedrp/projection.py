@@ -81,7 +81,7 @@ class ProjectionSpec:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ProjectionSpec":
+    def from_dict(cls, data: dict) -> ProjectionSpec:
         expected = {f.name for f in dataclasses.fields(cls)}
         missing = {"seed", "d", "distribution", "position", "widths"} - set(data)
         unknown = set(data) - expected

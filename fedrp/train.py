@@ -19,6 +19,7 @@ from fedrp.data import loader
 from fedrp.glue import Task
 
 SCHEDULES = ("linear", "constant")
+READ_LOSS_EVERY = 50  # optimizer steps between reads of the loss on an accelerator (on a CPU: every step)
 OPTIMIZERS = ("adamw", "sgd")
 
 
@@ -168,7 +169,8 @@ def train(model: Classifier, data: datasets.Dataset, config: TrainConfig, device
     """AdamW over the model's trainable parameters, warmup then linear decay (or constant)."""
     device = device or select_device()
     model.to(device).train()
-    batches = loader(data, model.tokenizer, config.batch_size, shuffle=True, seed=config.seed)
+    pin = device.type == "cuda"
+    batches = loader(data, model.tokenizer, config.batch_size, shuffle=True, seed=config.seed, pin_memory=pin)
     micro_batches = math.ceil(len(batches) * config.epochs)
     total_steps = math.ceil(micro_batches / config.grad_accum)
     params = list(model.trainable_parameters().values())
@@ -180,13 +182,16 @@ def train(model: Classifier, data: datasets.Dataset, config: TrainConfig, device
     offsets = None if config.logit_offsets is None else torch.tensor(config.logit_offsets, device=device)
     disable = None if config.progress is None else not config.progress
     bar = tqdm(total=total_steps, desc="training", unit="step", disable=disable, leave=False)
+    read_every = 1 if device.type == "cpu" else READ_LOSS_EVERY
+    losses = _StepLosses(total_steps, config.lr, bar)
 
-    examples, step, seen, window, last_loss = 0, 0, 0, [], float("nan")
+    examples, step, seen, window = 0, 0, 0, []
     start = time.perf_counter()
     epoch = 0
     while seen < micro_batches:
         if epoch > 0:  # reshuffle per epoch, still determined by the seed
-            batches = loader(data, model.tokenizer, config.batch_size, shuffle=True, seed=config.seed + epoch)
+            batches = loader(data, model.tokenizer, config.batch_size, shuffle=True, seed=config.seed + epoch,
+                             pin_memory=pin)
         for batch in batches:
             if seen >= micro_batches:
                 break
@@ -195,14 +200,8 @@ def train(model: Classifier, data: datasets.Dataset, config: TrainConfig, device
             with autocast(device, bf16):
                 logits = model(**batch)
             loss = loss_fn(with_offsets(logits, offsets), labels)
-            if not torch.isfinite(loss):
-                bar.close()
-                raise FloatingPointError(
-                    f"training loss became {loss.item()} at step {step + 1} of {total_steps} "
-                    f"(lr {config.lr}); lower the learning rate or check the data"
-                )
             (loss / config.grad_accum).backward()
-            window.append(loss.item())
+            window.append(loss.detach())
             examples += len(labels)
             seen += 1
             if seen % config.grad_accum == 0 or seen == micro_batches:
@@ -213,13 +212,46 @@ def train(model: Classifier, data: datasets.Dataset, config: TrainConfig, device
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{np.mean(window):.4f}")
-                last_loss, window = float(np.mean(window)), []
+                losses.add(torch.stack(window).mean())
+                window = []
+                if step % read_every == 0:
+                    losses.read()
         epoch += 1
+    last_loss = losses.read()
     bar.close()
     if device.type == "cuda":
         torch.cuda.synchronize()
     return TrainResult(steps=step, examples=examples, seconds=time.perf_counter() - start, loss=last_loss)
+
+
+class _StepLosses:
+    """Each optimizer step's mean loss, kept on the device and read back in groups: a read is a host
+    sync, which on an accelerator would stall its queue of work at every step."""
+
+    def __init__(self, total_steps: int, lr: float, bar: tqdm) -> None:
+        self.total_steps, self.lr, self.bar = total_steps, lr, bar
+        self.pending: list[torch.Tensor] = []
+        self.read_steps = 0
+        self.last = float("nan")
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.pending.append(loss)
+
+    def read(self) -> float:
+        """The newest step's loss; a non-finite one stops training with the step it appeared at."""
+        if self.pending:
+            values = torch.stack(self.pending).float().cpu().tolist()
+            for i, value in enumerate(values):
+                if not math.isfinite(value):
+                    self.bar.close()
+                    raise FloatingPointError(
+                        f"training loss became {value} at step {self.read_steps + i + 1} of {self.total_steps} "
+                        f"(lr {self.lr}); lower the learning rate or check the data"
+                    )
+            self.read_steps += len(values)
+            self.pending, self.last = [], values[-1]
+            self.bar.set_postfix(loss=f"{self.last:.4f}")
+        return self.last
 
 
 @torch.no_grad()
@@ -230,13 +262,13 @@ def predictions(model: Classifier, data: datasets.Dataset, batch_size: int = 64,
     model.to(device).eval()
     preds, labels = [], []
     bf16 = use_bf16("auto", device)
-    for batch in loader(data, model.tokenizer, batch_size):
+    for batch in loader(data, model.tokenizer, batch_size, pin_memory=device.type == "cuda"):
+        labels.append(batch.pop("labels"))
         batch = _to(batch, device)
-        labels.append(batch.pop("labels").cpu().numpy())
         with autocast(device, bf16):
             logits = model(**batch).float()
-        preds.append((logits.squeeze(-1) if logits.shape[-1] == 1 else logits.argmax(-1)).cpu().numpy())
-    return np.concatenate(labels), np.concatenate(preds)
+        preds.append(logits.squeeze(-1) if logits.shape[-1] == 1 else logits.argmax(-1))
+    return torch.cat(labels).numpy(), torch.cat(preds).cpu().numpy()  # one read back, not one per batch
 
 
 def evaluate(model: Classifier, data: datasets.Dataset, task: Task, batch_size: int = 64,

@@ -222,3 +222,39 @@ def test_batches_are_padded_per_batch(glue_dir):
     lengths = [b["input_ids"].shape[1] for b in data.loader(ds, tok, 8)]
     assert len(set(lengths)) > 1
     assert max(lengths) == max(len(x) for x in ds["input_ids"])
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_collate_pads_exactly_as_the_tokenizer_does(glue_dir, side):
+    """The numpy padding gives tokenizer.pad's tensors, token types of a pair task included."""
+    tok = load_backbone().tokenizer
+    tok.padding_side = side
+    try:
+        for task in ("mrpc", "sst2"):
+            ds = data.load_tokenized(task, "dev", tok, data_dir=glue_dir).select(range(40))
+            rows = ds[list(range(0, 40, 3))]
+            expected = dict(tok.pad({k: v for k, v in rows.items() if k != "label"}, padding=True, return_tensors="pt"))
+            got = data.collate(tok, dict(rows))
+            assert set(got) == {*expected, "labels"} and "token_type_ids" in got
+            assert len({len(x) for x in rows["input_ids"]}) > 1  # padding happens
+            for k, v in expected.items():
+                assert got[k].dtype == v.dtype and torch.equal(got[k], v), k
+    finally:
+        tok.padding_side = "right"
+
+
+def test_losses_read_back_in_groups_name_the_step_that_went_non_finite():
+    """On an accelerator the loop reads its losses every READ_LOSS_EVERY steps; a NaN in the middle
+    of a group is still reported at its own step."""
+    from tqdm.auto import tqdm
+
+    from fedrp.train import _StepLosses
+
+    losses = _StepLosses(total_steps=9, lr=0.5, bar=tqdm(disable=True))
+    for value in (1.0, 0.5):
+        losses.add(torch.tensor(value))
+    assert losses.read() == 0.5
+    for value in (0.4, float("nan"), 0.3):
+        losses.add(torch.tensor(value))
+    with pytest.raises(FloatingPointError, match=r"became nan at step 4 of 9 \(lr 0.5\)"):
+        losses.read()

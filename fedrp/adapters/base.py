@@ -64,7 +64,7 @@ class AdapterModel(Classifier):
         """All z W_l stacked, (layers, width): what export folds or stores."""
         return torch.stack([self.vector(i) for i in range(self.projections.count)])
 
-    def train(self, mode: bool = True) -> "AdapterModel":
+    def train(self, mode: bool = True) -> AdapterModel:
         super().train(mode)
         self.backbone.eval()  # dropout stays off: the method trains without it
         return self

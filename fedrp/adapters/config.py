@@ -44,7 +44,7 @@ class AdapterConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "AdapterConfig":
+    def from_dict(cls, data: dict) -> AdapterConfig:
         data = {k: v for k, v in data.items() if k != "method"}
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names

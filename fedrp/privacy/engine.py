@@ -15,8 +15,17 @@ from fedrp.privacy.accounting import make_accountant, noise_for, report
 from fedrp.privacy.config import PrivacyConfig
 from fedrp.privacy.grad_sample import per_sample_engine
 from fedrp.privacy.sampling import poisson_loader
-from fedrp.train import (TrainConfig, TrainResult, _to, autocast, loss_fn, make_scheduler, select_device,
-                         store_frozen_in_bf16, use_bf16)
+from fedrp.train import (
+    TrainConfig,
+    TrainResult,
+    _to,
+    autocast,
+    loss_fn,
+    make_scheduler,
+    select_device,
+    store_frozen_in_bf16,
+    use_bf16,
+)
 
 
 def poisson_schedule(num_examples: int, batch_size: int, epochs: float) -> tuple[float, int]:
