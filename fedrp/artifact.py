@@ -14,7 +14,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from fedrp import projection
-from fedrp.adapters import TRAINABLE, AdapterModel, build_model, config_from_dict
+from fedrp.adapters import TRAINABLE, AdapterConfig, AdapterModel, build_model, config_from_dict
 from fedrp.backbone import Backbone, load_backbone
 
 # /2 adds tensors_sha256: the fingerprint covers the projection spec, the digest what was trained.
@@ -125,11 +125,53 @@ def load(path: str | os.PathLike, verify: bool = True) -> Artifact:
     spec = projection.ProjectionSpec.from_dict(meta["spec"])
     if verify:
         projection.check_fingerprint(spec, meta["fingerprint"])
+    _check_labels(path, meta, _check_config(path, meta, tensors, spec).num_labels)
     return Artifact(
         tensors=tensors, config=meta["config"], spec=spec, fingerprint=meta["fingerprint"],
         backbone=meta["backbone"], backbone_config_hash=meta["backbone_config_hash"], task=meta.get("task"),
         label_names=meta.get("label_names", []), metric=meta.get("metric", {}),
     )
+
+
+def _check_config(path: Path, meta: dict, tensors: dict[str, torch.Tensor],
+                  spec: projection.ProjectionSpec) -> AdapterConfig:
+    """The config a model is built from: every key fedrp writes, agreeing with the spec and the tensors
+    (checked here, before a backbone loads, rather than found as a mismatch once it has)."""
+    raw = meta["config"]
+    if not isinstance(raw, dict) or "method" not in raw:
+        raise ValueError(f"{path}'s fedrp metadata has no adapter config naming its method: expected an adapter "
+                         "written by fedrp")
+    try:
+        config = config_from_dict(raw)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path} has an unusable adapter config ({err}): expected an adapter written by fedrp") from None
+    missing = sorted(set(config.to_dict()) - set(raw))
+    if missing:
+        raise ValueError(f"{path}'s adapter config lacks {missing}: expected an adapter written by fedrp")
+    if meta["method"] != config.method:
+        raise ValueError(f"{path} names method {meta['method']!r} but holds a {config.method!r} config")
+    built = {"d": config.d, "seed": config.seed, "distribution": config.distribution, "position": config.position,
+             "mode": config.projection_mode}
+    held = {k: getattr(spec, k) for k in built}
+    if built != held:
+        raise ValueError(f"{path}'s adapter config gives the projection {built}, its spec holds {held}")
+    shapes = (tuple(tensors["z"].shape), tuple(tensors["head.bias"].shape), tensors["head.weight"].shape[:1])
+    if shapes != ((config.d,), (config.num_labels,), (config.num_labels,)):
+        found = {k: list(t.shape) for k, t in sorted(tensors.items())}
+        raise ValueError(f"{path} holds tensors of shapes {found}; its config (d {config.d}, {config.num_labels} "
+                         f"labels) needs z of {config.d} and a head of {config.num_labels} rows")
+    return config
+
+
+def _check_labels(path: Path, meta: dict, num_labels: int) -> None:
+    """The optional task, label names and metric, where present, are what fedrp writes."""
+    labels, task, metric = meta.get("label_names", []), meta.get("task"), meta.get("metric", {})
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise ValueError(f"{path}'s label_names {labels!r} are not a list of names")
+    if labels and len(labels) != num_labels:
+        raise ValueError(f"{path} names {len(labels)} labels for a head of {num_labels} outputs")
+    if not (task is None or isinstance(task, str)) or not isinstance(metric, dict):
+        raise ValueError(f"{path}'s task {task!r} or metric {metric!r} is not what fedrp writes (a name, a mapping)")
 
 
 def check_compatible(artifact: Artifact, model: AdapterModel) -> None:

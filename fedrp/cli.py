@@ -137,12 +137,35 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     fields = {f for f in RunConfig.__dataclass_fields__}
     cfg = RunConfig(**{k: v for k, v in vars(args).items() if k in fields}, privacy=_privacy(args))
+    _check_train(args)
     _emit(args, run(cfg), _metrics_text)
+
+
+def _check_train(args: argparse.Namespace) -> None:
+    """What `run` would refuse only once the backbone is loaded, or the training done: refused first."""
+    from fedrp import glue
+    from fedrp.adapters import METHODS as ADAPTERS
+    from fedrp.train import select_device, use_bf16
+
+    use_bf16(args.bf16, select_device(args.device))
+    if glue.data_dir(args.data_dir) is not None:  # `run` checks the dev files first, but reads train.tsv only
+        glue.load_split(args.task, "train", args.data_dir)  # once it has the backbone's tokenizer
+    if args.method in ADAPTERS and args.out:
+        _check_folder("--out", args.out)
+
+
+def _check_folder(option: str, path: str) -> None:
+    """A folder to write into: it, or else its nearest existing parent, must be a folder."""
+    existing = next(p for p in (Path(path), *Path(path).parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"{option} {path}: {existing} is a file: expected a folder to write the adapter into")
 
 
 def _privacy(args: argparse.Namespace):
     """--dp and its budget, or None; budget options without --dp are refused rather than ignored."""
+    from fedrp.adapters import METHODS as ADAPTERS
     from fedrp.privacy.config import PrivacyConfig
+    from fedrp.privacy.grad_sample import OPACUS_BASELINES
 
     given = [o for o in ("epsilon", "delta", "max_grad_norm", "noise_multiplier") if getattr(args, o) is not None]
     if not args.dp:
@@ -151,13 +174,18 @@ def _privacy(args: argparse.Namespace):
         return None
     if args.epsilon is None:
         raise ValueError("--dp needs --epsilon E (the privacy budget for the whole run)")
-    return PrivacyConfig(epsilon=args.epsilon, delta=args.delta, max_grad_norm=args.max_grad_norm or 1.0,
+    if args.method not in (*ADAPTERS, *OPACUS_BASELINES):
+        raise ValueError(f"DP training supports slash, jrwarp and the baselines {OPACUS_BASELINES}; got {args.method!r}")
+    return PrivacyConfig(epsilon=args.epsilon, delta=args.delta,
+                         max_grad_norm=1.0 if args.max_grad_norm is None else args.max_grad_norm,
                          accountant=args.accountant, noise_multiplier=args.noise_multiplier)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from fedrp.centralized import evaluate_artifact
+    from fedrp.train import select_device
 
+    select_device(args.device)  # evaluate_artifact asks only once the backbone is loaded
     result = evaluate_artifact(args.adapter, args.task, args.data_dir, args.max_eval_samples,
                                max_length=args.max_length, device=args.device, model_name=args.model)
     _emit(args, result, _metrics_text)
@@ -212,6 +240,28 @@ def _projection_mode_option(p: argparse.ArgumentParser) -> None:
                    help="how the W_l are held: stored (d x H floats per block), streamed (the same W_l rebuilt in "
                         "row blocks on every use: little memory, more time) or srht (a structured projection "
                         "with its own fingerprint: O(N) memory)")
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """argparse type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number above 0, got {text!r}")
+    return value
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -270,22 +320,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=METHODS, default="slash")
     p.add_argument("--model", default=None, help="transformers model name or path (default: packaged all-MiniLM-L6-v2)")
     _data_options(p)
-    p.add_argument("--d", type=int, default=1024, help="dimension of z (slash, jrwarp)")
+    p.add_argument("--d", type=_positive_int, default=1024, help="dimension of z (slash, jrwarp)")
     p.add_argument("--seed", type=int, default=0, help="projection, initialisation and shuffling seed")
-    p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--epochs", type=_positive_float, default=1.0)
+    p.add_argument("--lr", type=_positive_float, default=None,
                    help="learning rate (default per method: " + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
     p.add_argument("--schedule", choices=["linear", "constant"], default="linear", help="after warmup")
     p.add_argument("--warmup-ratio", type=float, default=0.06)
-    p.add_argument("--max-train-samples", type=int, default=None, help="a seeded random subset, the same for every method")
-    p.add_argument("--max-eval-samples", type=int, default=None, help="the first N dev examples")
+    p.add_argument("--max-train-samples", type=_positive_int, default=None, help="a seeded random subset, the same for every method")
+    p.add_argument("--max-eval-samples", type=_positive_int, default=None, help="the first N dev examples")
     p.add_argument("--pooling", choices=["mask", "cls", "mean"], default="mask")
     p.add_argument("--position", choices=["output", "intermediate", "attention"], default="output", help="SLaSh shift position")
     p.add_argument("--distribution", choices=["gaussian", "rademacher"], default="gaussian")
     _projection_mode_option(p)
-    p.add_argument("--lora-rank", type=int, default=8)
+    p.add_argument("--lora-rank", type=_positive_int, default=8)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
                    help="bf16 autocast (auto: on CUDA and on CPUs with native bf16)")
@@ -304,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default=None, help="default: the task the adapter was trained on")
     _data_options(p)
     p.add_argument("--model", default=None, help="backbone to load instead of the one the adapter names")
-    p.add_argument("--max-eval-samples", type=int, default=None)
+    p.add_argument("--max-eval-samples", type=_positive_int, default=None)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--device", default="auto")
 
@@ -338,6 +388,16 @@ def _quiet_libraries(verbose: bool) -> None:
         datasets.logging.set_verbosity_error()
 
 
+def _hub_hint(args: argparse.Namespace) -> str:
+    """What to do when GLUE was to come from the hub (no --data-dir, no $FEDRP_GLUE_DIR) and the hub failed."""
+    from fedrp import glue
+
+    if not hasattr(args, "data_dir") or glue.data_dir(args.data_dir) is not None:
+        return ""
+    return (f"; without --data-dir or ${glue.GLUE_DIR_ENV}, GLUE comes from the hub: pass --data-dir DIR or set "
+            f"${glue.GLUE_DIR_ENV} to a local GLUE folder in the official layout")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
@@ -351,9 +411,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fedrp {args.command}: error: {err}", file=sys.stderr)
         return 2
     except (ConnectionError, OSError) as err:  # the hub's GLUE without a network (requests' errors are OSErrors)
-        hint = " (no --data-dir or $FEDRP_GLUE_DIR: GLUE comes from the hub)" if getattr(args, "data_dir", 1) is None else ""
         print(f"fedrp {args.command}: error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-              f"{hint}", file=sys.stderr)
+              f"{_hub_hint(args)}", file=sys.stderr)
         return 2
     return 0
 

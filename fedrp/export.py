@@ -30,21 +30,30 @@ INFO_FILE = "fedrp_head.json"
 
 def export(adapter_path: str | os.PathLike, out_dir: str | os.PathLike, model_name: str | None = None) -> Path:
     """Write `out_dir` atomically; an existing folder is replaced only once the new one is complete."""
-    model, art = artifacts.load_model(adapter_path, model_name=model_name)
     out_dir = Path(out_dir)
+    check_out(out_dir)  # before the backbone loads
+    model, art = artifacts.load_model(adapter_path, model_name=model_name)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     try:
         _write(model, art, tmp)
         _make_readable(tmp)
         if out_dir.exists():
-            if not (out_dir / INFO_FILE).is_file():
-                raise FileExistsError(f"{out_dir} exists and is not a fedrp export; choose an empty or new --out")
+            check_out(out_dir)  # again: something may have been written there meanwhile
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def check_out(out_dir: Path) -> None:
+    """An export goes to a new or empty folder, or replaces an earlier export; never over a file or other data."""
+    existing = next(p for p in (out_dir, *out_dir.parents) if p.exists())
+    if not existing.is_dir():
+        raise FileExistsError(f"{existing} is a file: expected --out to be a new or empty folder, or an earlier export")
+    if existing == out_dir and any(out_dir.iterdir()) and not (out_dir / INFO_FILE).is_file():
+        raise FileExistsError(f"{out_dir} exists and is not a fedrp export; choose an empty or new --out")
 
 
 def _write(model, art: artifacts.Artifact, out: Path) -> None:

@@ -1,8 +1,9 @@
 """Overhead of SLaSh and JR-WARP on the default backbone, printed as one JSON object.
 
 Training: time per sample of a full step (forward, loss, backward, AdamW) for each method,
-against the floor: the same frozen backbone's forward plus the backward pass of activation
-gradients down to its first block, with no weight gradients. Inference: latency of the
+against its floor: the same frozen backbone's forward plus the backward pass of activation
+gradients down to where the method's vector first enters (SLaSh: block 0's output Linear;
+JR-WARP: block 0's input), with no weight gradients; every variant cycles through the same batches. Inference: latency of the
 exported SLaSh backbone (shifts folded into biases) against the untouched backbone.
 Variants run interleaved and the median is reported, so load from elsewhere hits all alike.
 
@@ -27,7 +28,7 @@ import transformers
 
 from fedrp import artifact
 from fedrp.adapters import build_model, make_config
-from fedrp.backbone import load_backbone
+from fedrp.backbone import load_backbone, target_linears
 from fedrp.export import ExportedClassifier, export
 from fedrp.inputs import batch_inputs, classify
 
@@ -44,18 +45,28 @@ def sst2_sentences(data_dir: Path, n: int) -> list[str]:
 
 
 class Floor(torch.nn.Module):
-    """Frozen backbone whose embedding output asks for gradients: activation backward to block 0, no weight grads."""
+    """The frozen backbone's forward plus the backward that a method's own gradient needs: activation
+    gradients from the loss down to the output of `entry`, the first module whose output the
+    method's vector changes, and no further; no weight gradients."""
 
-    def __init__(self, backbone, num_labels: int = 2) -> None:
+    def __init__(self, backbone, entry: torch.nn.Module, num_labels: int = 2) -> None:
         super().__init__()
         self.backbone = backbone.model
         self.tokenizer = backbone.tokenizer
         self.head = torch.nn.Linear(backbone.hidden_size, num_labels).requires_grad_(False)
-        self.backbone.embeddings.register_forward_hook(lambda m, a, out: out.detach().requires_grad_())
+        entry.register_forward_hook(lambda m, a, out: out.detach().requires_grad_())
 
     def forward(self, **batch):
         hidden = self.backbone(**batch).last_hidden_state
         return classify(hidden, batch, self.head, "mask", self.tokenizer.mask_token_id)
+
+
+def floor_for(method: str) -> Floor:
+    """SLaSh's first shift is added to block 0's output Linear; JR-WARP's prompt enters block 0's input."""
+    backbone = load_backbone()
+    if method == "slash":
+        return Floor(backbone, target_linears(backbone.model, "output")[0])
+    return Floor(backbone, backbone.model.embeddings)
 
 
 def train_step(model, batch, labels, optimizer) -> None:
@@ -82,26 +93,27 @@ def interleaved_medians(fns: dict, rounds: int, steps: int) -> dict[str, float]:
 
 
 def bench_training(batches, labels, rounds: int, steps: int) -> dict:
-    floor = Floor(load_backbone())
     models = {"slash": build_model(load_backbone(), make_config("slash")),
               "jrwarp": build_model(load_backbone(), make_config("jrwarp"))}
     opts = {k: torch.optim.AdamW(m.trainable_parameters().values(), lr=1e-2) for k, m in models.items()}
     for m in models.values():
         m.train()
-    cycle = {"i": 0}
 
     def runner(model, opt):
-        def run():
-            b = batches[cycle["i"] % len(batches)]
-            train_step(model, b, labels, opt)
+        position = {"i": 0}
+
+        def run():  # every variant walks the same batches in the same order
+            train_step(model, batches[position["i"] % len(batches)], labels, opt)
+            position["i"] += 1
         return run
 
-    fns = {"floor": runner(floor, None), **{k: runner(m, opts[k]) for k, m in models.items()}}
+    fns = {**{f"floor_{k}": runner(floor_for(k), None) for k in models},
+           **{k: runner(m, opts[k]) for k, m in models.items()}}
     med = interleaved_medians(fns, rounds, steps)
     bs = len(labels)
     out = {k: {"ms_per_sample": 1000 * v / bs, "samples_per_second": bs / v} for k, v in med.items()}
     for k in models:
-        out[k]["ratio_to_floor"] = med[k] / med["floor"]
+        out[k]["ratio_to_floor"] = med[k] / med[f"floor_{k}"]
     return out
 
 

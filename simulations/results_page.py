@@ -422,9 +422,13 @@ def time_lines(grid: Grid, rows: dict[Key, dict]) -> list[str]:
             row = rows.get((task, method, alpha))
             seconds = None if row is None else row.get("seconds")
             total += seconds or 0.0
-            entries.append("–" if seconds is None else f"{seconds:,.0f} s" + ("" if finished(row) else " failed"))
+            entries.append("–" if seconds is None else f"{seconds:,.0f} s" + ("" if finished(row) else " failed")
+                           + (" ‡" if row is not None and row.get("device") else ""))
         lines.append(f"| {name} | {alpha_text} | " + " | ".join(entries) + " |")
-    return [*lines, "", f"Total over the cached cells: {total / 60:,.0f} min ({total / 3600:.1f} h)."]
+    devices = sorted({row["device"] for row in rows.values() if row.get("device")})
+    return [*lines, "", f"Total over the cached cells: {total / 60:,.0f} min ({total / 3600:.1f} h).",
+            *([f"‡ Ran on {', '.join(devices)}, six cells at a time; every other cell on the 2 CPU cores."]
+              if devices else [])]
 
 
 # ---- setup and commands -------------------------------------------------------------------
@@ -526,7 +530,17 @@ def intro(grid: Grid, done: dict[str, dict], rows: dict[Key, dict], cache: Path)
             f"`{grid.config}` (sha256 {sha}…); do not edit by hand.\n"
             f"{len(rows)} of {len(cells(grid))} cells are in the cache for the current code versions "
             f"({versions()}; {failed} failed); {other} cached rows of other code versions or settings are not "
-            "shown.")
+            "shown." + ran_elsewhere(rows))
+
+
+def ran_elsewhere(rows: dict[Key, dict]) -> str:
+    """Which cells a machine other than the CPUs ran (a row's `device`), said in the page's opening."""
+    away = sorted(f"{t} {m} α={a:g}" for (t, m, a), row in rows.items() if row.get("device") and a is not None)
+    devices = sorted({row["device"] for row in rows.values() if row.get("device")})
+    if not away:
+        return ""
+    return (f"\n{len(away)} federated cells ran on {', '.join(devices)} through the same in-process engine "
+            f"(marked ‡ under Times): {', '.join(away)}.")
 
 
 def page(grid: Grid, done: dict[str, dict], cache: Path, figures: dict[str, Path | None], out: Path,

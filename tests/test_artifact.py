@@ -110,6 +110,15 @@ def test_non_finite_weights_are_refused_even_with_a_matching_digest(trained, tmp
     (lambda m: m.pop("backbone"), r"lacks \['backbone'\]"),
     (lambda m: m.pop("tensors_sha256"), r"lacks \['tensors_sha256'\]"),
     (lambda m: m.update(format="fedrp-adapter/1"), "format 'fedrp-adapter/1'"),
+    # lost from the adapter config: found here, not as a KeyError or as a mismatch once the backbone has loaded
+    (lambda m: m["config"].pop("pooling"), r"adapter config lacks \['pooling'\]"),
+    (lambda m: m["config"].pop("d"), r"adapter config lacks \['d'\]"),
+    (lambda m: m["config"].pop("method"), "no adapter config naming its method"),
+    (lambda m: m.update(config="slash"), "no adapter config naming its method"),
+    (lambda m: m["config"].update(seed=3), "config gives the projection .* its spec holds"),
+    (lambda m: m["config"].update(num_labels=3), "its config .* needs z of 256 and a head of 3 rows"),
+    (lambda m: m.update(label_names=None), "label_names None are not a list of names"),
+    (lambda m: m.update(label_names=["a", "b", "c"]), "names 3 labels for a head of 2 outputs"),
 ])
 def test_metadata_that_lost_a_key_or_predates_the_digest_is_refused(trained, tmp_path, change, message):
     _, path = trained

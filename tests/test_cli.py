@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from contextlib import nullcontext
 
 import pytest
 
@@ -151,10 +152,6 @@ def test_train_with_dp_reports_what_it_spent(glue_env, tmp_path):
     assert set(privacy) == {"epsilon", "delta", "noise_multiplier", "sample_rate", "steps", "max_grad_norm", "accountant"}
     assert privacy["epsilon"] <= 2.0 and privacy["delta"] == 1 / 256 and privacy["max_grad_norm"] == 0.5
     assert privacy["accountant"] == "prv" and privacy["steps"] == 4 and privacy["sample_rate"] == 0.25
-    for bad, message in ((["--epsilon", "3"], "--epsilon needs --dp"), (["--dp"], "--dp needs --epsilon"),
-                         (["--dp", "--epsilon", "3", "--method", "bitfit"], "DP training supports slash, jrwarp and")):
-        res = _run(glue_env, "train", "--task", "sst2", "--max-train-samples", "32", *bad)
-        assert res.returncode == 2 and message in res.stderr, res.stderr
 
 
 def _strict_json(text: str):
@@ -204,16 +201,59 @@ REFUSED = [
      "--text-pair given, but the adapter's task sst2 classifies one sentence"),
     (["dashboard", "--store", "{tmp}/s.sqlite", "--port", "70000"], "port must be between 1 and 65535"),
     (["train", "--task", "nope"], "unknown GLUE task 'nope'"),
+    (["train", "--task", "sst2", "--epsilon", "3"], "--epsilon needs --dp"),
+    (["train", "--task", "sst2", "--dp"], "--dp needs --epsilon"),
+    (["train", "--task", "sst2", "--dp", "--epsilon", "3", "--method", "bitfit"],
+     "DP training supports slash, jrwarp and the baselines ('head', 'lora'); got 'bitfit'"),
+    (["train", "--task", "sst2", "--dp", "--epsilon", "3", "--max-grad-norm", "0"], "max_grad_norm must be positive"),
+    (["train", "--task", "sst2", "--max-eval-samples", "0"], "argument --max-eval-samples: expected a positive integer"),
+    (["train", "--task", "sst2", "--max-train-samples", "-1"], "argument --max-train-samples: expected a positive"),
+    (["train", "--task", "sst2", "--d", "0"], "argument --d: expected a positive integer, got '0'"),
+    (["train", "--task", "sst2", "--method", "lora", "--lora-rank", "0"], "argument --lora-rank: expected a positive"),
+    (["train", "--task", "sst2", "--epochs", "inf"], "argument --epochs: expected a finite number above 0, got 'inf'"),
+    (["train", "--task", "sst2", "--data-dir", "{glue}", "--out", "{adapter}/sub"],
+     "is a file: expected a folder to write the adapter into"),
+    (["eval", "--adapter", "{adapter}", "--data-dir", "{glue}", "--device", "tpu"], "device 'tpu' is not a torch device"),
+    (["eval", "--adapter", "{adapter}", "--max-eval-samples", "0"], "argument --max-eval-samples: expected a positive"),
+    (["export", "--adapter", "{adapter}", "--out", "{adapter}"], "is a file: expected --out to be a new or empty folder"),
+    (["inspect", "{tmp}/lost-pooling.safetensors"], "adapter config lacks ['pooling']"),
 ]
 
 
+def _lost_key(adapter, target):
+    """The adapter again, its config without the pooling key (the writer always stores it)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(adapter, framework="pt") as f:
+        meta = json.loads(f.metadata()["fedrp"])
+    del meta["config"]["pooling"]
+    save_file(load_file(adapter), target, metadata={"fedrp": json.dumps(meta)})
+
+
+@pytest.fixture
+def no_backbone(monkeypatch):
+    """Loading a backbone fails the test: a refusal must come before that expensive start."""
+    from fedrp import artifact, backbone, centralized
+
+    def load(*args, **kwargs):
+        raise AssertionError("the backbone loaded before the bad input was refused")
+
+    for module in (artifact, backbone, centralized):
+        monkeypatch.setattr(module, "load_backbone", load)
+
+
 @pytest.mark.parametrize("argv, message", REFUSED, ids=[" ".join(a[:2]) + f" {i}" for i, (a, _) in enumerate(REFUSED)])
-def test_bad_input_is_one_line_and_exit_2_before_training(tmp_path, glue_dir, adapter, capsys, argv, message):
+def test_bad_input_is_one_line_and_exit_2_before_training(tmp_path, glue_dir, adapter, capsys, no_backbone, argv,
+                                                          message):
     from fedrp.cli import main
 
     tsv = _tsv_dirs(tmp_path / "tsv", glue_dir)
+    _lost_key(adapter, tmp_path / "lost-pooling.safetensors")
     args = [a.format(tsv=tsv, glue=glue_dir, tmp=tmp_path, adapter=adapter) for a in argv]
-    assert main(args) == 2
+    with pytest.raises(SystemExit) if "argument --" in message else nullcontext() as refused:  # argparse's own
+        assert main(args) == 2
+    assert refused is None or refused.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
 
@@ -226,3 +266,29 @@ def test_cuda_on_a_build_without_it_is_refused(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="device 'cuda' is not available here"):
         select_device("cuda")
+
+
+def test_bf16_on_a_device_without_it_is_refused_before_loading(glue_dir, capsys, no_backbone, monkeypatch):
+    from fedrp import train
+    from fedrp.cli import main
+
+    monkeypatch.setattr(train, "bf16_supported", lambda device: False)
+    assert main(["train", "--task", "sst2", "--data-dir", str(glue_dir), "--bf16", "on", "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.strip() == "fedrp train: error: bf16 was asked for, but cpu here has no native bf16 support"
+
+
+def test_no_glue_folder_offline_says_how_to_give_one(capsys, no_backbone, monkeypatch):
+    """What datasets raises offline (HF_HUB_OFFLINE=1) for the hub's GLUE, at once: one line, and what to do."""
+    from fedrp import glue
+    from fedrp.cli import main
+
+    def offline(task, split):
+        raise ConnectionError("Couldn't reach 'nyu-mll/glue' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.delenv("FEDRP_GLUE_DIR", raising=False)
+    monkeypatch.setattr(glue, "_from_hub", offline)
+    for argv in (["train", "--task", "rte"], ["partition", "--task", "rte", "--num-clients", "2"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith(f"fedrp {argv[0]}: error: ConnectionError: "), err
+        assert err.endswith("pass --data-dir DIR or set $FEDRP_GLUE_DIR to a local GLUE folder in the official layout")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -87,3 +88,30 @@ def test_validation_examples_are_held_out_of_every_client_and_used_for_evaluatio
         FedConfig(task="rte", data_dir=str(glue_dir), max_train_samples_per_client=0), tokenizer, 0, 1)["input_ids"]})
     with pytest.raises(ValueError, match="validation-samples must be between 1 and 2489"):
         validation_split(2490, 2490)
+
+
+def test_a_client_trains_with_the_rate_and_epochs_the_round_message_sets(glue_dir):
+    """The server owns the schedule: the client's own run config says lr 0.05, one epoch and cosine
+    decay, but the round's message carries what it trains with; a malformed one is refused."""
+    from flwr.app import Context, RecordDict
+
+    from clients.client_app import _local_round
+    from fedrp.federation import identity, initial_state, local_train, model_for
+
+    cfg = FedConfig(task="sst2", data_dir=str(glue_dir), max_train_samples=160, max_train_samples_per_client=16,
+                    d=64, bf16="off", lr=0.05, num_server_rounds=3)
+    context = Context(run_id=1, node_id=7, node_config={"partition-id": 2, "num-partitions": 4},
+                      state=RecordDict(), run_config={})
+    start = initial_state(cfg)
+    message = {**identity(model_for(cfg)), "server-round": 2, "lr": 0.002, "local-epochs": 2.0}
+    got, _, _ = _local_round(cfg, message, start, context)
+    data = client_train_data(cfg, model_for(cfg).tokenizer, 2, 4)
+    as_sent = dataclasses.replace(cfg, lr=0.002, lr_decay="none", local_epochs=2.0)
+    want, _ = local_train(as_sent, start, data, 2, 2)
+    own, _ = local_train(cfg, start, data, 2, 2)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    assert any(not np.array_equal(own[k], want[k]) for k in want)  # its own settings would give another state
+    for bad in ({"lr": "fast"}, {"lr": 0.0}, {"local-epochs": None}):
+        with pytest.raises(ValueError, match="the round's message"):
+            _local_round(cfg, {**message, **bad}, start, context)

@@ -58,3 +58,16 @@ def test_wording_keeps_the_version_and_behaviour_changes_it(project):
     before_cli = versions()
     edit(project / "fedrp/cli.py", "import argparse", "import argparse as argparse_")
     assert versions() == before_cli  # the command line decides no number
+
+
+def test_the_form_hashed_is_the_same_under_every_python():
+    """Python 3.12 added `type_params=[]` to every def and class in ast.dump: the hashed form leaves out
+    empty and None fields, so a GPU machine's Python keys a cell as the code it ran."""
+    import ast
+
+    tree = ast.parse("class A:\n    def f(self, x: int = 1) -> None:\n        return None\n")
+    form = cv._dump(tree)
+    assert "type_params" not in form and "=[]" not in form and "=None" not in form
+    assert "defaults=[Constant(value=1)]" in form and "Return(value=Constant())" in form  # `return None`
+    assert cv._dump(ast.parse("def f():\n    return")) != cv._dump(ast.parse("def f():\n    return None"))
+    assert cv._dump(ast.parse("def f(x=2): pass")) != cv._dump(ast.parse("def f(x): pass"))

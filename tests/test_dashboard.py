@@ -212,6 +212,18 @@ def test_a_port_out_of_range_is_refused_in_one_line(tmp_path, capsys, port):
     assert capsys.readouterr().err.strip() == f"fedrp dashboard: error: port must be between 1 and 65535, got {port}"
 
 
+def test_an_oversized_run_id_is_not_found(tmp_path):
+    """Past 4,300 digits int() refuses a string: such an id must be a 404, not a 500 with a traceback."""
+    store = RunStore(tmp_path / "s.sqlite")
+    store.start_run("sst2", "slash", "b", {}, None, None, 3)
+    store.close()
+    client = TestClient(create_app(tmp_path / "s.sqlite"))
+    assert client.get("/api/runs/1").status_code == 200
+    huge = "9" * 5000
+    for url in (f"/runs/{huge}", f"/api/runs/{huge}", f"/api/runs/{huge}/rounds.csv", f"/api/runs/{2**63}"):
+        assert client.get(url).status_code == 404, url
+
+
 def test_a_missing_or_foreign_store_gets_a_clear_page(tmp_path, caplog):
     missing = TestClient(create_app(tmp_path / "nothing.sqlite"))
     page = missing.get("/")

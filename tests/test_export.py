@@ -78,13 +78,17 @@ print(type(m).__name__, m(**t(["hello"], return_tensors="pt")).last_hidden_state
     assert res.stdout.split() == ["BertModel", "384"]
 
 
-def test_export_refuses_to_overwrite_a_foreign_folder(tmp_path):
+def test_export_refuses_to_overwrite_a_foreign_folder(tmp_path, monkeypatch):
     _, path = _adapter(tmp_path, "slash", "output")
     foreign = tmp_path / "precious"
     foreign.mkdir()
     (foreign / "data.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="not a fedrp export"):
-        export(path, foreign)
+    with monkeypatch.context() as m:  # refused before the backbone loads
+        m.setattr(artifact, "load_model", lambda *a, **k: pytest.fail("loaded the backbone before refusing"))
+        with pytest.raises(FileExistsError, match="not a fedrp export"):
+            export(path, foreign)
+        with pytest.raises(FileExistsError, match="is a file: expected --out to be a new or empty folder"):
+            export(path, foreign / "data.txt" / "sub")
     assert (foreign / "data.txt").read_text() == "keep me"
     # a previous export is replaced cleanly
     export(path, tmp_path / "exported")

@@ -17,6 +17,7 @@ from pathlib import Path
 import plotly
 import uvicorn
 from starlette.applications import Starlette
+from starlette.convertors import IntegerConvertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
@@ -29,6 +30,16 @@ log = logging.getLogger("fedrp.dashboard")
 STATIC = resources.files("server.dashboard") / "static"
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 TOKEN_ENV = "FEDRP_DASHBOARD_TOKEN"
+
+
+class RunIdConvertor(IntegerConvertor):
+    """A run id in a URL: at most 19 digits (SQLite's INTEGER), so that a longer one is a 404 and never
+    reaches int(), which refuses strings past 4,300 digits with a ValueError (a 500 and a traceback)."""
+
+    regex = "[0-9]{1,19}"
+
+
+register_url_convertor("run_id", RunIdConvertor())
 
 
 def is_loopback(host: str) -> bool:
@@ -91,7 +102,7 @@ def create_app(store_path: str | Path, token: str | None = None) -> Starlette:
 
     def run_id(request: Request) -> int:
         value = int(request.path_params["run_id"])
-        if value >= 2**63:  # past SQLite's INTEGER: no such run, rather than an OverflowError (500)
+        if value >= 2**63:  # past SQLite's INTEGER (19 digits can be): no such run, rather than an OverflowError (500)
             raise ValueError(f"no run {value}")
         return value
 
@@ -108,12 +119,12 @@ def create_app(store_path: str | Path, token: str | None = None) -> Starlette:
 
     routes = [
         Route("/", page("index.html")),
-        Route("/runs/{run_id:int}", page("run.html")),
+        Route("/runs/{run_id:run_id}", page("run.html")),
         Route("/api/runs", api(lambda request, store: JSONResponse(views.run_list(store)))),
-        Route("/api/runs/{run_id:int}",
+        Route("/api/runs/{run_id:run_id}",
               api(lambda request, store: JSONResponse(views.run_view(store, run_id(request))))),
-        Route("/api/runs/{run_id:int}/rounds.csv", api(rounds_csv)),
-        Route("/api/runs/{run_id:int}/rounds.json", api(rounds_json)),
+        Route("/api/runs/{run_id:run_id}/rounds.csv", api(rounds_csv)),
+        Route("/api/runs/{run_id:run_id}/rounds.json", api(rounds_json)),
         Route("/static/plotly.min.js", plotly_js),
         Mount("/static", StaticFiles(directory=str(STATIC))),
     ]
