@@ -7,8 +7,9 @@ For each method and batch size, on SST-2's training set: examples per second of 
 as a user gets it (`loop`), of the same optimizer steps on batches collated beforehand and kept on
 the device, with no host sync inside the timed steps (`steps`: what the device itself gives), and
 of the host's batching alone (`loader`); and the peak device memory. Then slash trains one epoch
-on the whole training set at two batch sizes (the larger at the rate scaled by the square root of
-the batch ratio, a rule fixed beforehand, not chosen on dev) and reports dev accuracy once for each.
+on the whole training set at each accuracy batch size (the first at its default rate, the others
+at that rate scaled by the square root of the batch ratio, a rule fixed beforehand, not chosen on
+dev) and reports dev accuracy once for each.
 Last, the projection check: every W_l held on the device equals the CPU's, and its fingerprint.
 """
 

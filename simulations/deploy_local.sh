@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The deployment engine on one machine: a SuperLink with TLS and SuperNode authentication,
-# NUM_NODES SuperNodes (one GLUE partition each) and one `flwr run` of the fedrp apps.
+# NUM_NODES SuperNodes (one GLUE partition each), a warm ClientApp worker beside each, and one
+# `flwr run` of the fedrp apps.
 #
 #   NUM_NODES=2 GLUE_DIR=../shared/glue simulations/deploy_local.sh
 #
@@ -19,6 +20,9 @@
 #   NODE_CONFIG_<i>=""     SuperNode i's --node-config instead of its GLUE partition, e.g. a device's own
 #                          files: NODE_CONFIG_1="data-file='/data/train.jsonl' eval-file='/data/dev.jsonl'"
 #   RUN_TIMEOUT=1800       seconds before the run is given up
+#   WARM_CLIENTS=1         start a clients.worker per SuperNode (its socket: WORKDIR/worker-<i>.sock), so each
+#                          message skips importing torch and building the model; 0: every message's
+#                          flwr-clientapp process imports the real ClientApp itself, as Flower runs it
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -30,6 +34,8 @@ CLIENTAPPIO_PORT=${CLIENTAPPIO_PORT:-9601}
 ROUNDS=${ROUNDS:-3}
 RUN_CONFIG=${RUN_CONFIG:-}
 RUN_TIMEOUT=${RUN_TIMEOUT:-1800}
+WARM_CLIENTS=${WARM_CLIENTS:-1}
+[[ $WARM_CLIENTS == [01] ]] || { echo "WARM_CLIENTS must be 0 or 1, got '$WARM_CLIENTS'" >&2; exit 2; }
 
 # REAL DEVICES: the SuperLink's public DNS name or IP; SuperNodes and the CLI dial it.
 SUPERLINK_HOST=127.0.0.1
@@ -40,6 +46,11 @@ GLUE_DIR=$(cd "$GLUE_DIR" && pwd)
 [[ -f $GLUE_DIR/SST-2/dev.tsv ]] || { echo "no GLUE at $GLUE_DIR (set GLUE_DIR)" >&2; exit 2; }
 [[ -z $(ls -A "$WORKDIR") ]] || { echo "WORKDIR $WORKDIR is not empty" >&2; exit 2; }
 mkdir -p "$WORKDIR"/{certs,keys,logs,flwr}
+# A Unix socket's path ends at 107 bytes.
+if [[ $WARM_CLIENTS == 1 ]] && ((${#WORKDIR} + ${#NUM_NODES} + 13 > 107)); then
+    echo "WORKDIR $WORKDIR is too long a path for the workers' sockets (set a shorter one, or WARM_CLIENTS=0)" >&2
+    exit 2
+fi
 
 # Flower writes its config, installed apps and credentials under FLWR_HOME.
 export FLWR_HOME=$WORKDIR/flwr
@@ -57,7 +68,7 @@ cleanup() {
     local status=$?
     # Each server process leads its own session (setsid), so one signal reaches its group.
     # The helpers Flower spawns (flower-superexec, flwr-serverapp, flwr-clientapp) watch
-    # their parent's pid and exit with it.
+    # their parent's pid and exit with it. A warm worker removes its socket on SIGTERM.
     for pid in "${PIDS[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
     sleep 2
     for pid in "${PIDS[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
@@ -71,6 +82,15 @@ wait_for_port() {  # host port seconds
     local deadline=$((SECONDS + $3))
     until (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; do
         ((SECONDS < deadline)) || { echo "nothing listens on $1:$2 after $3 s" >&2; return 1; }
+        sleep 0.5
+    done
+}
+
+wait_for_socket() {  # path pid seconds
+    local deadline=$((SECONDS + $3))
+    until [[ -S $1 ]]; do
+        kill -0 "$2" 2>/dev/null || { echo "the worker for $1 exited; see its log in $WORKDIR/logs" >&2; return 1; }
+        ((SECONDS < deadline)) || { echo "no socket at $1 after $3 s" >&2; return 1; }
         sleep 0.5
     done
 }
@@ -128,25 +148,51 @@ for ((i = 0; i < NUM_NODES; i++)); do
         || { cat "$WORKDIR/logs/cli.log" >&2; exit 1; }
 done
 
-# ---- 5. SuperNodes -----------------------------------------------------------------------
+# ---- 5. Warm ClientApp workers ------------------------------------------------------------
+# A SuperNode starts a fresh flwr-clientapp process for every message. The app it loads
+# (clients.warm) only hands the message to the worker its node config names, which imported
+# torch, transformers and the real ClientApp once and keeps the model and data caches warm.
+# The worker creates its socket (mode 0600) once it is ready, and serves the code of this
+# checkout: restart it after updating the app.
+# REAL DEVICES: the operator starts one beside each SuperNode, as the SuperNode's user, from
+# the installed fedrp of the run's version: `python -m clients.worker --socket /run/fedrp/worker.sock`.
+if [[ $WARM_CLIENTS == 1 ]]; then
+    echo "== $NUM_NODES warm ClientApp workers" >&2
+    WORKERS=()
+    for ((i = 0; i < NUM_NODES; i++)); do
+        PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH} setsid python -m clients.worker --socket "$WORKDIR/worker-$i.sock" \
+            >"$WORKDIR/logs/worker-$i.log" 2>&1 &
+        PIDS+=($!)
+        WORKERS+=($!)
+    done
+    for ((i = 0; i < NUM_NODES; i++)); do
+        wait_for_socket "$WORKDIR/worker-$i.sock" "${WORKERS[$i]}" 300
+    done
+fi
+
+# ---- 6. SuperNodes -----------------------------------------------------------------------
 # Each starts a fresh flwr-clientapp process per message, talking to it on its own --port.
 # REAL DEVICES: one per device, with --superlink set to the SuperLink's address, the device's
 # own key, and its own examples instead of a GLUE partition:
-#   --node-config "data-file='/data/train.jsonl' eval-file='/data/dev.jsonl'"
+#   --node-config "data-file='/data/train.jsonl' eval-file='/data/dev.jsonl' worker-socket='/run/fedrp/worker.sock'"
 # (columns text, [pair,] label; see fedrp.federation.local_data_file).
 echo "== $NUM_NODES SuperNodes" >&2
 for ((i = 0; i < NUM_NODES; i++)); do
     own="NODE_CONFIG_$i"
+    node_config=${!own:-partition-id=$i num-partitions=$NUM_NODES}
+    if [[ $WARM_CLIENTS == 1 ]]; then
+        node_config+=" worker-socket='$WORKDIR/worker-$i.sock'"
+    fi
     setsid flower-supernode \
         --superlink "$SUPERLINK_HOST:$SUPERLINK_PORT" --root-certificates "$C/ca.crt" \
         --auth-supernode-private-key "$WORKDIR/keys/node-$i" \
         --port $((CLIENTAPPIO_PORT + i)) \
-        --node-config "${!own:-partition-id=$i num-partitions=$NUM_NODES}" \
+        --node-config "$node_config" \
         >"$WORKDIR/logs/supernode-$i.log" 2>&1 &
     PIDS+=($!)
 done
 
-# ---- 6. The run ----------------------------------------------------------------------------
+# ---- 7. The run ----------------------------------------------------------------------------
 # `flwr run` moves a legacy [tool.flwr.federations] table out of pyproject.toml by rewriting
 # the file in place; while the checkout still has one, build the app from a copy without it.
 APP=$REPO

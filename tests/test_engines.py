@@ -354,6 +354,8 @@ def test_deploy_local_script_with_tls_auth_own_data_and_an_unregistered_supernod
     assert intruder.returncode != 0
     assert "Failed to activate SuperNode" in procs.log("supernode-unregistered")
     assert "No SuperNode found with the given public key" in (work / "logs" / "superlink.log").read_text()
+    for i in (0, 1):  # each node's messages ran in its warm worker, not in a fresh process
+        assert "train message of run" in (work / "logs" / f"worker-{i}.log").read_text()
     rounds = check_store(work / "store.sqlite", num_clients=2, num_rounds=2, partitions={0, None})
     assert_learned(rounds)
     store = RunStore(work / "store.sqlite")
