@@ -423,9 +423,9 @@ def time_lines(grid: Grid, rows: dict[Key, dict]) -> list[str]:
             seconds = None if row is None else row.get("seconds")
             total += seconds or 0.0
             entries.append("–" if seconds is None else f"{seconds:,.0f} s" + ("" if finished(row) else " failed")
-                           + (" ‡" if row is not None and row.get("device") else ""))
+                           + (" ‡" if row is not None and elsewhere(row) else ""))
         lines.append(f"| {name} | {alpha_text} | " + " | ".join(entries) + " |")
-    devices = sorted({row["device"] for row in rows.values() if row.get("device")})
+    devices = sorted({row["device"] for row in rows.values() if elsewhere(row)})
     return [*lines, "", f"Total over the cached cells: {total / 60:,.0f} min ({total / 3600:.1f} h).",
             *([f"‡ Ran on {', '.join(devices)}, six cells at a time; every other cell on the 2 CPU cores."]
               if devices else [])]
@@ -533,10 +533,15 @@ def intro(grid: Grid, done: dict[str, dict], rows: dict[Key, dict], cache: Path)
             "shown." + ran_elsewhere(rows))
 
 
+def elsewhere(row: dict) -> bool:
+    """Whether a cell ran on a machine other than the CPUs (its `device`; references say "cpu")."""
+    return row.get("device") not in (None, "", "cpu")
+
+
 def ran_elsewhere(rows: dict[Key, dict]) -> str:
-    """Which cells a machine other than the CPUs ran (a row's `device`), said in the page's opening."""
-    away = sorted(f"{t} {m} α={a:g}" for (t, m, a), row in rows.items() if row.get("device") and a is not None)
-    devices = sorted({row["device"] for row in rows.values() if row.get("device")})
+    """Which cells a machine other than the CPUs ran, said in the page's opening."""
+    away = sorted(f"{t} {m} α={a:g}" for (t, m, a), row in rows.items() if elsewhere(row) and a is not None)
+    devices = sorted({row["device"] for row in rows.values() if elsewhere(row)})
     if not away:
         return ""
     return (f"\n{len(away)} federated cells ran on {', '.join(devices)} through the same in-process engine "

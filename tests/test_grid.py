@@ -299,3 +299,12 @@ def test_a_ray_error_report_becomes_one_readable_line():
               "  File \"ray_actor.py\", line 65, in run\nflwr.clientapp.client_app.ClientAppException: \n"
               "Exception ClientAppException occurred. Message: injected client failure'>")
     assert error_line(flower) == "injected client failure"
+
+
+def test_the_page_names_the_cells_another_machine_ran():
+    rows = {("sst2", "lora", 1.0): {"device": "NVIDIA H200"}, ("sst2", "slash", 1.0): {},
+            ("sst2", "full", None): {"device": "cpu"}, ("cola", "full", 1.0): {"device": "NVIDIA H200"}}
+    line = results_page.ran_elsewhere(rows)
+    assert line.strip().startswith("2 federated cells ran on NVIDIA H200")
+    assert "cola full α=1, sst2 lora α=1." in line and "slash" not in line and "cpu" not in line
+    assert results_page.ran_elsewhere({("sst2", "full", None): {"device": "cpu"}}) == ""

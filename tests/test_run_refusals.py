@@ -16,8 +16,8 @@ BAD = [
     (["--fraction-train", "2"], "fraction-train must be in (0, 1]"),
     (["--num-server-rounds", "0"], "num-server-rounds and min-train-nodes must be at least 1"),
     (["--num-supernodes", "0"], "num-supernodes must be at least 1, got 0"),
-    (["--alpha", "0"], "alpha must be positive"),
-    (["--alpha", "-1"], "alpha must be positive"),
+    (["--alpha", "0"], "alpha must be a positive number"),
+    (["--alpha", "-1"], "alpha must be a positive number"),
     (["--d", "0"], "d must be at least 1, got 0"),
     (["--max-length", "0"], "max-length must be at least 8"),
     (["--local-epochs", "0"], "local-epochs must be a positive number"),
@@ -34,8 +34,7 @@ def _refused(capsys, argv: list[str]) -> str:
     import datasets
 
     # As in a fresh `python -m simulations.run`, which turns them off before datasets is imported;
-    # here other tests imported it first. (alpha is checked when the partitions are drawn, after
-    # tokenizing into the cache: before Ray, but not before that.)
+    # here other tests imported it first.
     datasets.disable_progress_bars()
     start = time.perf_counter()
     with pytest.raises(SystemExit) as exit_:
