@@ -425,7 +425,7 @@ def time_lines(grid: Grid, rows: dict[Key, dict]) -> list[str]:
             entries.append("–" if seconds is None else f"{seconds:,.0f} s" + ("" if finished(row) else " failed")
                            + (" ‡" if row is not None and elsewhere(row) else ""))
         lines.append(f"| {name} | {alpha_text} | " + " | ".join(entries) + " |")
-    devices = sorted({row["device"] for row in rows.values() if elsewhere(row)})
+    devices = other_devices(rows)
     return [*lines, "", f"Total over the cached cells: {total / 60:,.0f} min ({total / 3600:.1f} h).",
             *([f"‡ Ran on {', '.join(devices)}, six cells at a time; every other cell on the 2 CPU cores."]
               if devices else [])]
@@ -538,10 +538,15 @@ def elsewhere(row: dict) -> bool:
     return row.get("device") not in (None, "", "cpu")
 
 
+def other_devices(rows: dict[Key, dict]) -> list[str]:
+    """The machines other than the CPUs that ran cached cells."""
+    return sorted({row["device"] for row in rows.values() if elsewhere(row)})
+
+
 def ran_elsewhere(rows: dict[Key, dict]) -> str:
     """Which cells a machine other than the CPUs ran, said in the page's opening."""
     away = sorted(f"{t} {m} α={a:g}" for (t, m, a), row in rows.items() if elsewhere(row) and a is not None)
-    devices = sorted({row["device"] for row in rows.values() if elsewhere(row)})
+    devices = other_devices(rows)
     if not away:
         return ""
     return (f"\n{len(away)} federated cells ran on {', '.join(devices)} through the same in-process engine "
