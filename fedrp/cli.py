@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.metadata
 import json
 import logging
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import cached_property
 from pathlib import Path
 
 log = logging.getLogger("fedrp")
@@ -242,6 +244,28 @@ def _projection_mode_option(p: argparse.ArgumentParser) -> None:
                         "with its own fingerprint: O(N) memory)")
 
 
+class _Deferred(Sequence):
+    """A list that a module importing torch defines, read only when argparse needs it (to check a value or
+    show that subcommand's help), so that `fedrp --help` and the other subcommands start in a second.
+    An option with these choices needs a metavar: argparse lists plain choices as it adds the option."""
+
+    def __init__(self, module: str, name: str, render: Callable[[object], list] = list) -> None:
+        self.module, self.name, self.render = module, name, render
+
+    @cached_property
+    def _items(self) -> list:
+        return self.render(getattr(importlib.import_module(self.module), self.name))
+
+    def __getitem__(self, i):
+        return self._items[i]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __str__(self) -> str:
+        return ", ".join(map(str, self._items))
+
+
 def _positive_int(text: str) -> int:
     """argparse type: a whole number of at least 1."""
     try:
@@ -313,18 +337,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-pair", default=None)
     p.add_argument("--max-length", type=int, default=128)
 
-    from fedrp.methods import DEFAULT_LR, METHODS
-
     p = command("train", cmd_train, "Train one method on one GLUE task (centralized) and report dev metrics.")
     p.add_argument("--task", required=True, help="cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte or wnli")
-    p.add_argument("--method", choices=METHODS, default="slash")
+    p.add_argument("--method", choices=_Deferred("fedrp.methods", "METHODS"), default="slash", metavar="METHOD",
+                   help="%(choices)s (default %(default)s)")
     p.add_argument("--model", default=None, help="transformers model name or path (default: packaged all-MiniLM-L6-v2)")
     _data_options(p)
     p.add_argument("--d", type=_positive_int, default=1024, help="dimension of z (slash, jrwarp)")
     p.add_argument("--seed", type=int, default=0, help="projection, initialisation and shuffling seed")
     p.add_argument("--epochs", type=_positive_float, default=1.0)
-    p.add_argument("--lr", type=_positive_float, default=None,
-                   help="learning rate (default per method: " + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
+    lr = p.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default per method: %(rates)s)")
+    lr.rates = _Deferred("fedrp.methods", "DEFAULT_LR", lambda rates: [f"{k} {v:g}" for k, v in rates.items()])
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
     p.add_argument("--schedule", choices=["linear", "constant"], default="linear", help="after warmup")
@@ -358,12 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--device", default="auto")
 
-    from fedrp.partition import SCHEMES
-
     p = command("partition", cmd_partition, "Show how a task's training set splits over federated clients.")
     p.add_argument("--task", required=True)
     p.add_argument("--num-clients", type=int, required=True)
-    p.add_argument("--scheme", choices=SCHEMES, default="dirichlet")
+    p.add_argument("--scheme", choices=_Deferred("fedrp.partition", "SCHEMES"), default="dirichlet", metavar="SCHEME",
+                   help="%(choices)s (default %(default)s)")
     p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (dirichlet, quantity)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--min-size", type=int, default=1, help="smallest partition allowed")

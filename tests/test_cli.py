@@ -4,27 +4,36 @@ import json
 import subprocess
 import sys
 from contextlib import nullcontext
+from types import SimpleNamespace
 
 import pytest
 
+from fedrp.cli import main
 
-def fedrp(*args, check=True):
-    res = subprocess.run([sys.executable, "-m", "fedrp", *args], capture_output=True, text=True,
-                         env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"}, check=False)
+
+def fedrp(capsys, *args, check=True) -> SimpleNamespace:
+    """`fedrp ARGS` in this process: a `fedrp` process spends seconds importing torch before it starts, and
+    test_every_command_has_help runs the entry point itself once."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exit_:  # argparse's own refusals
+        code = exit_.code
+    out, err = capsys.readouterr()
     if check:
-        assert res.returncode == 0, res.stderr
-    return res
+        assert code == 0, err
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
 
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory):
     path = tmp_path_factory.mktemp("cli") / "sst2.safetensors"
-    fedrp("init", "--method", "jrwarp", "--d", "512", "--labels", "negative", "positive", "--task", "sst2", "--out", str(path))
+    assert main(["init", "--method", "jrwarp", "--d", "512", "--labels", "negative", "positive", "--task", "sst2",
+                 "--out", str(path)]) == 0
     return path
 
 
-def test_inspect_json_has_the_keys_other_tools_read(adapter):
-    info = json.loads(fedrp("inspect", str(adapter), "--json").stdout)
+def test_inspect_json_has_the_keys_other_tools_read(adapter, capsys):
+    info = json.loads(fedrp(capsys, "inspect", str(adapter), "--json").stdout)
     assert info["method"] == "jrwarp" and info["task"] == "sst2"
     assert info["params"] == 512 + 384 * 2 + 2
     assert info["bytes_fp32"] == 4 * info["params"] and info["bytes_fp16"] == 2 * info["params"]
@@ -34,60 +43,56 @@ def test_inspect_json_has_the_keys_other_tools_read(adapter):
     assert info["backbone"] == "sentence-transformers/all-MiniLM-L6-v2"
 
 
-def test_inspect_text_names_the_sizes(adapter):
-    out = fedrp("inspect", str(adapter)).stdout
+def test_inspect_text_names_the_sizes(adapter, capsys):
+    out = fedrp(capsys, "inspect", str(adapter)).stdout
     assert "5,128 B in fp32" in out and "2,564 B in fp16" in out
 
 
-def test_export_and_predict_agree(adapter, tmp_path):
+def test_export_and_predict_agree(adapter, tmp_path, capsys):
     out = tmp_path / "exported"
-    fedrp("export", "--adapter", str(adapter), "--out", str(out), "--json")
+    fedrp(capsys, "export", "--adapter", str(adapter), "--out", str(out), "--json")
     args = ["--text", "a gripping film, and it was great", "--json"]  # SST-2: one sentence
-    a = json.loads(fedrp("predict", "--adapter", str(adapter), *args).stdout)
-    b = json.loads(fedrp("predict", "--exported", str(out), *args).stdout)
+    a = json.loads(fedrp(capsys, "predict", "--adapter", str(adapter), *args).stdout)
+    b = json.loads(fedrp(capsys, "predict", "--exported", str(out), *args).stdout)
     assert a["label"] == b["label"] and a["label"] in ("negative", "positive")
     assert len(a["logits"]) == 2
     assert a["logits"] == pytest.approx(b["logits"], abs=1e-5)
 
 
 def test_every_command_has_help(capsys):
-    """In this process (each `fedrp` process spends seconds importing torch first); one process checks the entry point."""
-    from fedrp.cli import main
-
+    """In this process (a `fedrp train` process spends seconds importing torch first); one process checks the entry
+    point, and that `fedrp --help` imports none of the heavy libraries."""
     for command in ("init", "inspect", "export", "predict", "train", "eval", "partition", "dashboard"):
         with pytest.raises(SystemExit) as exit_:
             main([command, "--help"])
         assert exit_.value.code == 0 and f"usage: fedrp {command}" in capsys.readouterr().out, command
-    res = fedrp("--help")
+    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "fedrp", "--help"], capture_output=True, text=True,
+                         check=True)
     assert all(command in res.stdout for command in ("train", "partition", "dashboard"))
+    imported = {line.rpartition("|")[2].strip() for line in res.stderr.splitlines()}
+    assert "fedrp.cli" in imported and not imported & {"torch", "transformers", "datasets"}  # answers in a second
 
 
-def test_bad_input_gets_one_clear_line(tmp_path):
-    res = fedrp("inspect", str(tmp_path / "nope.safetensors"), check=False)
+def test_bad_input_gets_one_clear_line(tmp_path, capsys):
+    res = fedrp(capsys, "inspect", str(tmp_path / "nope.safetensors"), check=False)
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [
         f"fedrp inspect: error: no adapter file at {tmp_path / 'nope.safetensors'}: expected a .safetensors file written by fedrp"
     ]
-    res = fedrp("predict", "--exported", str(tmp_path), "--text", "x", check=False)
+    res = fedrp(capsys, "predict", "--exported", str(tmp_path), "--text", "x", check=False)
     assert res.returncode == 2 and "is not a fedrp export" in res.stderr
-    res = fedrp("init", "--d", "0", "--out", str(tmp_path / "a.safetensors"), check=False)
+    res = fedrp(capsys, "init", "--d", "0", "--out", str(tmp_path / "a.safetensors"), check=False)
     assert res.returncode == 2 and "d must be a positive integer" in res.stderr
 
 
-@pytest.fixture(scope="module")
-def glue_env(glue_dir, tmp_path_factory):
-    import os
-
-    return {**os.environ, "FEDRP_GLUE_DIR": str(glue_dir), "HF_HUB_OFFLINE": "1",
-            "FEDRP_CACHE": str(tmp_path_factory.mktemp("cache"))}
+@pytest.fixture
+def glue_env(glue_dir, tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("FEDRP_GLUE_DIR", str(glue_dir))
+    monkeypatch.setenv("FEDRP_CACHE", str(tmp_path_factory.getbasetemp() / "cli-cache"))
 
 
-def _run(env, *args):
-    return subprocess.run([sys.executable, "-m", "fedrp", *args], capture_output=True, text=True, env=env, check=False)
-
-
-def test_train_then_eval_reports_the_same_metrics(glue_env, tmp_path):
-    res = _run(glue_env, "train", "--task", "rte", "--method", "slash", "--d", "256", "--max-train-samples", "64",
+def test_train_then_eval_reports_the_same_metrics(glue_env, tmp_path, capsys):
+    res = fedrp(capsys, "train", "--task", "rte", "--method", "slash", "--d", "256", "--max-train-samples", "64",
                "--max-eval-samples", "48", "--out", str(tmp_path), "--bf16", "off", "--json")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
@@ -95,56 +100,56 @@ def test_train_then_eval_reports_the_same_metrics(glue_env, tmp_path):
     assert out["task"] == "rte" and out["method"] == "slash" and out["params"] == 256 + 770
     assert out["bytes_fp32"] == 4 * out["params"] and out["train_examples"] == 64 and out["eval_examples"] == 48
     assert set(out["metrics"]) == {"accuracy"} and out["lr"] == 3e-2
-    res = _run(glue_env, "eval", "--adapter", out["artifact"], "--max-eval-samples", "48", "--json")
+    res = fedrp(capsys, "eval", "--adapter", out["artifact"], "--max-eval-samples", "48", "--json")
     assert res.returncode == 0, res.stderr
     again = json.loads(res.stdout)
     assert again["task"] == "rte"
     assert again["metrics"]["accuracy"] == pytest.approx(out["metrics"]["accuracy"], abs=1 / 48 + 1e-9)
 
 
-def test_train_a_baseline_writes_no_artifact(glue_env, tmp_path):
-    res = _run(glue_env, "train", "--task", "wnli", "--method", "head", "--max-train-samples", "32",
+def test_train_a_baseline_writes_no_artifact(glue_env, tmp_path, capsys):
+    res = fedrp(capsys, "train", "--task", "wnli", "--method", "head", "--max-train-samples", "32",
                "--max-eval-samples", "16", "--out", str(tmp_path), "--json")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["artifact"] is None and out["params"] == 770 and list(tmp_path.iterdir()) == []
 
 
-def test_partition_json_and_table(glue_env):
-    res = _run(glue_env, "partition", "--task", "mrpc", "--num-clients", "5", "--scheme", "dirichlet",
+def test_partition_json_and_table(glue_env, capsys):
+    res = fedrp(capsys, "partition", "--task", "mrpc", "--num-clients", "5", "--scheme", "dirichlet",
                "--alpha", "0.3", "--seed", "1", "--json")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert {"num_clients", "scheme", "alpha", "seed", "sizes", "label_counts"} <= set(out)
     assert out["num_clients"] == 5 and sum(out["sizes"]) == 3668
     assert [sum(c) for c in out["label_counts"]] == out["sizes"]
-    table = _run(glue_env, "partition", "--task", "mrpc", "--num-clients", "5", "--alpha", "0.3", "--seed", "1").stdout
+    table = fedrp(capsys, "partition", "--task", "mrpc", "--num-clients", "5", "--alpha", "0.3", "--seed", "1").stdout
     assert "not_equivalent" in table and f"{out['sizes'][0]:,}" in table
 
 
-def test_partition_holds_at_strong_label_skew(glue_env):
-    res = _run(glue_env, "partition", "--task", "cola", "--num-clients", "13", "--scheme", "dirichlet",
+def test_partition_holds_at_strong_label_skew(glue_env, capsys):
+    res = fedrp(capsys, "partition", "--task", "cola", "--num-clients", "13", "--scheme", "dirichlet",
                "--alpha", "0.1", "--seed", "5", "--json")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["num_clients"] == 13 == len(out["sizes"]) and out["dropped"] == 0 and sum(out["sizes"]) == 8551
     assert min(out["sizes"]) >= 8551 // 13  # balanced, so at or above any --min-size that can be met
     assert 0 < out["mean_label_entropy"] < 0.8  # skewed: CoLA's own label mix has 0.87 bits
-    res = _run(glue_env, "partition", "--task", "cola", "--num-clients", "13", "--min-size", "700")
+    res = fedrp(capsys, "partition", "--task", "cola", "--num-clients", "13", "--min-size", "700", check=False)
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [
         "fedrp partition: error: 8551 examples cannot give 13 clients at least 700 each"]
 
 
-def test_missing_task_data_is_one_line(glue_env):
-    res = _run(glue_env, "train", "--task", "qqp")
+def test_missing_task_data_is_one_line(glue_env, capsys):
+    res = fedrp(capsys, "train", "--task", "qqp", check=False)
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1].startswith("fedrp train: error: no GLUE file at ")
     assert "expected the official layout <dir>/QQP/{train,dev}.tsv" in res.stderr
 
 
-def test_train_with_dp_reports_what_it_spent(glue_env, tmp_path):
-    res = _run(glue_env, "train", "--task", "sst2", "--method", "jrwarp", "--d", "256", "--max-train-samples", "128",
+def test_train_with_dp_reports_what_it_spent(glue_env, tmp_path, capsys):
+    res = fedrp(capsys, "train", "--task", "sst2", "--method", "jrwarp", "--d", "256", "--max-train-samples", "128",
                "--max-eval-samples", "32", "--out", str(tmp_path), "--bf16", "off", "--json",
                "--dp", "--epsilon", "2", "--max-grad-norm", "0.5", "--accountant", "prv")
     assert res.returncode == 0, res.stderr
@@ -246,8 +251,6 @@ def no_backbone(monkeypatch):
 @pytest.mark.parametrize("argv, message", REFUSED, ids=[" ".join(a[:2]) + f" {i}" for i, (a, _) in enumerate(REFUSED)])
 def test_bad_input_is_one_line_and_exit_2_before_training(tmp_path, glue_dir, adapter, capsys, no_backbone, argv,
                                                           message):
-    from fedrp.cli import main
-
     tsv = _tsv_dirs(tmp_path / "tsv", glue_dir)
     _lost_key(adapter, tmp_path / "lost-pooling.safetensors")
     args = [a.format(tsv=tsv, glue=glue_dir, tmp=tmp_path, adapter=adapter) for a in argv]
@@ -270,7 +273,6 @@ def test_cuda_on_a_build_without_it_is_refused(monkeypatch):
 
 def test_bf16_on_a_device_without_it_is_refused_before_loading(glue_dir, capsys, no_backbone, monkeypatch):
     from fedrp import train
-    from fedrp.cli import main
 
     monkeypatch.setattr(train, "bf16_supported", lambda device: False)
     assert main(["train", "--task", "sst2", "--data-dir", str(glue_dir), "--bf16", "on", "--device", "cpu"]) == 2
@@ -280,7 +282,6 @@ def test_bf16_on_a_device_without_it_is_refused_before_loading(glue_dir, capsys,
 def test_no_glue_folder_offline_says_how_to_give_one(capsys, no_backbone, monkeypatch):
     """What datasets raises offline (HF_HUB_OFFLINE=1) for the hub's GLUE, at once: one line, and what to do."""
     from fedrp import glue
-    from fedrp.cli import main
 
     def offline(task, split):
         raise ConnectionError("Couldn't reach 'nyu-mll/glue' on the Hub (OfflineModeIsEnabled)")

@@ -1,4 +1,4 @@
-"""The server's parts on their own: config, sampling, store, checkpoints."""
+"""The server's parts on their own: config, sampling, store, checkpoints, aggregation rules."""
 
 import sqlite3
 from pathlib import Path
@@ -11,7 +11,7 @@ from fedrp.federation import FedConfig, parse_faults, round_seed
 from fedrp.methods import FEDERATED_LR
 from server import checkpoint
 from server.store import RunStore
-from server.strategy import FedAdamRP, make_strategy, sample
+from server.strategy import FedAdamRP, from_record, make_strategy, sample, to_record
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -181,3 +181,45 @@ def test_norm_ratio_refuses_a_runaway_update_and_spares_skewed_honest_ones():
     assert norm_outliers([1.0, 1.0, 1000.0], 0.0) == {}  # off
     with pytest.raises(ValueError, match="norm-ratio must be 0"):
         FedConfig(norm_ratio=0.5)
+
+
+def _replies(strategy, sent: dict, updates: dict) -> list:
+    """One round's replies as Flower delivers them: a state per partition, or an error for a crashed client."""
+    from flwr.app import ConfigRecord, Error, Message, MetricRecord, RecordDict
+
+    strategy.prepare({100 + pid: pid for pid in updates}, seed=0, fingerprint="f", norm_bound=0.0)
+    replies = []
+    for msg in strategy.configure_train(1, to_record(sent), ConfigRecord(), grid=None):
+        msg.metadata.__dict__["_message_id"] = msg.object_id  # as the grid sets it when the message is pushed
+        update = updates[strategy.nodes[msg.metadata.dst_node_id]]
+        if update is None:
+            replies.append(Message(Error(code=0, reason="RuntimeError: injected client failure"), reply_to=msg))
+            continue
+        content = RecordDict({"arrays": to_record(update), "metrics": MetricRecord({"num-examples": 10}),
+                              "meta": ConfigRecord({"fingerprint": "f"})})
+        replies.append(Message(content, reply_to=msg))
+    return replies
+
+
+@pytest.mark.parametrize("aggregation", ["median", "trimmed-mean"])
+def test_robust_rules_outvote_a_scaled_update_and_refuse_a_crash(aggregation, monkeypatch):
+    """Five sampled clients: one sends x1000, one crashes; the rule takes the middle of the four accepted."""
+    from flwr.common.constant import SUPERLINK_NODE_ID
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for name, value in (("_task_id", 1), ("_run_id", 1), ("_node_id", SUPERLINK_NODE_ID)):  # as in a ServerApp process
+        monkeypatch.setattr(TaskIdentity, name, value)
+    rng = np.random.default_rng(0)
+    sent = {"z": np.zeros(6, np.float32), "head.weight": np.zeros((2, 3), np.float32)}
+    honest = {pid: {k: rng.normal(size=v.shape).astype(np.float32) for k, v in sent.items()} for pid in (2, 3, 4)}
+    updates = {0: {k: 1000 * v for k, v in honest[2].items()}, 1: None, **honest}
+    strategy = make_strategy(aggregation, 1.0, 0.0, 1, server_lr=0.0, trim_beta=0.25)
+    arrays, _ = strategy.aggregate_train(1, _replies(strategy, sent, updates))
+    got = from_record(arrays)
+    assert [(r["partition_id"], r["status"], r.get("reason")) for r in strategy.records] == [
+        (0, "accepted", None), (1, "refused", "client-error"), (2, "accepted", None), (3, "accepted", None),
+        (4, "accepted", None)]
+    for k in sent:  # of four values per coordinate, both rules keep the mean of the middle two
+        middle = np.sort(np.stack([updates[p][k] for p in (0, 2, 3, 4)]), axis=0)[1:3].mean(axis=0)
+        np.testing.assert_allclose(got[k], middle, rtol=1e-6, err_msg=k)
+        assert np.abs(got[k]).max() < 10  # the x1000 update (thousands) left out
