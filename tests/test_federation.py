@@ -1,4 +1,4 @@
-"""The federation end to end through `simulations.run`: real processes, real backbone, real store.
+"""The federation end to end through `simulations.run`: real apps, real backbone, real store.
 
 Most runs use the in-process engine, which runs the very ServerApp and ClientApp of Flower's
 simulation engine and ends on the same vector bit for bit (tests/test_inprocess.py, where the
@@ -6,10 +6,12 @@ one run on Flower's engine is also cut by Ctrl-C).
 """
 
 import json
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -28,20 +30,40 @@ SMALL = ["--task", "sst2", "--max-train-samples", "480", "--max-train-samples-pe
          "--local-optimizer", "adamw", "--lr", "0.01", "--batch-size", "32", "--lr-decay", "none"]
 
 
-def simulate(tmp_path: Path, glue_dir, *args: str, supernodes: int = 4, wait: bool = True, env: dict | None = None,
-             engine: str = "inprocess"):
+def simulate(tmp_path: Path, glue_dir, *args: str, supernodes: int = 4, wait: bool = True, engine: str = "inprocess"):
+    """`python -m simulations.run ... --json`: its summary, or with wait=False the running process.
+
+    A finished in-process run is called in this process: the same main() and output, without a
+    fresh interpreter's seconds of importing torch, transformers and Flower each time."""
     tmp_path.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "FEDRP_GLUE_DIR": str(glue_dir), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT),
-           "FEDRP_STATE_DIR": str(tmp_path / "node-state"), **(env or {})}
-    cmd = [sys.executable, "-m", "simulations.run", "--num-supernodes", str(supernodes), "--json",
-           "--store", str(tmp_path / "store.sqlite"), "--checkpoint-dir", str(tmp_path / "ckpt"), "--engine", engine,
-           *SMALL, *args]
+    env = {"FEDRP_GLUE_DIR": str(glue_dir), "HF_HUB_OFFLINE": "1", "FEDRP_STATE_DIR": str(tmp_path / "node-state")}
+    argv = ["--num-supernodes", str(supernodes), "--json", "--store", str(tmp_path / "store.sqlite"),
+            "--checkpoint-dir", str(tmp_path / "ckpt"), "--engine", engine, *SMALL, *args]
+    if wait and engine == "inprocess":
+        return _in_this_process(argv, env)
+    cmd = [sys.executable, "-m", "simulations.run", *argv]
+    env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
     if not wait:  # output to files: a chatty run would block on a full pipe nobody reads yet
         with open(tmp_path / "stdout.txt", "w") as out, open(tmp_path / "stderr.txt", "w") as err:
             return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=err, start_new_session=True)
     res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _in_this_process(argv: list[str], env: dict) -> dict:
+    """simulations.run's main() here, with the run's environment and without the log handler it adds."""
+    from simulations.run import main
+
+    server_log = logging.getLogger("fedrp.server")
+    handlers = list(server_log.handlers)
+    try:
+        with mock.patch.dict(os.environ, env):
+            result = main(argv)
+    finally:
+        for handler in set(server_log.handlers) - set(handlers):  # it writes to this test's captured stderr
+            server_log.removeHandler(handler)
+    return json.loads(json.dumps(result))  # as the process prints it: string keys, lists
 
 
 def test_faulty_clients_are_refused_and_recorded(tmp_path, glue_dir):
