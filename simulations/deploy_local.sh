@@ -55,6 +55,9 @@ fi
 # Flower writes its config, installed apps and credentials under FLWR_HOME.
 export FLWR_HOME=$WORKDIR/flwr
 export FLWR_TELEMETRY_ENABLED=0
+# Each SuperNode's flower-superexec polls for a message to start a ClientApp process for, every
+# second by default: up to a second of idle waiting per message on a round of a few seconds.
+export FLWR_SUPEREXEC_TASK_POLL_INTERVAL=${FLWR_SUPEREXEC_TASK_POLL_INTERVAL:-0.2}
 # The app's dependencies are installed already; without this the SuperLink runs `uv sync`
 # of [project].dependencies for every run (torch alone is gigabytes).
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
