@@ -71,11 +71,16 @@ class QnliSplit:
 
 @dataclasses.dataclass(frozen=True)
 class Override:
-    """Run-config keys that replace [federated]'s in the cells of some methods and alphas."""
+    """Run-config keys that replace [federated]'s in the cells of some methods, alphas and tasks."""
 
     methods: tuple[str, ...]
     alphas: tuple[float, ...] | None  # None: every alpha
     options: dict
+    tasks: tuple[str, ...] | None = None  # None: every task
+
+    def applies(self, method: str, alpha: float, task: str) -> bool:
+        return method in self.methods and (self.alphas is None or alpha in self.alphas) \
+            and (self.tasks is None or task in self.tasks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,14 +115,15 @@ def load_config(path: Path | str, data_dir: str | None = None) -> Grid:
     section = raw.get("grid", {})
     _known(section, GRID_KEYS, f"{path} [grid]: key")
     methods = _parse_methods(section.get("methods", list(METHODS)), path)
+    tasks = _parse_tasks(section.get("tasks", []), path)
     folder = data_dir or os.environ.get(glue.GLUE_DIR_ENV) or section.get("data-dir", "../shared/glue")
     return Grid(
-        tasks=_parse_tasks(section.get("tasks", []), path), alphas=_parse_alphas(section.get("alphas", []), path),
+        tasks=tasks, alphas=_parse_alphas(section.get("alphas", []), path),
         methods=methods, reference=bool(section.get("reference", True)), data_dir=Path(folder).resolve(),
         cache=Path(section.get("cache", "runs/grid/cells.jsonl")), scratch=Path(section.get("scratch", "runs/grid")),
         estimate=str(section.get("estimate", "")),
         federated=_parse_federated(raw.get("federated", {}), path),
-        overrides=_parse_overrides(raw.get("federated-override", []), methods, path),
+        overrides=_parse_overrides(raw.get("federated-override", []), methods, tasks, path),
         reference_options=_parse_reference(raw.get("reference", {}), path),
         qnli=_parse_qnli(raw.get("qnli", {}), path), config=path,
     )
@@ -183,19 +189,22 @@ def _parse_federated(table: dict, path: Path) -> dict:
     return {**{k: typed[k] for k in rest}, **runner, **engine}
 
 
-def _parse_overrides(tables: list, methods: tuple[str, ...], path: Path) -> tuple[Override, ...]:
-    """[[federated-override]] tables: run-config keys for some methods and alphas, checked for each method."""
+def _parse_overrides(tables: list, methods: tuple[str, ...], tasks: tuple[str, ...], path: Path) -> tuple[Override, ...]:
+    """[[federated-override]] tables: run-config keys for some methods, alphas and tasks, checked for each method."""
     out = []
     what = f"{path} [[federated-override]]"
     for table in tables:
         if not isinstance(table, dict):
             raise ValueError(  # noqa: TRY004 - a config error: one line and exit 2, as every other
-                f"{what}: expected tables of run-config keys with optional methods and alphas lists")
+                f"{what}: expected tables of run-config keys with optional methods, alphas and tasks lists")
         chosen = tuple(table.get("methods", methods))
         if not chosen or any(m not in methods for m in chosen):
             raise ValueError(f"{what} methods: expected some of the grid's methods {list(methods)}, got {list(chosen)}")
         alphas = tuple(_parse_alphas(table["alphas"], path)) if "alphas" in table else None
-        keys = {k: v for k, v in table.items() if k not in ("methods", "alphas")}
+        named = tuple(table["tasks"]) if "tasks" in table else None
+        if named is not None and (not named or any(t not in tasks for t in named)):
+            raise ValueError(f"{what} tasks: expected some of the grid's tasks {list(tasks)}, got {list(named)}")
+        keys = {k: v for k, v in table.items() if k not in ("methods", "alphas", "tasks")}
         for key in keys:
             if key in PER_CELL_KEYS or key in RUNNER_KEYS:
                 raise ValueError(f"{what}: {key!r} cannot differ between cells; remove it")
@@ -205,7 +214,7 @@ def _parse_overrides(tables: list, methods: tuple[str, ...], path: Path) -> tupl
                 typed = FedConfig.from_run_config({}, {"method": method, **keys}).to_run_config()
             except ValueError as err:
                 raise ValueError(f"{what} ({method}): {err}") from None
-        out.append(Override(methods=chosen, alphas=alphas, options={k: typed[k] for k in keys}))
+        out.append(Override(methods=chosen, alphas=alphas, options={k: typed[k] for k in keys}, tasks=named))
     return tuple(out)
 
 
@@ -256,17 +265,17 @@ def cells(grid: Grid) -> list[dict]:
     for alpha in grid.alphas:
         for task in grid.tasks:
             for method in grid.methods:
-                options = federated_options(grid, method, alpha)
+                options = federated_options(grid, method, alpha, task)
                 out.append({"kind": "federated", "task": task, "method": method, "alpha": alpha,
                             "data": data_id(grid, task), "options": options})
     return out
 
 
-def federated_options(grid: Grid, method: str, alpha: float) -> dict:
-    """[federated], then every override that names this method and alpha (or names none), in file order."""
+def federated_options(grid: Grid, method: str, alpha: float, task: str) -> dict:
+    """[federated], then every override that names this method, alpha and task (or names none), in file order."""
     options = dict(grid.federated)
     for o in grid.overrides:
-        if method in o.methods and (o.alphas is None or alpha in o.alphas):
+        if o.applies(method, alpha, task):
             options.update(o.options)
     return options
 

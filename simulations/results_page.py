@@ -467,13 +467,18 @@ def setup_lines(grid: Grid) -> list[str]:
 
 
 def local_rates(grid: Grid, method: str) -> str:
-    """A method's local optimizer and rate, with the alphas it applies at where the grid's overrides differ."""
+    """A method's local optimizer and rate, with the alphas (and tasks) it applies at where overrides differ."""
     by_rate: dict[str, list[str]] = {}
     for alpha in grid.alphas:
-        by_rate.setdefault(local_rate(method, federated_options(grid, method, alpha)), []).append(f"{alpha:g}")
+        by_task: dict[str, list[str]] = {}
+        for task in grid.tasks:
+            by_task.setdefault(local_rate(method, federated_options(grid, method, alpha, task)), []).append(task)
+        for rate, tasks in by_task.items():
+            where = "" if len(by_task) == 1 else f" on {', '.join(task_label(grid, t) for t in tasks)}"
+            by_rate.setdefault(rate, []).append(f"{alpha:g}{where}")
     if len(by_rate) == 1:
         return next(iter(by_rate))
-    return ", ".join(f"{rate} at α {' and '.join(alphas)}" for rate, alphas in by_rate.items())
+    return "; ".join(f"{rate} at α {' and '.join(alphas)}" for rate, alphas in by_rate.items())
 
 
 def local_rate(method: str, options: dict) -> str:

@@ -93,6 +93,7 @@ def test_shipped_config_has_72_distinct_cells_with_two_references_per_task(glue_
     ("[reference]", '[[federated-override]]\nlocal-optimizer = "sgdd"\n[reference]', "local-optimizer must be"),
     ("[reference]", "[[federated-override]]\nalpha = 0.5\n[reference]", "'alpha' cannot differ between cells"),
     ("[reference]", "[[federated-override]]\nalphas = [0]\n[reference]", "0 is not a positive number"),
+    ("[reference]", '[[federated-override]]\ntasks = ["rte"]\n[reference]', "tasks: expected some of the grid's tasks"),
     ("[reference]", '[[federated-override]]\nmethods = ["full"]\nlocal-optimizer = "sgd"\n[reference]',
      "full has no measured federated rate"),
 ])
@@ -111,13 +112,25 @@ lr = 0.3
 [[federated-override]]
 num-server-rounds = 8
 
+[[federated-override]]
+methods = ["slash"]
+tasks = ["mrpc"]
+local-loss = "ce"
+
 [reference]""")
-    options = {(c["method"], c["alpha"]): c["options"] for c in cells(load_config(small_config(tmp_path, text)))
-               if c["kind"] == "federated"}
-    assert (options["slash", 0.1]["local-optimizer"], options["slash", 0.1]["lr"]) == ("sgd", 0.3)
-    for other in [("slash", 1.0), ("full", 0.1), ("full", 1.0)]:
-        assert "local-optimizer" not in options[other] and "lr" not in options[other], other
+    grid = load_config(small_config(tmp_path, text))
+    options = {(c["task"], c["method"], c["alpha"]): c["options"] for c in cells(grid) if c["kind"] == "federated"}
+    for task in ("mrpc", "stsb"):
+        assert (options[task, "slash", 0.1]["local-optimizer"], options[task, "slash", 0.1]["lr"]) == ("sgd", 0.3)
+        for other in [(task, "slash", 1.0), (task, "full", 0.1), (task, "full", 1.0)]:
+            assert "local-optimizer" not in options[other] and "lr" not in options[other], other
     assert {o["num-server-rounds"] for o in options.values()} == {8}  # an override without methods or alphas: all
+    assert {k for k, o in options.items() if "local-loss" in o} == {("mrpc", "slash", 1.0), ("mrpc", "slash", 0.1)}
+    assert results_page.local_rates(grid, "slash") == "AdamW 0.015 at α 1; SGD (momentum 0.9) 0.3 at α 0.1"
+    text = text.replace('tasks = ["mrpc"]\nlocal-loss = "ce"', 'tasks = ["stsb"]\nlr = 0.05')
+    assert results_page.local_rates(load_config(small_config(tmp_path, text)), "slash") == (  # later tables win
+        "AdamW 0.015 at α 1 on MRPC; AdamW 0.05 at α 1 on STS-B; SGD (momentum 0.9) 0.3 at α 0.1 on MRPC; "
+        "SGD (momentum 0.9) 0.05 at α 0.1 on STS-B")
 
 
 def test_only_selects_cells_and_refuses_values_outside_the_grid(glue_dir):
