@@ -26,6 +26,7 @@ from pathlib import Path
 
 from fedrp.cli import OneLineParser
 from server.store import RunStore
+from simulations.cells import run_federation
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_DEPLOY_OVER_SIMULATION = 1.5
@@ -76,12 +77,9 @@ def simulate(args: argparse.Namespace, engine: str) -> list[float]:
     options = {**run_config(args), "engine": engine, "num-supernodes": args.nodes, "num-server-rounds": args.rounds,
                "fraction-train": 1.0, "min-train-nodes": args.nodes, "partition-scheme": "iid",
                "data-dir": args.data_dir, "store": work / "store.sqlite", "checkpoint-dir": work / "checkpoints"}
-    cmd = [sys.executable, "-m", "simulations.run", *(f"--{k}={v}" for k, v in options.items())]
-    with (work / "run.log").open("w") as out:
-        done = subprocess.run(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, check=False)
-    if done.returncode:
-        raise SystemExit(f"bench_deploy: simulations.run exited {done.returncode}; see {work / 'run.log'}")
-    return _round_seconds(work / "store.sqlite")
+    with (work / "run.log").open("w") as log:
+        result = run_federation(options, stderr=log)
+    return [round(r["wall_seconds"], 2) for r in result["rounds"] if r["round"] > 0]
 
 
 def _round_seconds(path: Path) -> list[float]:

@@ -93,7 +93,7 @@ def glue_env(glue_dir, tmp_path_factory, monkeypatch):
 
 def test_train_then_eval_reports_the_same_metrics(glue_env, tmp_path, capsys):
     res = fedrp(capsys, "train", "--task", "rte", "--method", "slash", "--d", "256", "--max-train-samples", "64",
-               "--max-eval-samples", "48", "--out", str(tmp_path), "--bf16", "off", "--json")
+                "--max-eval-samples", "48", "--out", str(tmp_path), "--bf16", "off", "--json")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert {"task", "method", "metrics", "params", "bytes_fp32", "samples_per_second", "wall_seconds", "artifact"} <= set(out)
@@ -109,7 +109,7 @@ def test_train_then_eval_reports_the_same_metrics(glue_env, tmp_path, capsys):
 
 def test_train_a_baseline_writes_no_artifact(glue_env, tmp_path, capsys):
     res = fedrp(capsys, "train", "--task", "wnli", "--method", "head", "--max-train-samples", "32",
-               "--max-eval-samples", "16", "--out", str(tmp_path), "--json")
+                "--max-eval-samples", "16", "--out", str(tmp_path), "--json")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["artifact"] is None and out["params"] == 770 and list(tmp_path.iterdir()) == []
@@ -117,7 +117,7 @@ def test_train_a_baseline_writes_no_artifact(glue_env, tmp_path, capsys):
 
 def test_partition_json_and_table(glue_env, capsys):
     res = fedrp(capsys, "partition", "--task", "mrpc", "--num-clients", "5", "--scheme", "dirichlet",
-               "--alpha", "0.3", "--seed", "1", "--json")
+                "--alpha", "0.3", "--seed", "1", "--json")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert {"num_clients", "scheme", "alpha", "seed", "sizes", "label_counts"} <= set(out)
@@ -129,7 +129,7 @@ def test_partition_json_and_table(glue_env, capsys):
 
 def test_partition_holds_at_strong_label_skew(glue_env, capsys):
     res = fedrp(capsys, "partition", "--task", "cola", "--num-clients", "13", "--scheme", "dirichlet",
-               "--alpha", "0.1", "--seed", "5", "--json")
+                "--alpha", "0.1", "--seed", "5", "--json")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["num_clients"] == 13 == len(out["sizes"]) and out["dropped"] == 0 and sum(out["sizes"]) == 8551
@@ -150,7 +150,7 @@ def test_missing_task_data_is_one_line(glue_env, capsys):
 
 def test_train_with_dp_reports_what_it_spent(glue_env, tmp_path, capsys):
     res = fedrp(capsys, "train", "--task", "sst2", "--method", "jrwarp", "--d", "256", "--max-train-samples", "128",
-               "--max-eval-samples", "32", "--out", str(tmp_path), "--bf16", "off", "--json",
+                "--max-eval-samples", "32", "--out", str(tmp_path), "--bf16", "off", "--json",
                "--dp", "--epsilon", "2", "--max-grad-norm", "0.5", "--accountant", "prv")
     assert res.returncode == 0, res.stderr
     privacy = json.loads(res.stdout)["privacy"]
