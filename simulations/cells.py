@@ -20,10 +20,11 @@ from simulations.code_version import code_version
 PATH_KEYS = ("data-dir", "store", "checkpoint-dir", "out")  # where a cell reads and writes, not what it is
 
 
-def cell_key(kind: str, settings: dict) -> str:
-    """The settings (paths left out) and the code version of this kind of cell ("federated" or "reference")."""
+def cell_key(kind: str, settings: dict, commit: str | None = None) -> str:
+    """The settings (paths left out) and the code version of this kind of cell ("federated" or "reference"),
+    of the working tree or of a commit."""
     kept = {k: v for k, v in settings.items() if k not in PATH_KEYS}
-    return json.dumps({"code": code_version(kind), **kept}, sort_keys=True)
+    return json.dumps({"code": code_version(kind, commit), **kept}, sort_keys=True)
 
 
 class CellCache:

@@ -5,12 +5,14 @@ modules its entry points import (followed through every import statement, also t
 functions), compared as syntax trees without docstrings, so a reworded comment or docstring
 keeps the cells while any change to what runs makes them stale. A centralized reference
 depends on the training code only; a federated cell also on the apps and the round loop.
+The version of a past commit is read from git, so a results page can name the code it reports.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import subprocess
 from functools import cache
 from pathlib import Path
 
@@ -26,26 +28,40 @@ NOT_RESULT_CODE = {"fedrp.cli", "fedrp.export", "fedrp.predict", "fedrp.artifact
 
 
 @cache
-def code_version(kind: str = "federated") -> str:
-    """sha256 (16 hex digits) over the module names and docstring-free syntax trees a kind of cell runs."""
+def code_version(kind: str = "federated", commit: str | None = None) -> str:
+    """sha256 (16 hex digits) over the module names and docstring-free syntax trees a kind of cell runs,
+    in the working tree or, given a commit, in that commit."""
     digest = hashlib.sha256()
-    for name in sorted(result_modules(kind)):
-        digest.update(name.encode() + b"\0" + _normalized(_path(name)).encode() + b"\0")
+    for name, form in sorted(result_forms(kind, commit).items()):
+        digest.update(name.encode() + b"\0" + form.encode() + b"\0")
     return digest.hexdigest()[:16]
 
 
-def result_modules(kind: str) -> set[str]:
+def changed_modules(kind: str, commit: str) -> list[str]:
+    """The result modules of a kind whose code differs between a commit and the working tree (added or gone too)."""
+    then, now = result_forms(kind, commit), result_forms(kind)
+    return sorted(name for name in then.keys() | now.keys() if then.get(name) != now.get(name))
+
+
+def result_forms(kind: str, commit: str | None = None) -> dict[str, str]:
+    """Each result module of a kind, by name, as the docstring-free form that its version hashes."""
+    tree = _Tree(commit)
+    return {name: _normalized(tree.read(name)) for name in result_modules(kind, commit)}
+
+
+def result_modules(kind: str, commit: str | None = None) -> set[str]:
     """The project modules reachable by imports from the kind's entry points, less NOT_RESULT_CODE."""
     if kind not in ENTRY_POINTS:
         raise ValueError(f"cell kind must be one of {sorted(ENTRY_POINTS)}, got {kind!r}")
+    tree = _Tree(commit)
     seen: set[str] = set()
     todo = list(ENTRY_POINTS[kind])
     while todo:
         name = todo.pop()
-        if name in seen or _excluded(name) or _path(name) is None:
+        if name in seen or _excluded(name) or tree.path(name) is None:
             continue
         seen.add(name)
-        todo += _imports(name)
+        todo += _imports(name, tree)
     return seen
 
 
@@ -53,23 +69,50 @@ def _excluded(name: str) -> bool:
     return any(name == x or name.startswith(x + ".") for x in NOT_RESULT_CODE)
 
 
-def _path(name: str) -> Path | None:
-    """The source file of a project module or package, None for anything outside the project."""
-    if name.split(".")[0] not in PACKAGES:
+class _Tree:
+    """The project's source files: the working tree under ROOT, or a commit's as git stores them."""
+
+    def __init__(self, commit: str | None = None) -> None:
+        self.commit = commit
+        self.files = _committed_files(ROOT, commit) if commit else None
+
+    def path(self, name: str) -> str | None:
+        """The source file of a project module or package (relative to ROOT), None outside the project."""
+        if name.split(".")[0] not in PACKAGES:
+            return None
+        base = "/".join(name.split("."))
+        for path in (base + ".py", base + "/__init__.py"):
+            if (path in self.files) if self.files is not None else (ROOT / path).is_file():
+                return path
         return None
-    base = ROOT.joinpath(*name.split("."))
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.is_file():
-            return path
-    return None
+
+    def read(self, name: str) -> str:
+        path = self.path(name)
+        return _committed_text(ROOT, self.commit, path) if self.commit else (ROOT / path).read_text()
 
 
-def _imports(name: str) -> list[str]:
+@cache
+def _committed_files(root: Path, commit: str) -> frozenset[str]:
+    try:
+        listing = subprocess.run(["git", "-C", str(root), "ls-tree", "-r", "--name-only", commit],
+                                 capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        raise ValueError(f"commit {commit!r} is not in the git history at {root}: expected a commit of this "
+                         f"repository (a full clone, not a shallow one)") from None
+    return frozenset(listing.splitlines())
+
+
+@cache
+def _committed_text(root: Path, commit: str, path: str) -> str:
+    return subprocess.run(["git", "-C", str(root), "show", f"{commit}:{path}"],
+                          capture_output=True, text=True, check=True).stdout
+
+
+def _imports(name: str, tree: _Tree) -> list[str]:
     """Every module an import statement of this module names (and the packages on the way)."""
-    path = _path(name)
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    package = name if tree.path(name).endswith("__init__.py") else name.rpartition(".")[0]
     out: list[str] = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(tree.read(name))):
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -91,9 +134,9 @@ def _resolve(node: ast.ImportFrom, package: str) -> str:
     return f"{base}.{node.module}" if node.module else base
 
 
-def _normalized(path: Path) -> str:
+def _normalized(source: str) -> str:
     """The module's syntax tree without docstrings or positions: what it does, not how it is worded."""
-    tree = ast.parse(path.read_text())
+    tree = ast.parse(source)
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             body = node.body

@@ -44,10 +44,11 @@ from fedrp.methods import METHODS
 from fedrp.payload import error_line
 from simulations.cells import CellCache, condense, run_federation
 from simulations.cells import cell_key as settings_key  # grid.cell_key names the grid's own
+from simulations.code_version import changed_modules, code_version
 
 DEFAULT_CONFIG = Path("simulations/grid.toml")
 SECTIONS = {"grid", "federated", "federated-override", "reference", "qnli"}
-GRID_KEYS = {"tasks", "alphas", "methods", "reference", "data-dir", "cache", "scratch", "estimate"}
+GRID_KEYS = {"tasks", "alphas", "methods", "reference", "data-dir", "cache", "scratch", "estimate", "commit"}
 PER_CELL_KEYS = {"task", "method", "alpha", "data-dir", "store", "checkpoint-dir", "resume-from"}  # the grid sets these
 RUNNER_KEYS = {"num-supernodes", "cpus-per-client", "engine"}  # simulations.run options that are not run-config keys
 ENGINES = ("flower", "inprocess")  # simulations.run --engine
@@ -100,6 +101,7 @@ class Grid:
     reference_options: dict
     qnli: QnliSplit
     config: Path
+    commit: str | None = None  # the commit whose result code the page reports; None: the working tree's
 
 
 # ---- the config file ----------------------------------------------------------------------
@@ -125,8 +127,18 @@ def load_config(path: Path | str, data_dir: str | None = None) -> Grid:
         federated=_parse_federated(raw.get("federated", {}), path),
         overrides=_parse_overrides(raw.get("federated-override", []), methods, tasks, path),
         reference_options=_parse_reference(raw.get("reference", {}), path),
-        qnli=_parse_qnli(raw.get("qnli", {}), path), config=path,
+        qnli=_parse_qnli(raw.get("qnli", {}), path), config=path, commit=_parse_commit(section.get("commit"), path),
     )
+
+
+def _parse_commit(value, path: Path) -> str | None:
+    """The pinned commit, checked against the git history now rather than hours into a sweep."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{path} [grid] commit: expected a commit hash as a string, got {value!r}")
+    code_version("federated", value)  # ValueError when git does not have it
+    return value
 
 
 def _known(table: dict, allowed: set[str], what: str) -> None:
@@ -293,9 +305,28 @@ def data_id(grid: Grid, task: str) -> str:
     return grid.qnli.data_id if task == "qnli" else "glue"
 
 
-def cell_key(cell: dict) -> str:
-    """A cell's identity in the cache: the canonical JSON of its settings and the code version that ran it."""
-    return settings_key(cell["kind"], {k: cell[k] for k in ("kind", "task", "method", "alpha", "data", "options")})
+def cell_key(cell: dict, commit: str | None = None) -> str:
+    """A cell's identity in the cache: the canonical JSON of its settings and the version of the code that
+    runs it (the working tree's, or a commit's)."""
+    return settings_key(cell["kind"], {k: cell[k] for k in ("kind", "task", "method", "alpha", "data", "options")},
+                        commit)
+
+
+def versions(grid: Grid) -> dict[str, str]:
+    """The code version per kind of cell that the grid reports: its pinned commit's, else the working tree's."""
+    return {kind: code_version(kind, grid.commit) for kind in KINDS}
+
+
+def unpinned_code(grid: Grid) -> str | None:
+    """Why this tree cannot run the pinned grid's cells (its result code differs from the commit's), or None."""
+    if grid.commit is None:
+        return None
+    changed = sorted({m for kind in KINDS for m in changed_modules(kind, grid.commit)})
+    if not changed:
+        return None
+    return (f"{grid.config} pins the grid to commit {grid.commit}, and this tree's result code differs from it "
+            f"({', '.join(changed)}); run the grid in a worktree of that commit (git worktree add --detach "
+            f"../fedrp-grid {grid.commit}) and append its new cache rows here, or pin the current commit")
 
 
 def describe(cell: dict) -> str:
@@ -528,9 +559,9 @@ def attempt(cell: dict, runner: Callable[[dict], dict]) -> dict:
     return {**result, "seconds": round(time.perf_counter() - start, 1)}
 
 
-def cache_state(cell: dict, done: CellCache) -> str:
+def cache_state(cell: dict, done: CellCache, commit: str | None = None) -> str:
     """'cached', 'failed: <line>' or 'to run'."""
-    row = done.get(cell_key(cell))
+    row = done.get(cell_key(cell, commit))
     if row is None:
         return "to run"
     return f"failed: {row.get('error', '')}" if row.get("status") == "failed" else "cached"
@@ -565,12 +596,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.dry_run:
         done = CellCache(cache)
         for cell in todo:
-            print(f"{cache_state(cell, done):10.60} {describe(cell)}")
+            print(f"{cache_state(cell, done, grid.commit):10.60} {describe(cell)}")
         if any(c["task"] == "qnli" for c in todo):
             print(f"qnli is {task_label(grid, 'qnli')}, data {grid.qnli.dir}")
-        states = Counter(cache_state(c, done).split(":")[0] for c in todo)
-        print(f"{len(todo)} cells ({dict(states)}); cache {cache}")
+        states = Counter(cache_state(c, done, grid.commit).split(":")[0] for c in todo)
+        pinned = f"; code of commit {grid.commit}" if grid.commit else ""
+        print(f"{len(todo)} cells ({dict(states)}); cache {cache}{pinned}")
         return
+    if reason := unpinned_code(grid):
+        parser.error(reason)
     if any(c["task"] == "qnli" for c in todo):
         n_train, n_held = split_qnli(qnli_source(grid), grid.qnli.dir, grid.qnli.held_out, grid.qnli.seed)
         print(f"QNLI (dev split: {n_train} train / {n_held} held out) in {grid.qnli.dir}", file=sys.stderr)

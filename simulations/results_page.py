@@ -5,8 +5,8 @@
 The page opens with one table (every federated method at each alpha, then the centralized
 references; a column per task), then the targets, the rounds federated slash needs to come
 within 0.95x of centralized slash, the curves, the measured cell times, the setup and the
-commands. Only the cache's rows for the current code version count (simulations.grid.cell_key);
-a cell without one reads "not run". Nothing here runs a model, and nothing depends on the clock:
+commands. Only the cache's rows for the code version the grid reports count (simulations.grid.cell_key:
+the working tree's, or the commit that grid.toml pins); a cell without one reads "not run". Nothing here runs a model, and nothing depends on the clock:
 the page is a function of the config and the cache.
 """
 
@@ -26,7 +26,7 @@ from fedrp.federation import FedConfig
 from fedrp.methods import DEFAULT_LR
 from fedrp.metrics import compute as compute_metrics
 from simulations.cells import CellCache
-from simulations.code_version import ENTRY_POINTS, code_version
+from simulations.code_version import ENTRY_POINTS, changed_modules
 from simulations.grid import (
     DEFAULT_CONFIG,
     Grid,
@@ -37,6 +37,7 @@ from simulations.grid import (
     load_config,
     read_rows,
     task_label,
+    versions,
 )
 
 METRIC_NAMES = {"accuracy": "acc", "f1": "F1", "matthews_correlation": "MCC", "pearson": "Pearson",
@@ -56,10 +57,10 @@ Key = tuple[str, str, float | None]  # (task, method, alpha); alpha None: a cent
 # ---- the cache's rows ---------------------------------------------------------------------
 
 def grid_rows(grid: Grid, done: dict[str, dict]) -> dict[Key, dict]:
-    """The cached row of each cell at the current code version, so older rows never mix in."""
+    """The cached row of each cell at the code version the grid reports, so other versions' rows never mix in."""
     out = {}
     for cell in cells(grid):
-        row = done.get(cell_key(cell))
+        row = done.get(cell_key(cell, grid.commit))
         if row is not None:
             out[(cell["task"], cell["method"], cell["alpha"])] = row
     return out
@@ -211,7 +212,7 @@ def table_legend(grid: Grid) -> str:
             "Pearson/Spearman). In parentheses: the task's first metric over centralized full finetuning's. "
             "Bytes: what one client uploads per round (its float32 trainable state). Majority class: always "
             "answering the training set's most frequent label, where a model that collapses to one class lands. "
-            f"`not run`: not in the cache for the current code version ({versions()}).")
+            f"`not run`: not in the cache for the code version reported ({version_text(grid)}).")
 
 
 # ---- targets ------------------------------------------------------------------------------
@@ -459,9 +460,11 @@ def setup_lines(grid: Grid) -> list[str]:
                      f"seeded hash (seed {grid.qnli.seed}), stratified by label, into a federated training part and "
                      f"a held-out evaluation part, written to `{grid.qnli.dir}` (`simulations.grid.split_qnli`). "
                      "Its numbers are not comparable with the official QNLI dev results.")
-    lines.append(f"- Code versions {versions()}: sha256 of the docstring-free syntax trees of the project modules "
+    lines.append(f"- Code versions {version_text(grid)}: sha256 of the docstring-free syntax trees of the project modules "
                  f"that the entry points import ({', '.join(f'`{m}`' for e in ENTRY_POINTS.values() for m in e)}; "
-                 "`simulations.code_version`); a change there makes that kind of cell `not run` again.")
+                 "`simulations.code_version`); " + ("the config pins the commit whose code they are, and the grid "
+                 "refuses to run cells under other result code" if grid.commit else
+                 "a change there makes that kind of cell `not run` again") + ".")
     lines.append(f"- Estimated time of the whole grid: {grid.estimate or 'not stated'}.")
     return lines
 
@@ -487,9 +490,21 @@ def local_rate(method: str, options: dict) -> str:
     return f"{'SGD (momentum 0.9)' if cfg.optimizer == 'sgd' else 'AdamW'} {cfg.learning_rate:g}"
 
 
-def versions() -> str:
-    """The current code version of each kind of cell, for the page's text."""
-    return ", ".join(f"{kind} `{code_version(kind)}`" for kind in ENTRY_POINTS)
+def version_text(grid: Grid) -> str:
+    """The reported code version of each kind of cell, for the page's text."""
+    reported = versions(grid)
+    return ", ".join(f"{kind} `{reported[kind]}`" for kind in ENTRY_POINTS)
+
+
+def pin_text(grid: Grid) -> str:
+    """Which code the numbers are of, when the config pins a commit, and what has changed in it since."""
+    if grid.commit is None:
+        return ""
+    changed = sorted({m for kind in ENTRY_POINTS for m in changed_modules(kind, grid.commit)})
+    since = (f"the result code has changed since in {', '.join(f'`{m}`' for m in changed)}; "
+             "rerun the grid at a new pin to measure it" if changed else
+             "the result code is unchanged since")
+    return f"\nThe numbers are of the result code at commit `{grid.commit}` ([grid] commit in the config); {since}."
 
 
 def reference_line(grid: Grid) -> str:
@@ -533,9 +548,9 @@ def intro(grid: Grid, done: dict[str, dict], rows: dict[Key, dict], cache: Path)
     other = len(done) - len(rows)
     return (f"Generated by `python -m simulations.results_page` from the cache `{cache}` and the config "
             f"`{grid.config}` (sha256 {sha}…); do not edit by hand.\n"
-            f"{len(rows)} of {len(cells(grid))} cells are in the cache for the current code versions "
-            f"({versions()}; {failed} failed); {other} cached rows of other code versions or settings are not "
-            "shown." + ran_elsewhere(rows))
+            f"{len(rows)} of {len(cells(grid))} cells are in the cache for the code versions reported "
+            f"({version_text(grid)}; {failed} failed); {other} cached rows of other code versions or settings are "
+            "not shown." + pin_text(grid) + ran_elsewhere(rows))
 
 
 def elsewhere(row: dict) -> bool:

@@ -75,3 +75,26 @@ def glue_dir():
     if not (path / "SST-2" / "dev.tsv").is_file():
         raise FileNotFoundError(f"tests need GLUE in the official layout at {path} (set FEDRP_GLUE_DIR)")
     return path
+
+
+@pytest.fixture
+def committed_project(tmp_path, monkeypatch):
+    """A copy of the project's packages in a git repository of its own, its first commit made, that
+    simulations.code_version reads instead of the real tree: returns (folder, commit)."""
+    import shutil
+    import subprocess
+
+    from simulations import code_version as cv
+
+    root = tmp_path / "project"
+    for package in cv.PACKAGES:
+        shutil.copytree(cv.ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "pinned"], check=True)
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    monkeypatch.setattr(cv, "ROOT", root)
+    cv.code_version.cache_clear()
+    yield root, commit
+    cv.code_version.cache_clear()

@@ -71,3 +71,22 @@ def test_the_form_hashed_is_the_same_under_every_python():
     assert "defaults=[Constant(value=1)]" in form and "Return(value=Constant())" in form  # `return None`
     assert cv._dump(ast.parse("def f():\n    return")) != cv._dump(ast.parse("def f():\n    return None"))
     assert cv._dump(ast.parse("def f(x=2): pass")) != cv._dump(ast.parse("def f(x): pass"))
+
+
+def test_a_commits_version_is_read_from_git_and_the_changes_since_are_named(committed_project):
+    root, commit = committed_project
+    pinned = {kind: cv.code_version(kind, commit) for kind in cv.ENTRY_POINTS}
+    assert versions() == pinned  # the tree is the commit
+    edit(root / "fedrp/federation.py", '"""The clients\' learning rate in a round', '"""Reworded: the rate')
+    assert all(cv.changed_modules(kind, commit) == [] for kind in cv.ENTRY_POINTS)
+
+    edit(root / "fedrp/federation.py", "return cfg.learning_rate * 0.5 *", "return cfg.learning_rate * 0.6 *")
+    (root / "fedrp/extra.py").write_text("X = 1\n")
+    edit(root / "fedrp/train.py", "import math", "import math\nimport fedrp.extra")
+    cv.code_version.cache_clear()
+    assert {kind: cv.code_version(kind, commit) for kind in cv.ENTRY_POINTS} == pinned  # read from git, not the tree
+    assert versions()["federated"] != pinned["federated"]
+    assert cv.changed_modules("reference", commit) == ["fedrp.extra", "fedrp.train"]  # an added module counts
+    assert cv.changed_modules("federated", commit) == ["fedrp.extra", "fedrp.federation", "fedrp.train"]
+    with pytest.raises(ValueError, match="not in the git history"):
+        cv.code_version("federated", "0" * 40)

@@ -16,6 +16,7 @@ import pytest
 from fedrp import glue
 from fedrp.payload import error_line
 from simulations import results_page
+from simulations.code_version import code_version
 from simulations.grid import (
     cell_key,
     cells,
@@ -208,12 +209,44 @@ def test_a_new_code_version_changes_the_key_and_reruns_the_cell(tmp_path, monkey
     sweep(todo, cache, runner)
     assert len(calls) == 3  # the same code: the cached rows are reused
     before = [cell_key(c) for c in todo]
-    monkeypatch.setattr("simulations.cells.code_version", lambda kind: "another-version")
+    monkeypatch.setattr("simulations.cells.code_version", lambda kind, commit=None: "another-version")
     assert all(cell_key(c) != key for c, key in zip(todo, before))
     sweep(todo, cache, runner)
     lines = cache.read_text().splitlines()
     assert len(calls) == 6 and len(lines) == 6  # rerun, the old rows kept beside
     assert json.loads(lines[-1])["key"] == cell_key(todo[-1]) and '"code": "another-version"' in cell_key(todo[-1])
+
+
+def test_a_pinned_grid_reports_its_commits_cells_and_refuses_to_run_under_other_code(
+        tmp_path, committed_project, glue_dir, monkeypatch, capsys):
+    from simulations import grid as grid_module
+
+    root, commit = committed_project
+    config = small_config(tmp_path, SMALL.replace('estimate = "a test"', f'estimate = "a test"\ncommit = "{commit}"'))
+    grid = load_config(config, str(glue_dir))
+    todo = [c for c in cells(grid) if (c["task"], c["method"], c["alpha"]) in FINAL]
+    sweep(todo, tmp_path / "cells.jsonl", synthetic_row)  # cells of the pinned code
+    out = tmp_path / "RESULTS.md"
+    page = ["--config", str(config), "--out", str(out), "--figures", str(tmp_path / "fig"), "--data-dir", str(glue_dir)]
+    results_page.main(page)
+    assert "8 of 12 cells" in out.read_text() and "the result code is unchanged since" in out.read_text()
+
+    text = (root / "fedrp/train.py").read_text()
+    (root / "fedrp/train.py").write_text(text.replace("import math", "import math as math_", 1))
+    code_version.cache_clear()
+    results_page.main(page)  # the page still shows the pinned commit's cells, and says what changed
+    assert "8 of 12 cells" in out.read_text()
+    assert f"result code at commit `{commit}`" in out.read_text() and "changed since in `fedrp.train`;" in out.read_text()
+    monkeypatch.setattr(grid_module, "run_one", lambda *a: pytest.fail("a cell ran under unpinned code"))
+    with pytest.raises(SystemExit) as stop:
+        grid_module.main(["--config", str(config), "--data-dir", str(glue_dir)])
+    assert stop.value.code == 2 and f"pins the grid to commit {commit}" in capsys.readouterr().err
+    grid_module.main(["--config", str(config), "--data-dir", str(glue_dir), "--dry-run"])
+    assert f"code of commit {commit}" in capsys.readouterr().out
+
+    (config).write_text(config.read_text().replace(commit, "f" * 40))
+    with pytest.raises(ValueError, match="not in the git history"):
+        load_config(config)
 
 
 def _metrics(task: str, x: float) -> dict:
