@@ -6,7 +6,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -16,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from fedrp import projection
 from fedrp.adapters import TRAINABLE, AdapterConfig, AdapterModel, build_model, config_from_dict
 from fedrp.backbone import Backbone, load_backbone
+from fedrp.files import atomic_path
 
 # /2 adds tensors_sha256: the fingerprint covers the projection spec, the digest what was trained.
 FORMAT = "fedrp-adapter/2"
@@ -78,16 +78,8 @@ def from_model(model: AdapterModel, task: str | None = None, label_names: list[s
 def save(artifact: Artifact, path: str | os.PathLike) -> Path:
     """Write atomically: a crash mid-write never leaves a torn file where a good one was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path, mode=0o644) as tmp:  # an adapter is meant to be shared
         save_file(artifact.tensors, tmp, metadata={"fedrp": json.dumps(artifact.metadata(), sort_keys=True)})
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; an adapter is meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

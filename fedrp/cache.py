@@ -18,6 +18,8 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
+from fedrp.files import atomic_path
+
 CACHE_ENV = "FEDRP_CACHE"
 log = logging.getLogger("fedrp.cache")
 
@@ -55,10 +57,8 @@ def load_or_build(kind: str, name: str, build: Callable[[], dict[str, np.ndarray
         log.warning("cache file %s is unreadable (%s); rebuilding it", path, err)
     arrays = build()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp, metadata={"sha256": digest(arrays)})
-        os.replace(tmp, path)
+        with atomic_path(path, mode=0o644) as tmp:
+            save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp, metadata={"sha256": digest(arrays)})
     except OSError as err:
         log.warning("could not write cache file %s (%s); continuing without it", path, err)
     return arrays

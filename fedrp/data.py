@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from functools import lru_cache
 
 import datasets
@@ -14,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from fedrp import glue, inputs
 from fedrp.cache import cache_root
+from fedrp.files import atomic_path
 
 ENCODING_VERSION = "1"  # bump when fedrp.inputs.encode changes what it produces
 def _tokenizer_id(tokenizer) -> str:
@@ -47,12 +47,11 @@ def _load_or_build(path: str, task: str, split: str, data_dir: str | None, token
     if os.path.isdir(path):
         return datasets.load_from_disk(path)
     ds = tokenize(glue.load_split(task, split, data_dir), tokenizer, pooling, max_length)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    ds.save_to_disk(tmp)
     try:
-        os.replace(tmp, path)
-    except OSError:  # another process cached it first: keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_path(path, folder=True, replace=False) as tmp:
+            ds.save_to_disk(str(tmp))
+    except FileExistsError:  # another process cached it first: keep theirs
+        pass
     return datasets.load_from_disk(path)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -22,6 +21,7 @@ from fedrp.adapters import JRWarpModel, SLaShModel
 from fedrp.adapters.jrwarp import attach_prompt, prompted_hidden_states, slot_id
 from fedrp.backbone import freeze
 from fedrp.classifier import Classifier
+from fedrp.files import atomic_path
 
 HEAD_FILE = "fedrp_head.safetensors"
 PROMPT_FILE = "fedrp_prompt.safetensors"
@@ -33,17 +33,12 @@ def export(adapter_path: str | os.PathLike, out_dir: str | os.PathLike, model_na
     out_dir = Path(out_dir)
     check_out(out_dir)  # before the backbone loads
     model, art = artifacts.load_model(adapter_path, model_name=model_name)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
+    with atomic_path(out_dir, folder=True) as tmp:
         _write(model, art, tmp)
         _make_readable(tmp)
         if out_dir.exists():
             check_out(out_dir)  # again: something may have been written there meanwhile
             shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

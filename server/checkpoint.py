@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
+
+from fedrp.files import atomic_path
 
 _NAME = re.compile(r"round-(\d+)\.safetensors$")
 
@@ -23,14 +23,8 @@ def save(folder: str | Path, rnd: int, state: dict[str, np.ndarray], server_stat
     tensors = {f"state/{k}": np.ascontiguousarray(v) for k, v in state.items()}
     tensors.update({f"server/{k}": np.ascontiguousarray(v) for k, v in server_state.items()})
     path = folder / f"round-{rnd:04d}.safetensors"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".round-", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata={"fedrp-checkpoint": json.dumps({**meta, "round": rnd}, sort_keys=True)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

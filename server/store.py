@@ -13,6 +13,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+from fedrp.files import atomic_path
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -65,6 +67,23 @@ def foreign_reason(path: Path) -> str | None:
     return None if mark is not None and mark[0] == STORE_MARK else f"has no '{STORE_MARK}' mark"
 
 
+def create(path: Path) -> None:
+    """A new store, in WAL mode, whose file appears already marked, so a reader never finds fedrp's file
+    without its mark; when another process creates it first, theirs is kept."""
+    try:
+        with atomic_path(path, mode=0o644, replace=path.exists()) as tmp:  # an empty file holds nothing to keep
+            db = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+                db.execute("INSERT INTO meta VALUES ('format', ?)", (STORE_MARK,))
+                db.executescript(SCHEMA)
+            finally:
+                db.close()
+    except FileExistsError:
+        pass
+
+
 class RunStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -74,13 +93,11 @@ class RunStore:
         if reason:
             raise ValueError(f"{self.path} is not a fedrp run store: it {reason}; fedrp writes only stores it created, "
                              "so name another store")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            create(self.path)
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (STORE_MARK,))
-        self.db.executescript(SCHEMA)
+        self.db.executescript(SCHEMA)  # stores of older versions gain the tables added since
         columns = {r[1] for r in self.db.execute("PRAGMA table_info(runs)")}
         for column, kind in (("pid", "INTEGER"), ("host", "TEXT")):  # stores written before these columns
             if column not in columns:

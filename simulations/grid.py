@@ -40,6 +40,7 @@ except ModuleNotFoundError:  # Python 3.10
 from fedrp import glue
 from fedrp.centralized import RunConfig
 from fedrp.federation import FedConfig
+from fedrp.files import write_text
 from fedrp.methods import METHODS
 from fedrp.payload import error_line
 from simulations.cells import CellCache, condense, run_federation
@@ -430,10 +431,7 @@ def _write_if_changed(path: Path, text: str) -> None:
     """Leave an identical file alone: its mtime keys fedrp's tokenization cache."""
     if path.is_file() and path.read_text(encoding="utf-8") == text:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + f".tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, text)
 
 
 def task_label(grid: Grid, task: str) -> str:

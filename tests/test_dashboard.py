@@ -54,10 +54,7 @@ def _rounds_done(store: Path) -> tuple[str, int]:
     """Run 1's status and completed rounds, ("", 0) before the server has created them."""
     if not store.exists():
         return "", 0
-    try:
-        reader = RunStore.open_readonly(store)
-    except ValueError:  # the server has created the file but not yet written its mark
-        return "", 0
+    reader = RunStore.open_readonly(store)  # a store appears with its mark (server.store.create)
     try:
         runs = reader.runs()
         return (runs[-1]["status"], sum(r["round"] >= 1 for r in reader.rounds(1))) if runs else ("", 0)

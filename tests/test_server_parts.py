@@ -117,6 +117,26 @@ def test_store_refuses_a_file_that_is_not_sqlite_and_reopens_its_own(tmp_path):
     assert RunStore(tmp_path / "runs.sqlite").run(run)["task"] == "sst2"
 
 
+def test_a_new_store_appears_only_with_its_mark_and_a_concurrent_creator_keeps_its_own(tmp_path, monkeypatch):
+    import server.store as store
+
+    path = tmp_path / "runs.sqlite"
+    monkeypatch.setattr(store, "SCHEMA", store.SCHEMA + "CREATE TABLE broken (;")  # creation fails half-way
+    with pytest.raises(sqlite3.OperationalError):
+        RunStore(path)
+    assert list(tmp_path.iterdir()) == []  # no unmarked (or half-made) store for a reader to find
+    monkeypatch.undo()
+
+    first = RunStore(path)
+    run = first.start_run("sst2", "slash", "bb", {}, None, None, 1)
+    store.create(path)  # another server lost the race: the existing store is kept
+    assert RunStore(path).run(run)["task"] == "sst2"
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    RunStore(empty).start_run("rte", "slash", "bb", {}, None, None, 1)
+    assert store.foreign_reason(empty) is None
+
+
 def test_checkpoints_round_trip_and_resume_from_the_newest(tmp_path):
     state = {"z": np.arange(4, dtype=np.float32)}
     server = {"m_t/z": np.ones(4, np.float32)}

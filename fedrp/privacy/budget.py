@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 from opacus.accountants import IAccountant
 
+from fedrp.files import write_text
 from fedrp.privacy.accounting import make_accountant, noise_for
 from fedrp.privacy.config import PrivacyConfig
 
@@ -50,10 +50,7 @@ class ClientBudget:
 
     def save(self, path: Path) -> None:
         """Write atomically: a crash mid-write must never leave a file that reads as less spent."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_lists()))
-        os.replace(tmp, path)
+        write_text(path, json.dumps(self.to_lists()))
 
     @classmethod
     def load(cls, config: PrivacyConfig, path: Path) -> ClientBudget:
