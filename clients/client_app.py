@@ -28,7 +28,7 @@ from fedrp.federation import (
     model_for,
 )
 from fedrp.privacy.budget import BudgetExhausted, ClientBudget
-from fedrp.privacy.secagg import client_update
+from fedrp.secagg import client_update
 
 REFUSED = 1  # error code: this device refuses the round (backbone or projection mismatch, bad data, no budget left)
 BUDGET_KEY = "dp-budget"

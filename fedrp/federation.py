@@ -28,7 +28,7 @@ from fedrp.privacy.budget import ClientBudget
 from fedrp.privacy.client_level import ClientLevelDP
 from fedrp.privacy.config import PrivacyConfig
 from fedrp.privacy.engine import poisson_schedule, train_private
-from fedrp.privacy.secagg import SecAggConfig
+from fedrp.secagg import SecAggConfig
 from fedrp.train import OPTIMIZERS, TrainConfig, TrainResult, evaluate, select_device, train
 
 VALIDATION_SEED = 20261128  # the held-out validation examples do not move with the run seed

@@ -19,7 +19,7 @@ from flwr.serverapp import Grid
 from fedrp import glue, payload
 from fedrp.federation import FedConfig, identity, initial_state, model_for, round_lr, server_evaluate
 from fedrp.privacy.client_level import epsilon_after
-from fedrp.privacy.secagg import server_state
+from fedrp.secagg import server_state
 from server import checkpoint, secagg
 from server.stopping import Interrupted, StoppableGrid
 from server.store import RunStore

@@ -22,7 +22,7 @@ from flwr.server.workflow.secure_aggregation.secaggplus_workflow import SecAggPl
 from flwr.serverapp import Grid
 
 from fedrp import payload
-from fedrp.privacy.secagg import SecAggConfig
+from fedrp.secagg import SecAggConfig
 
 
 class _Relay(Strategy):

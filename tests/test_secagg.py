@@ -5,7 +5,7 @@ import pytest
 
 from fedrp.federation import FedConfig, client_train_data, initial_state, local_train, model_for
 from fedrp.privacy.client_level import ClientLevelDP
-from fedrp.privacy.secagg import SecAggConfig, client_update, server_state
+from fedrp.secagg import SecAggConfig, client_update, server_state
 from server import checkpoint
 from server.store import RunStore
 from tests.test_federation import simulate

@@ -118,7 +118,7 @@ def test_store_refuses_a_file_that_is_not_sqlite_and_reopens_its_own(tmp_path):
 
 
 def test_a_new_store_appears_only_with_its_mark_and_a_concurrent_creator_keeps_its_own(tmp_path, monkeypatch):
-    import server.store as store
+    from server import store
 
     path = tmp_path / "runs.sqlite"
     monkeypatch.setattr(store, "SCHEMA", store.SCHEMA + "CREATE TABLE broken (;")  # creation fails half-way
