@@ -27,10 +27,10 @@ from fedrp.federation import (
     local_train,
     model_for,
 )
-from fedrp.privacy.budget import BudgetExhausted, ClientBudget
+from fedrp.privacy.budget import ClientBudget
+from fedrp.refusals import REFUSED, LocalDataError, Refusal, StateMismatch
 from fedrp.secagg import client_update
 
-REFUSED = 1  # error code: this device refuses the round (backbone or projection mismatch, bad data, no budget left)
 BUDGET_KEY = "dp-budget"
 STATE_ENV = "FEDRP_STATE_DIR"  # where a node keeps what must outlive a run (node config `state-dir` wins)
 
@@ -52,7 +52,10 @@ def _data(cfg: FedConfig, context: Context, kind: str):
         return local_data_file(str(context.node_config[key]), glue.get_task(cfg.task), model.tokenizer, cfg)
     pid, n = _partition(context)
     fn = client_train_data if kind == "train" else client_eval_data
-    return fn(cfg, model.tokenizer, pid, n)
+    try:
+        return fn(cfg, model.tokenizer, pid, n)
+    except FileNotFoundError as err:  # this node lacks the GLUE files its partition comes from
+        raise LocalDataError(str(err)) from err
 
 
 def _budget_file(context: Context, lineage: str | None) -> Path | None:
@@ -101,15 +104,15 @@ def _round_settings(cfg: FedConfig, config: dict) -> FedConfig:
     try:
         lr, epochs = float(config["lr"]), float(config["local-epochs"])
     except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"the round's message must carry a numeric lr and local-epochs: {err!r}") from None
+        raise StateMismatch(f"the round's message must carry a numeric lr and local-epochs: {err!r}") from None
     if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"the round's message sets lr {lr}; expected a positive number")
+        raise StateMismatch(f"the round's message sets lr {lr}; expected a positive number")
     return dataclasses.replace(cfg, lr=lr, lr_decay="none", local_epochs=epochs)
 
 
 def _local_round(cfg: FedConfig, config: dict, sent: dict[str, np.ndarray], context: Context):
-    """This device's round: (state, metrics, fingerprint); raises ValueError, FileNotFoundError or
-    BudgetExhausted when it refuses (other backbone or projection, bad data, no budget left)."""
+    """This device's round: (state, metrics, fingerprint); raises a Refusal when it declines (other backbone or
+    projection, bad data, a state that does not fit, no budget left)."""
     check_identity(model_for(cfg), config)
     cfg = _round_settings(cfg, config)
     train_data = _data(cfg, context, "train")
@@ -135,11 +138,11 @@ def _train_secure(cfg: FedConfig, msg: Message, context: Context) -> Message:
     arrays = parameters_to_ndarrays(fitins.parameters)
     try:
         if len(names) != len(arrays):
-            raise ValueError(f"the round sends {len(arrays)} arrays but names {len(names)}: {names}")
+            raise StateMismatch(f"the round sends {len(arrays)} arrays but names {len(names)}: {names}")
         sent = dict(zip(names, arrays, strict=True))  # local_train refuses names or shapes this model lacks
         state, metrics, fingerprint = _local_round(cfg, config, sent, context)
         update, weight = client_update(sent, state, int(metrics["num-examples"]), cfg.secagg, cfg.client_dp)
-    except (ValueError, FileNotFoundError, BudgetExhausted) as err:
+    except Refusal as err:
         return Message(Error(code=REFUSED, reason=str(err)), reply_to=msg)
     fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(update), int(weight),
                     {**metrics, "fingerprint": fingerprint or "", "partition-id": _partition(context)[0]})
@@ -166,7 +169,7 @@ def build_client_app(overrides: dict | None = None) -> ClientApp:
         sent = _arrays(msg.content["arrays"])
         try:
             state, metrics, fingerprint = _local_round(cfg, sent_config, sent, context)
-        except (ValueError, FileNotFoundError, BudgetExhausted) as err:
+        except Refusal as err:
             return Message(Error(code=REFUSED, reason=str(err)), reply_to=msg)
         meta = ConfigRecord({"fingerprint": fingerprint or "", "partition-id": _partition(context)[0]})
         arrays = ArrayRecord({k: Array(v) for k, v in state.items()})
@@ -179,7 +182,7 @@ def build_client_app(overrides: dict | None = None) -> ClientApp:
         try:
             check_identity(model_for(cfg), dict(msg.content["config"]))
             eval_data = _data(cfg, context, "eval")
-        except (ValueError, FileNotFoundError) as err:
+        except Refusal as err:
             return Message(Error(code=REFUSED, reason=str(err)), reply_to=msg)
         metrics = local_evaluate(cfg, _arrays(msg.content["arrays"]), eval_data)
         return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

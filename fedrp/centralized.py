@@ -13,17 +13,17 @@ from fedrp.backbone import load_backbone
 from fedrp.methods import DEFAULT_LR, build, payload_bytes
 from fedrp.privacy.config import PrivacyConfig
 from fedrp.privacy.engine import train_private
+from fedrp.spec import ModelOptions
 from fedrp.train import TrainConfig, evaluate, select_device, train, use_bf16
 
 
-@dataclasses.dataclass
-class RunConfig:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunConfig(ModelOptions):
+    """What `fedrp train` runs: the model's options (fedrp.spec.ModelOptions), then the training's."""
+
     task: str
-    method: str = "slash"
-    model: str | None = None
     data_dir: str | None = None
-    d: int = 1024
-    seed: int = 0
+    data_seed: int = 0  # shuffles and dropout; the subset of max-train-samples is the same for every seed
     epochs: float = 1.0
     lr: float | None = None  # None: the method's default
     batch_size: int = 32
@@ -32,11 +32,6 @@ class RunConfig:
     warmup_ratio: float = 0.06
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
-    pooling: str = "mask"
-    position: str = "output"
-    distribution: str = "gaussian"
-    projection_mode: str = "stored"  # slash, jrwarp: how W_l is held (fedrp.projection.MODES)
-    lora_rank: int = 8
     max_length: int = 128
     bf16: str = "auto"
     device: str = "auto"
@@ -66,18 +61,16 @@ def run(cfg: RunConfig) -> dict:
         raise ValueError(f"max-length must be at least 8 tokens, got {cfg.max_length}")
     lr = cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.method]
     tcfg = TrainConfig(lr=lr, epochs=cfg.epochs, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
-                       schedule=cfg.schedule, warmup_ratio=cfg.warmup_ratio, bf16=cfg.bf16, seed=cfg.seed,
+                       schedule=cfg.schedule, warmup_ratio=cfg.warmup_ratio, bf16=cfg.bf16, seed=cfg.data_seed,
                        progress=cfg.progress)
     for split in task.dev_splits:  # a bad dev file found after training would throw the training away
         glue.load_split(task, split, cfg.data_dir)
-    backbone = load_backbone(cfg.model)
+    backbone = load_backbone(cfg.model or None)
     train_data = data.subset(
         data.load_tokenized(task, "train", backbone.tokenizer, cfg.pooling, cfg.max_length, cfg.data_dir),
         cfg.max_train_samples, seed=0,  # the same subset for every method and training seed
     )
-    model = build(cfg.method, backbone, task.num_labels, cfg.pooling, d=cfg.d, seed=cfg.seed,
-                  distribution=cfg.distribution, position=cfg.position, lora_rank=cfg.lora_rank,
-                  projection_mode=cfg.projection_mode)
+    model = build(cfg.model_spec(task.num_labels), backbone)
     if cfg.privacy is None:
         result = train(model, train_data, tcfg, device)
     else:
@@ -94,7 +87,7 @@ def run(cfg: RunConfig) -> dict:
         "wall_seconds": time.perf_counter() - start, "artifact": path,
         "train_seconds": result.seconds, "train_examples": len(train_data), "eval_examples": n_eval,
         "steps": result.steps, "final_loss": result.loss, "lr": lr, "epochs": cfg.epochs,
-        "batch_size": cfg.batch_size, "seed": cfg.seed, "backbone": backbone.name, "device": device.type,
+        "batch_size": cfg.batch_size, "seed": cfg.seed, "data_seed": cfg.data_seed, "backbone": backbone.name, "device": device.type,
         "bf16": use_bf16(cfg.bf16, device), **({"privacy": result.privacy} if result.privacy else {}),
     }
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import importlib
+import dataclasses
 import importlib.metadata
 import json
 import logging
 import math
 import sys
 from collections.abc import Callable, Sequence
-from functools import cached_property
 from pathlib import Path
+
+from fedrp.spec import ModelOptions, Vocabulary
 
 log = logging.getLogger("fedrp")
 
@@ -33,19 +34,21 @@ def _finite(value):
 
 def cmd_init(args: argparse.Namespace) -> None:
     from fedrp import artifact
-    from fedrp.adapters import build_model, make_config
     from fedrp.backbone import load_backbone
+    from fedrp.methods import build
 
     if Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} is a folder: expected the adapter file to write (.safetensors)")
-    extra = {"shift_position": args.position} if args.method == "slash" else {}
-    config = make_config(args.method, d=args.d, seed=args.seed, distribution=args.distribution,
-                         pooling=args.pooling, num_labels=len(args.labels), projection_mode=args.projection_mode,
-                         **extra)
-    model = build_model(load_backbone(args.model), config)
+    model = build(_model_options(args).model_spec(len(args.labels)), load_backbone(args.model or None))
     path = artifact.save(artifact.from_model(model, task=args.task, label_names=args.labels), args.out)
     _emit(args, {"artifact": str(path), "method": args.method, "params": model.num_trainable(),
                  "fingerprint": model.fingerprint}, lambda d: f"wrote {d['artifact']} ({d['params']} parameters)")
+
+
+def _model_options(args: argparse.Namespace) -> ModelOptions:
+    """The model's options as the command line gave them (the ones a command lacks keep their defaults)."""
+    return ModelOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ModelOptions)
+                           if hasattr(args, f.name)})
 
 
 def describe(art) -> dict:
@@ -237,33 +240,19 @@ def _data_options(p: argparse.ArgumentParser) -> None:
                    help="local GLUE folder in the official layout (default: $FEDRP_GLUE_DIR, else the hub's nyu-mll/glue)")
 
 
-def _projection_mode_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--projection-mode", choices=["stored", "streamed", "srht"], default="stored",
-                   help="how the W_l are held: stored (d x H floats per block), streamed (the same W_l rebuilt in "
-                        "row blocks on every use: little memory, more time) or srht (a structured projection "
-                        "with its own fingerprint: O(N) memory)")
-
-
-class _Deferred(Sequence):
-    """A list that a module importing torch defines, read only when argparse needs it (to check a value or
-    show that subcommand's help), so that `fedrp --help` and the other subcommands start in a second.
-    An option with these choices needs a metavar: argparse lists plain choices as it adds the option."""
-
-    def __init__(self, module: str, name: str, render: Callable[[object], list] = list) -> None:
-        self.module, self.name, self.render = module, name, render
-
-    @cached_property
-    def _items(self) -> list:
-        return self.render(getattr(importlib.import_module(self.module), self.name))
-
-    def __getitem__(self, i):
-        return self._items[i]
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __str__(self) -> str:
-        return ", ".join(map(str, self._items))
+def _add_model_options(p: argparse.ArgumentParser, skip: tuple[str, ...] = (), **choices: Sequence) -> None:
+    """One option per field of fedrp.spec.ModelOptions, with its default, help and allowed values (`choices`
+    narrows a field's for this command). Allowed values stay lazy: argparse lists plain choices as it adds
+    an option, so each gets a metavar, and `fedrp --help` never imports torch."""
+    for f in dataclasses.fields(ModelOptions):
+        if f.name in skip:
+            continue
+        allowed = choices.get(f.name, f.metadata["choices"])
+        kind = _positive_int if f.metadata["minimum"] == 1 else {"int": int, "str": str}[f.type]
+        extra = {"choices": allowed, "metavar": f.name.upper()} if allowed is not None else {}
+        shown = f" ({'%(choices)s; ' if allowed is not None else ''}default {f.default!r})"
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default,
+                       help=f.metadata["help"] + shown, **extra)
 
 
 def _positive_int(text: str) -> int:
@@ -307,15 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = command("init", cmd_init, "Write a fresh, untrained adapter for a backbone.")
-    p.add_argument("--method", choices=["slash", "jrwarp"], default="slash")
-    p.add_argument("--model", default=None, help="transformers model name or path (default: packaged all-MiniLM-L6-v2)")
-    p.add_argument("--d", type=int, default=1024, help="dimension of z")
-    p.add_argument("--seed", type=int, default=0, help="projection seed shared by all devices")
-    p.add_argument("--distribution", choices=["gaussian", "rademacher"], default="gaussian")
-    p.add_argument("--position", choices=["output", "intermediate", "attention"], default="output",
-                   help="SLaSh shift position")
-    p.add_argument("--pooling", choices=["mask", "cls", "mean"], default="mask")
-    _projection_mode_option(p)
+    _add_model_options(p, skip=("lora_rank",), method=Vocabulary("fedrp.adapters", "METHODS"))
     p.add_argument("--labels", nargs="+", default=["0", "1"], help="label names, one per class (one for regression)")
     p.add_argument("--task", default=None)
     p.add_argument("--out", required=True, help="adapter file to write (.safetensors)")
@@ -339,26 +320,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("train", cmd_train, "Train one method on one GLUE task (centralized) and report dev metrics.")
     p.add_argument("--task", required=True, help="cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte or wnli")
-    p.add_argument("--method", choices=_Deferred("fedrp.methods", "METHODS"), default="slash", metavar="METHOD",
-                   help="%(choices)s (default %(default)s)")
-    p.add_argument("--model", default=None, help="transformers model name or path (default: packaged all-MiniLM-L6-v2)")
+    _add_model_options(p)
     _data_options(p)
-    p.add_argument("--d", type=_positive_int, default=1024, help="dimension of z (slash, jrwarp)")
-    p.add_argument("--seed", type=int, default=0, help="projection, initialisation and shuffling seed")
+    p.add_argument("--data-seed", type=int, default=0, help="shuffling seed (the projections follow --seed)")
     p.add_argument("--epochs", type=_positive_float, default=1.0)
     lr = p.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default per method: %(rates)s)")
-    lr.rates = _Deferred("fedrp.methods", "DEFAULT_LR", lambda rates: [f"{k} {v:g}" for k, v in rates.items()])
+    lr.rates = Vocabulary("fedrp.methods", "DEFAULT_LR", lambda rates: [f"{k} {v:g}" for k, v in rates.items()])
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
     p.add_argument("--schedule", choices=["linear", "constant"], default="linear", help="after warmup")
     p.add_argument("--warmup-ratio", type=float, default=0.06)
     p.add_argument("--max-train-samples", type=_positive_int, default=None, help="a seeded random subset, the same for every method")
     p.add_argument("--max-eval-samples", type=_positive_int, default=None, help="the first N dev examples")
-    p.add_argument("--pooling", choices=["mask", "cls", "mean"], default="mask")
-    p.add_argument("--position", choices=["output", "intermediate", "attention"], default="output", help="SLaSh shift position")
-    p.add_argument("--distribution", choices=["gaussian", "rademacher"], default="gaussian")
-    _projection_mode_option(p)
-    p.add_argument("--lora-rank", type=_positive_int, default=8)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
                    help="bf16 autocast (auto: on CUDA and on CPUs with native bf16)")
@@ -384,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("partition", cmd_partition, "Show how a task's training set splits over federated clients.")
     p.add_argument("--task", required=True)
     p.add_argument("--num-clients", type=int, required=True)
-    p.add_argument("--scheme", choices=_Deferred("fedrp.partition", "SCHEMES"), default="dirichlet", metavar="SCHEME",
+    p.add_argument("--scheme", choices=Vocabulary("fedrp.partition", "SCHEMES"), default="dirichlet", metavar="SCHEME",
                    help="%(choices)s (default %(default)s)")
     p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (dirichlet, quantity)")
     p.add_argument("--seed", type=int, default=0)

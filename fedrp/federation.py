@@ -9,26 +9,28 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import datasets
 import flwr_datasets
 import numpy as np
 
-from fedrp import cache, data, glue, projection
+from fedrp import cache, data, glue
 from fedrp.adapters import AdapterModel
 from fedrp.backbone import load_backbone
 from fedrp.centralized import dev_metrics
 from fedrp.classifier import Classifier
-from fedrp.methods import METHODS, build, federated_local
+from fedrp.methods import build, federated_local
 from fedrp.partition import partition, partition_labels
 from fedrp.payload import load_trainable_state, trainable_state
 from fedrp.privacy.budget import ClientBudget
 from fedrp.privacy.client_level import ClientLevelDP
 from fedrp.privacy.config import PrivacyConfig
 from fedrp.privacy.engine import poisson_schedule, train_private
+from fedrp.refusals import IdentityMismatch, LocalDataError
 from fedrp.secagg import SecAggConfig
+from fedrp.spec import ModelOptions, ModelSpec
 from fedrp.train import OPTIMIZERS, TrainConfig, TrainResult, evaluate, select_device, train
 
 VALIDATION_SEED = 20261128  # the held-out validation examples do not move with the run seed
@@ -40,34 +42,15 @@ SECURE_AGGREGATIONS = ("none", "secagg+")
 FAULTS = ("nan", "wrong-fingerprint", "scaled-1000", "wrong-shape", "error")
 
 
-@dataclasses.dataclass
-class FedConfig:
-    """The run config ([tool.flwr.app.config] in pyproject.toml); Python names use _ for -."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FedConfig(ModelOptions):
+    """The run config ([tool.flwr.app.config] in pyproject.toml; Python names use _ for -): the model's
+    options (fedrp.spec.ModelOptions), then the keys below, grouped by concern."""
 
     task: str = "sst2"
-    method: str = "slash"
-    model: str = ""
+    # data: where the examples come from and how they are split over clients
     data_dir: str = ""
-    num_server_rounds: int = 20
-    fraction_train: float = 0.5
-    fraction_evaluate: float = 0.5
-    min_train_nodes: int = 2
-    local_epochs: float = 1.0
-    lr: float = 0.0  # 0: the method's federated default for its local optimizer (fedrp.methods.federated_local)
-    local_optimizer: str = ""  # "": the method's (fedrp.methods.FEDERATED_OPTIMIZER, AdamW); "adamw" or "sgd" (momentum 0.9)
-    local_loss: str = "logit-adjusted"  # or "ce"; see logit_offsets
-    lr_decay: str = "cosine"  # the clients' rate falls over the rounds (round_lr), or "none"
-    schedule: str = "constant"  # local learning-rate schedule; rounds are short, so no decay by default
-    batch_size: int = 8  # local batches: more steps a round for the same compute (fedrp.methods.FEDERATED_LR)
-    d: int = 1024
-    seed: int = 0
-    pooling: str = "mask"
-    position: str = "output"
-    distribution: str = "gaussian"
-    projection_mode: str = "stored"  # "streamed": the same W_l (same fingerprint), never held whole; or "srht"
-    lora_rank: int = 8
-    max_length: int = 128
-    bf16: str = "auto"
+    data_seed: int = 0  # partitions, subsets, local shuffles and client sampling (not the projections: seed)
     partition_scheme: str = "dirichlet"
     alpha: float = 0.5
     min_partition_size: int = 10
@@ -75,6 +58,22 @@ class FedConfig:
     max_train_samples_per_client: int = 200  # 0: the whole partition
     max_eval_samples: int = 0  # 0: the whole dev set (server-side evaluation)
     validation_samples: int = 0  # > 0: hold out this many training examples and evaluate the server on them, not dev
+    max_length: int = 128
+    # local training: what each sampled client does in a round
+    local_epochs: float = 1.0
+    lr: float = 0.0  # 0: the method's federated default for its local optimizer (fedrp.methods.federated_local)
+    local_optimizer: str = ""  # "": the method's (fedrp.methods.FEDERATED_OPTIMIZER, AdamW); "adamw" or "sgd" (momentum 0.9)
+    local_loss: str = "logit-adjusted"  # or "ce"; see logit_offsets
+    lr_decay: str = "cosine"  # the clients' rate falls over the rounds (round_lr), or "none"
+    schedule: str = "constant"  # local learning-rate schedule; rounds are short, so no decay by default
+    batch_size: int = 8  # local batches: more steps a round for the same compute (fedrp.methods.FEDERATED_LR)
+    bf16: str = "auto"
+    faulty_clients: str = ""
+    # server: rounds, sampling, aggregation and the checks on replies
+    num_server_rounds: int = 20
+    fraction_train: float = 0.5
+    fraction_evaluate: float = 0.5
+    min_train_nodes: int = 2
     eval_every: int = 1  # the server evaluates after every eval-every rounds, and always after the last
     aggregation: str = "fedavg"
     server_lr: float = 0.01  # fedadam's eta
@@ -85,7 +84,9 @@ class FedConfig:
     store: str = "runs/fedrp.sqlite"
     checkpoint_dir: str = "runs/checkpoints"
     resume_from: str = ""
-    faulty_clients: str = ""
+    dashboard_port: int = 0  # > 0: the ServerApp serves the dashboard over `store` beside the run
+    dashboard_host: str = "127.0.0.1"  # anything but loopback needs $FEDRP_DASHBOARD_TOKEN
+    # differential privacy: sample-level on each client, client-level on the server
     dp_epsilon: float = 0.0  # sample-level DP budget of each client over the whole run; 0: off
     dp_delta: float = 0.0  # 0: 1/(2n) for a client's n examples
     dp_max_grad_norm: float = 1.0
@@ -93,16 +94,14 @@ class FedConfig:
     client_dp_noise: float = 0.0  # client-level DP on the server (DP-FedAvg): noise multiplier; 0: off
     client_dp_clip: float = 1.0  # L2 bound of each client's whole update
     client_dp_delta: float = 1e-5
+    # secure aggregation
     secure_aggregation: str = "none"  # or "secagg+": the server learns only the weighted mean update
     secagg_clip: float = 8.0  # SecAgg+ clipping range of every update coordinate (times max-weight / weight)
     secagg_quantization: int = 4194304  # SecAgg+ quantisation levels over [-clip, clip] (2^22)
     secagg_max_weight: float = 0.0  # cap on a client's weight; 0: max-train-samples-per-client, else 1000
-    dashboard_port: int = 0  # > 0: the ServerApp serves the dashboard over `store` beside the run
-    dashboard_host: str = "127.0.0.1"  # anything but loopback needs $FEDRP_DASHBOARD_TOKEN
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}")
+        super().__post_init__()  # the model's options
         if self.local_loss not in LOCAL_LOSSES:
             raise ValueError(f"local-loss must be one of {LOCAL_LOSSES}, got {self.local_loss!r}")
         if self.local_optimizer not in ("", *OPTIMIZERS):
@@ -118,15 +117,13 @@ class FedConfig:
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
         glue.get_task(self.task)
-        if self.projection_mode not in projection.MODES:
-            raise ValueError(f"projection-mode must be one of {projection.MODES}, got {self.projection_mode!r}")
         if not 0.0 < self.fraction_train <= 1.0:
             raise ValueError(f"fraction-train must be in (0, 1], got {self.fraction_train}")
         if not 0.0 <= self.fraction_evaluate <= 1.0:
             raise ValueError(f"fraction-evaluate must be in [0, 1], got {self.fraction_evaluate}")
         if self.num_server_rounds < 1 or self.min_train_nodes < 1 or self.round_timeout <= 0:
             raise ValueError("num-server-rounds and min-train-nodes must be at least 1 and round-timeout positive")
-        for key, value, low in (("d", self.d, 1), ("batch-size", self.batch_size, 1), ("min-partition-size",
+        for key, value, low in (("batch-size", self.batch_size, 1), ("min-partition-size",
                                 self.min_partition_size, 1), ("max-length", self.max_length, 8),
                                 ("max-train-samples", self.max_train_samples, 0),
                                 ("max-train-samples-per-client", self.max_train_samples_per_client, 0),
@@ -146,17 +143,12 @@ class FedConfig:
             raise ValueError(f"validation-samples must be 0 or more and eval-every at least 1, got "
                              f"{self.validation_samples} and {self.eval_every}")
         parse_faults(self.faulty_clients)  # a typo fails before any work
-        self._client_dp = None if self.client_dp_noise == 0 else ClientLevelDP(  # checks the client-dp-* values
-            self.client_dp_noise, self.client_dp_clip, self.client_dp_delta)
-        if self._client_dp is not None and self.aggregation != "fedavg":
+        if self.client_dp is not None and self.aggregation != "fedavg":  # client_dp checks the client-dp-* values
             raise ValueError(f"client-level DP (client-dp-noise) averages clipped updates: it needs aggregation "
                              f"fedavg, got {self.aggregation!r}")
         if self.dp_epsilon < 0:
             raise ValueError(f"dp-epsilon must be 0 (no DP) or a positive budget, got {self.dp_epsilon}")
-        self._secagg = self._secure_aggregation()
-        self._privacy = None if self.dp_epsilon == 0 else PrivacyConfig(  # bad dp-* values fail here, not in round 1
-            epsilon=self.dp_epsilon, delta=self.dp_delta or None, max_grad_norm=self.dp_max_grad_norm,
-            accountant=self.dp_accountant)
+        _ = self.secagg, self.privacy  # bad secagg-* and dp-* values fail here, not in round 1
 
     def _secure_aggregation(self) -> SecAggConfig | None:
         if self.secure_aggregation not in SECURE_AGGREGATIONS:
@@ -198,20 +190,25 @@ class FedConfig:
         """The clients' local optimizer: the one set, else the method's."""
         return federated_local(self.method, self.local_optimizer)[0]
 
-    @property
+    @cached_property
     def client_dp(self) -> ClientLevelDP | None:
         """Client-level DP applied by the server, or None."""
-        return self._client_dp
+        if self.client_dp_noise == 0:
+            return None
+        return ClientLevelDP(self.client_dp_noise, self.client_dp_clip, self.client_dp_delta)
 
-    @property
+    @cached_property
     def secagg(self) -> SecAggConfig | None:
         """SecAgg+'s ranges when secure aggregation is on, else None."""
-        return self._secagg
+        return self._secure_aggregation()
 
-    @property
+    @cached_property
     def privacy(self) -> PrivacyConfig | None:
         """Sample-level DP-SGD of every client, or None."""
-        return self._privacy
+        if self.dp_epsilon == 0:
+            return None
+        return PrivacyConfig(epsilon=self.dp_epsilon, delta=self.dp_delta or None,
+                             max_grad_norm=self.dp_max_grad_norm, accountant=self.dp_accountant)
 
     @property
     def glue_dir(self) -> str | None:
@@ -221,10 +218,10 @@ class FedConfig:
     def faults(self) -> dict[int, str]:
         return parse_faults(self.faulty_clients)
 
-    def model_key(self) -> tuple:
-        """What determines the model a client builds; the round's state is loaded into it."""
-        return (self.model, self.method, self.d, self.seed, self.pooling, self.position, self.distribution,
-                self.lora_rank, self.projection_mode, glue.get_task(self.task).num_labels)
+    @property
+    def spec(self) -> ModelSpec:
+        """The model a client builds for this run; the round's state is loaded into it."""
+        return self.model_spec(glue.get_task(self.task).num_labels)
 
 
 def _coerce(cls, name: str, value):
@@ -254,7 +251,7 @@ def round_lr(cfg: FedConfig, server_round: int) -> float:
 
 
 def round_seed(seed: int, server_round: int, partition_id: int) -> int:
-    """A client's training seed: fixed by the run seed, the round and the partition, nothing else."""
+    """A client's training seed: fixed by the run's data seed, the round and the partition, nothing else."""
     digest = hashlib.sha256(f"{seed}:{server_round}:{partition_id}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
 
@@ -262,21 +259,17 @@ def round_seed(seed: int, server_round: int, partition_id: int) -> int:
 # ---- models, cached per process ------------------------------------------------------------
 
 @lru_cache(maxsize=2)
-def _cached_model(key: tuple) -> Classifier:
-    model_name, method, d, seed, pooling, position, distribution, lora_rank, projection_mode, num_labels = key
-    return build(method, load_backbone(model_name or None), num_labels, pooling, d=d, seed=seed,
-                 distribution=distribution, position=position, lora_rank=lora_rank, projection_mode=projection_mode)
+def _cached_model(spec: ModelSpec) -> Classifier:
+    return build(spec, load_backbone(spec.model or None))
 
 
 def model_for(cfg: FedConfig) -> Classifier:
     """The process's model for this run config (the backbone loads once per process)."""
-    return _cached_model(cfg.model_key())
+    return _cached_model(cfg.spec)
 
 
 def initial_state(cfg: FedConfig) -> dict[str, np.ndarray]:
-    return trainable_state(build(cfg.method, load_backbone(cfg.model or None), glue.get_task(cfg.task).num_labels,
-                                 cfg.pooling, d=cfg.d, seed=cfg.seed, distribution=cfg.distribution,
-                                 position=cfg.position, lora_rank=cfg.lora_rank, projection_mode=cfg.projection_mode))
+    return trainable_state(build(cfg.spec, load_backbone(cfg.model or None)))
 
 
 def identity(model: Classifier) -> dict[str, str]:
@@ -291,15 +284,15 @@ def check_identity(model: Classifier, sent: dict) -> None:
     """Refuse to train when this device's backbone or projection differs from the run's."""
     mine = identity(model)
     if sent.get("backbone-hash") != mine["backbone-hash"]:
-        raise ValueError(
+        raise IdentityMismatch(
             f"backbone mismatch: the run uses {sent.get('backbone')!r} (config hash {str(sent.get('backbone-hash'))[:12]}), "
             f"this device has {mine['backbone']!r} (config hash {mine['backbone-hash'][:12]})"
         )
     if "fingerprint" in mine:
         if sent.get("spec") != mine["spec"]:
-            raise ValueError(f"projection spec mismatch: the run sends {sent.get('spec')}, this device builds {mine['spec']}")
+            raise IdentityMismatch(f"projection spec mismatch: the run sends {sent.get('spec')}, this device builds {mine['spec']}")
         if sent.get("fingerprint") != mine["fingerprint"]:
-            raise ValueError(
+            raise IdentityMismatch(
                 f"projection fingerprint mismatch: the run sends {str(sent.get('fingerprint'))[:16]}..., "
                 f"this device builds {mine['fingerprint'][:16]}..."
             )
@@ -355,8 +348,8 @@ def _partitions(task: str, labels: tuple, num_partitions: int, scheme: str, alph
 
 def client_indices(cfg: FedConfig, labels: list, partition_id: int, num_partitions: int) -> np.ndarray:
     if not 0 <= partition_id < num_partitions:
-        raise ValueError(f"partition-id must be in [0, {num_partitions}), got {partition_id}")
-    parts = _partitions(cfg.task, tuple(labels), num_partitions, cfg.partition_scheme, cfg.alpha, cfg.seed,
+        raise LocalDataError(f"partition-id must be in [0, {num_partitions}), got {partition_id}")
+    parts = _partitions(cfg.task, tuple(labels), num_partitions, cfg.partition_scheme, cfg.alpha, cfg.data_seed,
                         cfg.min_partition_size)
     return parts[partition_id]
 
@@ -374,7 +367,7 @@ def client_train_data(cfg: FedConfig, tokenizer, partition_id: int, num_partitio
     pool, labels = _pool_train(cfg, tokenizer)
     idx = client_indices(cfg, labels, partition_id, num_partitions)
     part = pool.select(idx)
-    return data.subset(part, cfg.max_train_samples_per_client or None, seed=cfg.seed)
+    return data.subset(part, cfg.max_train_samples_per_client or None, seed=cfg.data_seed)
 
 
 def client_eval_data(cfg: FedConfig, tokenizer, partition_id: int, num_partitions: int) -> datasets.Dataset:
@@ -390,15 +383,18 @@ def local_data_file(path: str, task: glue.Task, tokenizer, cfg: FedConfig) -> da
     """A deployed node's own examples: .jsonl/.json or .csv/.tsv with text, optional pair, label."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"no local data file at {p}: expected .jsonl or .tsv with columns text, [pair,] label")
-    if p.suffix in (".jsonl", ".json"):
-        ds = datasets.Dataset.from_json(str(p))
-    elif p.suffix in (".tsv", ".csv"):
-        ds = datasets.Dataset.from_csv(str(p), sep="\t" if p.suffix == ".tsv" else ",")
-    else:
-        raise ValueError(f"local data file {p} must end in .jsonl, .json, .tsv or .csv")
+        raise LocalDataError(f"no local data file at {p}: expected .jsonl or .tsv with columns text, [pair,] label")
+    if p.suffix not in (".jsonl", ".json", ".tsv", ".csv"):
+        raise LocalDataError(f"local data file {p} must end in .jsonl, .json, .tsv or .csv")
+    try:
+        if p.suffix in (".jsonl", ".json"):
+            ds = datasets.Dataset.from_json(str(p))
+        else:
+            ds = datasets.Dataset.from_csv(str(p), sep="\t" if p.suffix == ".tsv" else ",")
+    except (ValueError, OSError, datasets.exceptions.DatasetGenerationError) as err:
+        raise LocalDataError(f"{p} cannot be read as {p.suffix[1:]}: {str(err).splitlines()[0] if str(err) else err!r}") from err
     if not {"text", "label"} <= set(ds.column_names):
-        raise ValueError(f"{p} has columns {ds.column_names}; expected text, [pair,] label")
+        raise LocalDataError(f"{p} has columns {ds.column_names}; expected text, [pair,] label")
 
     def label(row):
         value = row["label"]
@@ -406,10 +402,10 @@ def local_data_file(path: str, task: glue.Task, tokenizer, cfg: FedConfig) -> da
             return {"label": float(value)}
         if isinstance(value, str) and not value.isdigit():
             if value not in task.label_names:
-                raise ValueError(f"{p}: label {value!r} is not a {task.name} label; expected one of {task.label_names}")
+                raise LocalDataError(f"{p}: label {value!r} is not a {task.name} label; expected one of {task.label_names}")
             return {"label": task.label_names.index(value)}
         if not 0 <= int(value) < task.num_labels:
-            raise ValueError(f"{p}: label {value!r} is out of range; expected one of {task.label_names} or 0..{task.num_labels - 1}")
+            raise LocalDataError(f"{p}: label {value!r} is out of range; expected one of {task.label_names} or 0..{task.num_labels - 1}")
         return {"label": int(value)}
 
     ds = ds.map(label)
@@ -450,7 +446,7 @@ def local_train_config(cfg: FedConfig, train_data: datasets.Dataset, server_roun
                        batch_size=cfg.batch_size,
                        bf16=cfg.bf16, schedule=cfg.schedule, warmup_ratio=0.0,
                        logit_offsets=logit_offsets(train_data["label"], task.num_labels) if adjust else None,
-                       seed=round_seed(cfg.seed, server_round, partition_id), progress=False)
+                       seed=round_seed(cfg.data_seed, server_round, partition_id), progress=False)
 
 
 def _train_private_round(cfg: FedConfig, model: Classifier, train_data: datasets.Dataset, tcfg: TrainConfig,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from fedrp.adapters import METHODS as ADAPTERS
-from fedrp.adapters import build_model, make_config
+from fedrp.adapters import build_model, get_method
 from fedrp.backbone import Backbone
 from fedrp.baselines import BASELINES, BaselineModel
 from fedrp.classifier import Classifier
+from fedrp.spec import ModelSpec
 
 METHODS = (*ADAPTERS, *BASELINES)
 
@@ -42,17 +43,11 @@ def federated_local(method: str, optimizer: str = "") -> tuple[str, float | None
     return optimizer, rates.get(method)
 
 
-def build(method: str, backbone: Backbone, num_labels: int, pooling: str = "mask", *, d: int = 1024,
-          seed: int = 0, distribution: str = "gaussian", position: str = "output", lora_rank: int = 8,
-          projection_mode: str = "stored") -> Classifier:
-    if method in ADAPTERS:
-        extra = {"shift_position": position} if method == "slash" else {}
-        config = make_config(method, d=d, seed=seed, distribution=distribution, pooling=pooling,
-                             num_labels=num_labels, projection_mode=projection_mode, **extra)
-        return build_model(backbone, config)
-    if method in BASELINES:
-        return BaselineModel(backbone, method, num_labels, pooling, lora_rank=lora_rank, seed=seed)
-    raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
+def build(spec: ModelSpec, backbone: Backbone) -> Classifier:
+    """The model a spec describes, on a loaded backbone."""
+    if spec.method in ADAPTERS:
+        return build_model(backbone, get_method(spec.method).config_class.from_spec(spec))
+    return BaselineModel(backbone, spec.method, spec.num_labels, spec.pooling, lora_rank=spec.lora_rank, seed=spec.seed)
 
 
 def payload_bytes(model: Classifier, bytes_per_value: int = 4) -> int:

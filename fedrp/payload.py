@@ -13,6 +13,7 @@ import torch
 
 from fedrp.adapters import AdapterModel
 from fedrp.classifier import Classifier
+from fedrp.refusals import StateMismatch
 
 # Why a reply was refused; the run store records these names.
 MISSING = "missing-arrays"
@@ -23,9 +24,10 @@ NON_FINITE = "non-finite"
 FINGERPRINT = "fingerprint-mismatch"
 NORM = "norm-bound"
 EXAMPLES = "bad-num-examples"
-CLIENT_ERROR = "client-error"
+CLIENT_ERROR = "client-error"  # the client crashed: a bug, or a fault injected as one
+CLIENT_REFUSED = "client-refused"  # the client declined the round (fedrp.refusals)
 OUTLIER = "norm-outlier"
-REASONS = (MISSING, UNEXPECTED, SHAPE, DTYPE, NON_FINITE, FINGERPRINT, NORM, EXAMPLES, CLIENT_ERROR, OUTLIER)
+REASONS = (MISSING, UNEXPECTED, SHAPE, DTYPE, NON_FINITE, FINGERPRINT, NORM, EXAMPLES, CLIENT_ERROR, CLIENT_REFUSED, OUTLIER)
 MIN_FOR_MEDIAN = 3  # replies a round needs before norm-ratio compares them: a median of two is one of them
 
 
@@ -46,11 +48,12 @@ def load_trainable_state(model: Classifier, state: dict[str, np.ndarray]) -> Non
         return
     params = model.trainable_parameters()
     if set(tensors) != set(params):
-        raise ValueError(f"payload holds {sorted(tensors)[:4]}..., the model trains {sorted(params)[:4]}...")
+        raise StateMismatch(f"payload holds {sorted(tensors)[:4]}..., the model trains {sorted(params)[:4]}...")
     with torch.no_grad():
         for name, p in params.items():
             if tuple(tensors[name].shape) != tuple(p.shape):
-                raise ValueError(f"payload array {name!r} has shape {tuple(tensors[name].shape)}, expected {tuple(p.shape)}")
+                raise StateMismatch(f"payload array {name!r} has shape {tuple(tensors[name].shape)}, "
+                                    f"expected {tuple(p.shape)}")
             p.copy_(tensors[name].to(p.dtype))
 
 

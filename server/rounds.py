@@ -82,7 +82,7 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
         nodes: dict[int, int | None] = {}
         for rnd in range(start_round + 1, cfg.num_server_rounds + 1):
             nodes = discover(grid, nodes, cfg.round_timeout, minimum=cfg.min_train_nodes)
-            strategy.prepare(nodes, cfg.seed, ident.get("fingerprint"), cfg.norm_bound, cfg.client_dp, cfg.norm_ratio)
+            strategy.prepare(nodes, cfg.data_seed, ident.get("fingerprint"), cfg.norm_bound, cfg.client_dp, cfg.norm_ratio)
             state = _one_round(grid, cfg, strategy, store, run_id, rnd, state, model, {**ident, "run-lineage": lineage})
             checkpoint.save(folder, rnd, state, strategy.server_state(), {
                 "method": cfg.method, "fingerprint": ident.get("fingerprint"), "run_id": run_id, "lineage": lineage})

@@ -18,6 +18,7 @@ from flwr.serverapp.strategy.fedopt import FedOpt
 
 from fedrp import payload
 from fedrp.privacy.client_level import ClientLevelDP, noisy_mean
+from fedrp.refusals import REFUSED
 
 
 def to_record(state: dict[str, np.ndarray]) -> ArrayRecord:
@@ -84,8 +85,9 @@ class Validating:
         node = msg.metadata.src_node_id
         record = {"node_id": node, "partition_id": self.nodes.get(node), "bytes": 0}
         if msg.has_error():
-            return {**record, "status": "refused", "reason": payload.CLIENT_ERROR,
-                    "detail": payload.error_line(msg.error.reason)}, False  # the traceback is in Flower's log
+            reason = payload.CLIENT_REFUSED if msg.error.code == REFUSED else payload.CLIENT_ERROR
+            return {**record, "status": "refused", "reason": reason,
+                    "detail": payload.error_line(msg.error.reason)}, False  # a crash's traceback is in Flower's log
         content = msg.content
         state = from_record(content["arrays"]) if "arrays" in content.array_records else {}
         metrics = dict(content["metrics"]) if "metrics" in content.metric_records else {}

@@ -30,6 +30,7 @@ from fedrp.adapters.base import AdapterModel
 from fedrp.backbone import load_backbone
 from fedrp.glue import get_task
 from fedrp.methods import DEFAULT_LR, build
+from fedrp.spec import ModelSpec
 from fedrp.train import (
     TrainConfig,
     autocast,
@@ -59,7 +60,7 @@ def _reset_peak(device: torch.device) -> None:
 
 def _model(method: str, model_name: str, device: torch.device):
     """A fresh backbone per method: LoRA wraps it in place and bf16 storage casts it in place."""
-    return build(method, load_backbone(model_name or None), get_task("sst2").num_labels).to(device)
+    return build(ModelSpec(method=method, num_labels=get_task("sst2").num_labels), load_backbone(model_name or None)).to(device)
 
 
 def _config(method: str, batch_size: int, lr: float | None = None) -> TrainConfig:

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     accuracy, sizes = [server_evaluate(cfg, model, state)["accuracy"]], {}
     for rnd in range(1, args.rounds + 1):
         replies = []
-        for pid in sample(list(range(args.clients)), cfg.fraction_train, cfg.min_train_nodes, cfg.seed, rnd, 0):
+        for pid in sample(list(range(args.clients)), cfg.fraction_train, cfg.min_train_nodes, cfg.data_seed, rnd, 0):
             train_data = client_train_data(cfg, model.tokenizer, pid, args.clients)
             sizes[pid] = len(train_data)
             if cfg.privacy and args.noise_multiplier:

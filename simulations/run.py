@@ -36,7 +36,9 @@ ENGINES = ("flower", "inprocess")
 def _options(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(FedConfig):
         kind = {"int": int, "float": float, "str": str}[f.type]
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None, help=f"default {f.default!r}")
+        about = f.metadata.get("help")  # the model's options say what they do (fedrp.spec)
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None,
+                            help=f"{about} (default {f.default!r})" if about else f"default {f.default!r}")
 
 
 def ray_init_args(address: str | None) -> dict:

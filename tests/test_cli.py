@@ -82,7 +82,7 @@ def test_bad_input_gets_one_clear_line(tmp_path, capsys):
     res = fedrp(capsys, "predict", "--exported", str(tmp_path), "--text", "x", check=False)
     assert res.returncode == 2 and "is not a fedrp export" in res.stderr
     res = fedrp(capsys, "init", "--d", "0", "--out", str(tmp_path / "a.safetensors"), check=False)
-    assert res.returncode == 2 and "d must be a positive integer" in res.stderr
+    assert res.returncode == 2 and "argument --d: expected a positive integer, got '0'" in res.stderr
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from fedrp.federation import (
     validation_data,
     validation_split,
 )
+from fedrp.refusals import LocalDataError
 
 
 @pytest.fixture(scope="module")
@@ -42,22 +43,25 @@ def test_a_device_file_with_label_names_or_ids(tmp_path, tokenizer):
 
 def test_a_bad_device_file_is_refused_with_what_was_expected(tmp_path, tokenizer):
     task, cfg = glue.get_task("sst2"), FedConfig()
-    with pytest.raises(FileNotFoundError, match="expected .jsonl or .tsv"):
+    with pytest.raises(LocalDataError, match="expected .jsonl or .tsv"):
         local_data_file(str(tmp_path / "missing.jsonl"), task, tokenizer, cfg)
     odd = tmp_path / "data.parquet"
     odd.write_text("x")
-    with pytest.raises(ValueError, match="must end in .jsonl, .json, .tsv or .csv"):
+    with pytest.raises(LocalDataError, match="must end in .jsonl, .json, .tsv or .csv"):
         local_data_file(str(odd), task, tokenizer, cfg)
     wrong = tmp_path / "wrong.jsonl"
     wrong.write_text(json.dumps({"sentence": "hi", "y": 1}))
-    with pytest.raises(ValueError, match="expected text, \\[pair,\\] label"):
+    with pytest.raises(LocalDataError, match="expected text, \\[pair,\\] label"):
         local_data_file(str(wrong), task, tokenizer, cfg)
     unknown = tmp_path / "unknown.jsonl"
     unknown.write_text(json.dumps({"text": "hi", "label": "neutral"}))
-    with pytest.raises(ValueError, match="label 'neutral'.*expected one of"):
+    with pytest.raises(LocalDataError, match="label 'neutral'.*expected one of"):
         local_data_file(str(unknown), task, tokenizer, cfg)
     unknown.write_text(json.dumps({"text": "hi", "label": 7}))
-    with pytest.raises(ValueError, match="label 7 is out of range"):
+    with pytest.raises(LocalDataError, match="label 7 is out of range"):
+        local_data_file(str(unknown), task, tokenizer, cfg)
+    unknown.write_text("{not json")
+    with pytest.raises(LocalDataError, match="cannot be read as jsonl"):
         local_data_file(str(unknown), task, tokenizer, cfg)
 
 
@@ -115,3 +119,41 @@ def test_a_client_trains_with_the_rate_and_epochs_the_round_message_sets(glue_di
     for bad in ({"lr": "fast"}, {"lr": 0.0}, {"local-epochs": None}):
         with pytest.raises(ValueError, match="the round's message"):
             _local_round(cfg, {**message, **bad}, start, context)
+
+
+def test_a_client_refuses_what_it_may_and_a_bug_fails_loudly(glue_dir, monkeypatch):
+    """A projection mismatch is a refusal (error code REFUSED, stored as client-refused); a ValueError from a
+    bug in training is not caught as one: it reaches Flower, which the server records as a client error."""
+    from clients import client_app
+    from fedrp.refusals import REFUSED
+    from tests.test_warm_worker import node_context, tiny, train
+
+    cfg = tiny(glue_dir)
+    app = client_app.build_client_app()
+    message = train(cfg)
+    message.content["config"]["fingerprint"] = "0" * 64
+    reply = app(message, node_context(cfg.to_run_config()))
+    assert reply.has_error() and reply.error.code == REFUSED and "fingerprint mismatch" in reply.error.reason
+
+    def bug(*args, **kwargs):
+        raise ValueError("a bug in local training")
+
+    monkeypatch.setattr(client_app, "local_train", bug)
+    with pytest.raises(Exception, match="a bug in local training"):
+        app(train(cfg), node_context(cfg.to_run_config()))
+
+
+def test_the_data_seed_redraws_the_partitions_and_keeps_the_projections(glue_dir, tokenizer):
+    from fedrp.federation import identity, model_for, round_seed
+
+    base = FedConfig(task="sst2", data_dir=str(glue_dir), max_train_samples=400, d=64)
+    redrawn, reprojected = dataclasses.replace(base, data_seed=1), dataclasses.replace(base, seed=1)
+
+    def client0(cfg):
+        return client_train_data(cfg, tokenizer, 0, 4)["input_ids"]
+
+    assert client0(redrawn) != client0(base) and client0(reprojected) == client0(base)
+    fingerprint = {name: identity(model_for(cfg))["fingerprint"] for name, cfg in
+                   (("base", base), ("redrawn", redrawn), ("reprojected", reprojected))}
+    assert fingerprint["redrawn"] == fingerprint["base"] != fingerprint["reprojected"]
+    assert round_seed(redrawn.data_seed, 1, 0) != round_seed(base.data_seed, 1, 0)

@@ -6,6 +6,7 @@ import pytest
 from fedrp import payload
 from fedrp.backbone import load_backbone
 from fedrp.methods import build
+from fedrp.spec import ModelSpec
 
 REF = {"z": np.zeros(8, np.float32), "head.weight": np.zeros((2, 4), np.float32), "head.bias": np.zeros(2, np.float32)}
 
@@ -47,7 +48,7 @@ def test_fingerprint_examples_and_norm_refusals():
 
 @pytest.mark.parametrize("method", ["slash", "lora"])
 def test_state_round_trips_through_a_model(method):
-    model = build(method, load_backbone(), 2)
+    model = build(ModelSpec(method=method), load_backbone())
     state = payload.trainable_state(model)
     assert all(v.dtype == np.float32 for v in state.values())
     changed = {k: v + 1.0 for k, v in state.items()}
@@ -59,6 +60,6 @@ def test_state_round_trips_through_a_model(method):
 
 
 def test_slash_payload_fits_in_8_kb():
-    state = payload.trainable_state(build("slash", load_backbone(), 2))
+    state = payload.trainable_state(build(ModelSpec(method="slash"), load_backbone()))
     assert set(state) == {"z", "head.weight", "head.bias"}
     assert payload.nbytes(state) == 4 * (1024 + 384 * 2 + 2) <= 8 * 1024

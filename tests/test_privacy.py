@@ -9,6 +9,7 @@ import torch
 from fedrp.inputs import batch_inputs
 from fedrp.methods import build
 from fedrp.privacy.grad_sample import per_sample_gradients
+from fedrp.spec import ModelSpec
 from tests.conftest import PAIRS, TEXTS, TINY_CONFIGS
 
 TEXTS4 = [*TEXTS, "an utterly forgettable, overlong and lifeless picture"]
@@ -48,7 +49,7 @@ def _random_state(model, seed):
 @pytest.mark.parametrize("family", sorted(TINY_CONFIGS))
 def test_per_sample_gradients_equal_batches_of_one_in_float64(tiny_backbone, default_tokenizer, method, position,
                                                               family):
-    model = build(method, tiny_backbone(family), 2, d=48, position=position).double()
+    model = build(ModelSpec(method=method, d=48, position=position), tiny_backbone(family)).double()
     _random_state(model, 0)
     batch = batch_inputs(default_tokenizer, TEXTS4)  # four lengths: real padding in the batch
     labels = torch.tensor([1, 0, 1, 0])
@@ -64,7 +65,7 @@ def test_per_sample_gradients_equal_batches_of_one_in_float64(tiny_backbone, def
 
 @pytest.mark.parametrize("method", ["slash", "jrwarp"])
 def test_per_sample_gradients_on_the_real_backbone_in_float32(default_backbone, default_tokenizer, method):
-    model = build(method, default_backbone, 2)
+    model = build(ModelSpec(method=method), default_backbone)
     _random_state(model, 1)
     batch = batch_inputs(default_tokenizer, TEXTS4[:3], PAIRS)
     labels = torch.tensor([1, 0, 1])
@@ -80,7 +81,7 @@ def test_per_sample_gradients_on_the_real_backbone_in_float32(default_backbone, 
 def test_baselines_get_opacus_per_sample_gradients_equal_to_batches_of_one(default_backbone, default_tokenizer, method):
     from fedrp.privacy.grad_sample import per_sample_engine, rule_for
 
-    model = build(method, default_backbone, 2)
+    model = build(ModelSpec(method=method), default_backbone)
     for m in model.modules():  # dropout off, training mode kept (Opacus records activations only in training)
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
@@ -103,7 +104,7 @@ def test_baselines_get_opacus_per_sample_gradients_equal_to_batches_of_one(defau
 def test_dp_refuses_the_baselines_it_cannot_do(default_backbone, method):
     from fedrp.privacy.grad_sample import per_sample_engine
 
-    engine = per_sample_engine(build(method, default_backbone, 2))
+    engine = per_sample_engine(build(ModelSpec(method=method), default_backbone))
     with pytest.raises(ValueError, match="DP training supports slash, jrwarp and the baselines"):
         engine.__enter__()
 
@@ -120,7 +121,7 @@ def test_dp_training_spends_the_budget_it_was_given(default_backbone, sst2_slice
     from fedrp.privacy.engine import train_private
     from fedrp.train import TrainConfig
 
-    model = build("slash", default_backbone, 2)
+    model = build(ModelSpec(method="slash"), default_backbone)
     z0 = model.z.detach().clone()
     cfg = TrainConfig(lr=1e-2, batch_size=32, epochs=2, bf16="off", progress=False)
     result = train_private(model, sst2_slice, cfg, PrivacyConfig(epsilon=3.0), torch.device("cpu"))
@@ -144,7 +145,7 @@ def test_dp_settings_are_checked(default_backbone, sst2_slice):
     with pytest.raises(ValueError, match="accountant must be one of"):
         PrivacyConfig(epsilon=1, accountant="gdp-ish")
     with pytest.raises(ValueError, match="set grad_accum to 1"):
-        train_private(build("slash", default_backbone, 2), sst2_slice, TrainConfig(grad_accum=2), PrivacyConfig(epsilon=1))
+        train_private(build(ModelSpec(method="slash"), default_backbone), sst2_slice, TrainConfig(grad_accum=2), PrivacyConfig(epsilon=1))
 
 
 def test_a_client_budget_lasts_the_planned_rounds_and_then_refuses():

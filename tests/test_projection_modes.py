@@ -15,6 +15,7 @@ from fedrp.inputs import batch_inputs
 from fedrp.methods import build
 from fedrp.privacy.grad_sample import per_sample_gradients
 from fedrp.projection import ProjectionSpec
+from fedrp.spec import ModelSpec
 from tests.conftest import PAIRS, TEXTS
 from tests.test_privacy import TEXTS4, _ce, _one_by_one, _random_state
 
@@ -181,7 +182,7 @@ def test_srht_fingerprint_is_stable_and_its_own():
 @pytest.mark.parametrize("mode", ["streamed", "srht"])
 @pytest.mark.parametrize("method", ["slash", "jrwarp"])
 def test_per_sample_gradients_equal_batches_of_one_in_float64(tiny_backbone, default_tokenizer, method, mode):
-    model = build(method, tiny_backbone("bert"), 2, d=48, projection_mode=mode).double()
+    model = build(ModelSpec(method=method, d=48, projection_mode=mode), tiny_backbone("bert")).double()
     assert model.spec.mode == mode
     _random_state(model, 0)
     batch = batch_inputs(default_tokenizer, TEXTS4)
@@ -231,6 +232,6 @@ def test_run_config_takes_a_projection_mode_and_refuses_unknown_ones():
     from fedrp.federation import FedConfig
 
     cfg = FedConfig.from_run_config({"projection-mode": "srht"})
-    assert "srht" in cfg.model_key()
-    with pytest.raises(ValueError, match=r"projection-mode must be one of \('stored', 'streamed', 'srht'\)"):
+    assert cfg.spec.projection_mode == "srht"
+    with pytest.raises(ValueError, match=r"projection-mode must be one of \['stored', 'streamed', 'srht'\]"):
         FedConfig.from_run_config({"projection-mode": "dense"})

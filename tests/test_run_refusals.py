@@ -18,7 +18,7 @@ BAD = [
     (["--num-supernodes", "0"], "num-supernodes must be at least 1, got 0"),
     (["--alpha", "0"], "alpha must be a positive number"),
     (["--alpha", "-1"], "alpha must be a positive number"),
-    (["--d", "0"], "d must be at least 1, got 0"),
+    (["--d", "0"], "d must be an integer of at least 1, got 0"),
     (["--max-length", "0"], "max-length must be at least 8"),
     (["--local-epochs", "0"], "local-epochs must be a positive number"),
     (["--batch-size", "0"], "batch-size must be at least 1"),

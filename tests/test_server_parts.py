@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_pyproject_run_config_matches_the_defaults():
     """`flwr run .` and `python -m simulations.run` must start from the same settings."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
-    assert config == FedConfig().to_run_config()
+    assert list(config.items()) == list(FedConfig().to_run_config().items())  # in the config's order
     assert FedConfig.from_run_config(config) == FedConfig()
 
 
@@ -204,8 +204,11 @@ def test_norm_ratio_refuses_a_runaway_update_and_spares_skewed_honest_ones():
 
 
 def _replies(strategy, sent: dict, updates: dict) -> list:
-    """One round's replies as Flower delivers them: a state per partition, or an error for a crashed client."""
+    """One round's replies as Flower delivers them: a state per partition, an error for a crashed client
+    (None), or a refusal (a string: its reason)."""
     from flwr.app import ConfigRecord, Error, Message, MetricRecord, RecordDict
+
+    from fedrp.refusals import REFUSED
 
     strategy.prepare({100 + pid: pid for pid in updates}, seed=0, fingerprint="f", norm_bound=0.0)
     replies = []
@@ -215,6 +218,9 @@ def _replies(strategy, sent: dict, updates: dict) -> list:
         if update is None:
             replies.append(Message(Error(code=0, reason="RuntimeError: injected client failure"), reply_to=msg))
             continue
+        if isinstance(update, str):
+            replies.append(Message(Error(code=REFUSED, reason=update), reply_to=msg))
+            continue
         content = RecordDict({"arrays": to_record(update), "metrics": MetricRecord({"num-examples": 10}),
                               "meta": ConfigRecord({"fingerprint": "f"})})
         replies.append(Message(content, reply_to=msg))
@@ -223,7 +229,8 @@ def _replies(strategy, sent: dict, updates: dict) -> list:
 
 @pytest.mark.parametrize("aggregation", ["median", "trimmed-mean"])
 def test_robust_rules_outvote_a_scaled_update_and_refuse_a_crash(aggregation, monkeypatch):
-    """Five sampled clients: one sends x1000, one crashes; the rule takes the middle of the four accepted."""
+    """Six sampled clients: one sends x1000, one crashes, one refuses the round; the rule takes the middle of
+    the four accepted, and the crash and the refusal are stored apart."""
     from flwr.common.constant import SUPERLINK_NODE_ID
     from flwr.supercore.task_identity import TaskIdentity
 
@@ -232,13 +239,13 @@ def test_robust_rules_outvote_a_scaled_update_and_refuse_a_crash(aggregation, mo
     rng = np.random.default_rng(0)
     sent = {"z": np.zeros(6, np.float32), "head.weight": np.zeros((2, 3), np.float32)}
     honest = {pid: {k: rng.normal(size=v.shape).astype(np.float32) for k, v in sent.items()} for pid in (2, 3, 4)}
-    updates = {0: {k: 1000 * v for k, v in honest[2].items()}, 1: None, **honest}
+    updates = {0: {k: 1000 * v for k, v in honest[2].items()}, 1: None, **honest, 5: "budget exhausted"}
     strategy = make_strategy(aggregation, 1.0, 0.0, 1, server_lr=0.0, trim_beta=0.25)
     arrays, _ = strategy.aggregate_train(1, _replies(strategy, sent, updates))
     got = from_record(arrays)
     assert [(r["partition_id"], r["status"], r.get("reason")) for r in strategy.records] == [
         (0, "accepted", None), (1, "refused", "client-error"), (2, "accepted", None), (3, "accepted", None),
-        (4, "accepted", None)]
+        (4, "accepted", None), (5, "refused", "client-refused")]
     for k in sent:  # of four values per coordinate, both rules keep the mean of the middle two
         middle = np.sort(np.stack([updates[p][k] for p in (0, 2, 3, 4)]), axis=0)[1:3].mean(axis=0)
         np.testing.assert_allclose(got[k], middle, rtol=1e-6, err_msg=k)

@@ -8,6 +8,7 @@ from fedrp import data, glue
 from fedrp.backbone import load_backbone
 from fedrp.federation import logit_offsets
 from fedrp.methods import METHODS, build, payload_bytes
+from fedrp.spec import ModelSpec
 from fedrp.train import TrainConfig, evaluate, loss_fn, predictions, select_device, train
 
 CPU = torch.device("cpu")
@@ -27,7 +28,7 @@ def sst2(glue_dir):
 
 def test_slash_learns_sst2_from_a_small_slice(sst2):
     train_ds, dev = sst2
-    model = build("slash", load_backbone(), 2)
+    model = build(ModelSpec(method="slash"), load_backbone())
     before = evaluate(model, dev, glue.get_task("sst2"), device=CPU)["accuracy"]
     result = train(model, train_ds, _config(epochs=2), CPU)
     after = evaluate(model, dev, glue.get_task("sst2"), device=CPU)["accuracy"]
@@ -44,13 +45,13 @@ def test_gradient_accumulation_matches_the_larger_batch(sst2):
     train_ds = train_ds.select(range(64))
     zs = []
     for batch_size, accum in [(16, 1), (8, 2)]:
-        model = build("slash", load_backbone(), 2)
+        model = build(ModelSpec(method="slash"), load_backbone())
         # SGD: its step scales with the gradient, so a sum where a mean belongs shows (AdamW would hide it)
         cfg = _config(optimizer="sgd", lr=0.3, batch_size=batch_size, grad_accum=accum, schedule="constant",
                       warmup_ratio=0.0, max_grad_norm=None)
         assert train(model, train_ds, cfg, CPU).steps == 4
         zs.append(model.z.detach().clone())
-    moved = (zs[0] - build("slash", load_backbone(), 2).z.detach()).abs().max()
+    moved = (zs[0] - build(ModelSpec(method="slash"), load_backbone()).z.detach()).abs().max()
     assert moved > 100 * TOLERANCE  # the four steps moved z far more than the tolerance below
     # same examples per optimizer step: equal up to padding-dependent rounding
     torch.testing.assert_close(zs[0], zs[1], rtol=0, atol=TOLERANCE)
@@ -61,12 +62,12 @@ def test_sgd_steps_in_proportion_to_the_gradient_and_adamw_by_its_sign(sst2):
     batch = train_ds.select(range(16))
     steps = {}
     for optimizer in ("sgd", "adamw"):
-        model = build("head", load_backbone(), 2)
+        model = build(ModelSpec(method="head"), load_backbone())
         before = model.head.weight.detach().clone()
         cfg = _config(optimizer=optimizer, lr=1e-3, schedule="constant", warmup_ratio=0.0, max_grad_norm=None)
         train(model, batch, cfg, CPU)
         steps[optimizer] = (model.head.weight.detach() - before).flatten()
-    model = build("head", load_backbone(), 2)
+    model = build(ModelSpec(method="head"), load_backbone())
     inputs = next(iter(data.loader(batch, model.tokenizer, 16)))  # the one batch train saw, in another order
     labels = inputs.pop("labels")
     loss_fn(model(**inputs), labels).backward()
@@ -79,7 +80,7 @@ def test_sgd_steps_in_proportion_to_the_gradient_and_adamw_by_its_sign(sst2):
 
 def test_nan_loss_stops_with_a_clear_error(sst2):
     train_ds, _ = sst2
-    model = build("head", load_backbone(), 2)
+    model = build(ModelSpec(method="head"), load_backbone())
     with torch.no_grad():
         model.head.bias.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match=r"training loss became nan at step 1 of \d+ \(lr 0.03\); lower the learning rate"):
@@ -90,7 +91,7 @@ def test_same_seed_same_result(sst2):
     train_ds, _ = sst2
     runs = []
     for _ in range(2):
-        model = build("jrwarp", load_backbone(), 2)
+        model = build(ModelSpec(method="jrwarp"), load_backbone())
         train(model, train_ds.select(range(48)), _config(lr=1e-2), CPU)
         runs.append(model.z.detach().clone())
     assert torch.equal(runs[0], runs[1])
@@ -108,7 +109,7 @@ def test_each_method_reports_what_it_trains_and_sends(method):
     backbone = load_backbone()
     total = sum(p.numel() for p in backbone.model.parameters())
     biases = sum(p.numel() for n, p in backbone.model.named_parameters() if n.endswith(".bias"))
-    model = build(method, backbone, 2)
+    model = build(ModelSpec(method=method), backbone)
     expected = {**EXPECTED_PARAMS, "full": total + 770, "bitfit": biases + 770}[method]
     assert model.num_trainable() == expected
     assert payload_bytes(model) == 4 * expected
@@ -117,7 +118,7 @@ def test_each_method_reports_what_it_trains_and_sends(method):
 @pytest.mark.parametrize("method", ["head", "lora", "bitfit", "full"])
 def test_baselines_train_in_the_same_loop(sst2, method):
     train_ds, _ = sst2
-    model = build(method, load_backbone(), 2)
+    model = build(ModelSpec(method=method), load_backbone())
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     moving = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     lr = {"head": 1e-2, "lora": 1e-3, "bitfit": 1e-3, "full": 1e-4}[method]
@@ -134,7 +135,7 @@ def test_every_present_task_trains_and_evaluates(glue_dir, task):
     backbone = load_backbone()
     train_ds = data.subset(data.load_tokenized(t, "train", backbone.tokenizer, data_dir=glue_dir), 48)
     dev = data.subset(data.load_tokenized(t, "dev", backbone.tokenizer, data_dir=glue_dir), 40, seed=None)
-    model = build("slash", backbone, t.num_labels)
+    model = build(ModelSpec(method="slash", num_labels=t.num_labels), backbone)
     result = train(model, train_ds, _config(), CPU)
     got = evaluate(model, dev, t, device=CPU)
     assert set(got) == set(t.metrics) and all(np.isfinite(v) for v in got.values())
@@ -158,7 +159,7 @@ def test_bf16_autocast_on_cpu_when_supported(sst2, method):
     from fedrp.train import bf16_supported
 
     train_ds, _ = sst2
-    model = build(method, load_backbone(), 2)
+    model = build(ModelSpec(method=method), load_backbone())
     if bf16_supported(CPU):
         assert np.isfinite(train(model, train_ds.select(range(32)), _config(bf16="on", lr=1e-3), CPU).loss)
         assert all(p.dtype == torch.float32 for p in model.trainable_parameters().values())  # autocast keeps them fp32
@@ -184,7 +185,7 @@ def test_logit_offsets_are_the_smoothed_log_prior_and_enter_only_training(sst2):
     states = {}
     for name, ds, off in (("plain", balanced, None), ("uniform", balanced, (np.log(0.5), np.log(0.5))),
                           ("skew-plain", skewed, None), ("skew-adjusted", skewed, logit_offsets(skewed["label"], 2))):
-        model = build("slash", load_backbone(), 2)
+        model = build(ModelSpec(method="slash"), load_backbone())
         train(model, ds, _config(logit_offsets=off, seed=3), CPU)
         states[name] = {k: v.detach().clone() for k, v in model.trainable_parameters().items()}
     for k in states["plain"]:  # equal offsets shift every logit alike: softmax, loss and steps unchanged

@@ -12,6 +12,7 @@ from fedrp.adapters.config import AdapterConfig
 from fedrp.adapters.projectors import Projections, make_projections
 from fedrp.backbone import Backbone
 from fedrp.classifier import Classifier
+from fedrp.refusals import StateMismatch
 
 TRAINABLE = ("z", "head.weight", "head.bias")
 __all__ = ["TRAINABLE", "AdapterModel", "Projections"]
@@ -78,10 +79,10 @@ class AdapterModel(Classifier):
         """Copy z and the head in, refusing anything of the wrong names or shapes."""
         params = dict(self.named_parameters())
         if set(tensors) != set(TRAINABLE):
-            raise ValueError(f"expected exactly the tensors {list(TRAINABLE)}, got {sorted(tensors)}")
+            raise StateMismatch(f"expected exactly the tensors {list(TRAINABLE)}, got {sorted(tensors)}")
         for name in TRAINABLE:
             if tuple(tensors[name].shape) != tuple(params[name].shape):
-                raise ValueError(
+                raise StateMismatch(
                     f"tensor {name!r} has shape {tuple(tensors[name].shape)}, "
                     f"this model expects {tuple(params[name].shape)}"
                 )

@@ -7,19 +7,26 @@ from typing import ClassVar
 
 from fedrp.inputs import check_pooling
 from fedrp.projection import DISTRIBUTIONS, MODES
+from fedrp.spec import ModelSpec
 
 
 @dataclasses.dataclass
 class AdapterConfig:
-    """What defines an adapter besides its backbone: the projection and the head."""
+    """What defines an adapter besides its backbone: the projection and the head (defaults: fedrp.spec's)."""
 
     method: ClassVar[str] = ""
-    d: int = 1024
-    seed: int = 0
-    distribution: str = "gaussian"
-    pooling: str = "mask"
-    num_labels: int = 2
-    projection_mode: str = "stored"  # how W_l is held: "stored", "streamed" (same W_l) or "srht" (another one)
+    d: int = ModelSpec.d
+    seed: int = ModelSpec.seed
+    distribution: str = ModelSpec.distribution
+    pooling: str = ModelSpec.pooling
+    num_labels: int = ModelSpec.num_labels
+    projection_mode: str = ModelSpec.projection_mode  # "stored", "streamed" (same W_l) or "srht" (another one)
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec) -> AdapterConfig:
+        """This method's config for a model spec (a method with options of its own adds them)."""
+        return cls(d=spec.d, seed=spec.seed, distribution=spec.distribution, pooling=spec.pooling,
+                   num_labels=spec.num_labels, projection_mode=spec.projection_mode)
 
     def __post_init__(self) -> None:
         if not isinstance(self.d, int) or self.d < 1:

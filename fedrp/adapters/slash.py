@@ -11,6 +11,7 @@ from torch import nn
 from fedrp.adapters.base import AdapterModel
 from fedrp.adapters.config import AdapterConfig
 from fedrp.backbone import target_linears
+from fedrp.spec import ModelSpec
 
 SLASH_POSITIONS = ("output", "intermediate", "attention")
 
@@ -18,7 +19,11 @@ SLASH_POSITIONS = ("output", "intermediate", "attention")
 @dataclasses.dataclass
 class SLaShConfig(AdapterConfig):
     method = "slash"
-    shift_position: str = "output"
+    shift_position: str = ModelSpec.position
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec) -> SLaShConfig:
+        return dataclasses.replace(super().from_spec(spec), shift_position=spec.position)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -12,9 +12,10 @@ from opacus.accountants import IAccountant
 from fedrp.files import write_text
 from fedrp.privacy.accounting import make_accountant, noise_for
 from fedrp.privacy.config import PrivacyConfig
+from fedrp.refusals import Refusal
 
 
-class BudgetExhausted(ValueError):
+class BudgetExhausted(Refusal):
     """Training this round would spend more than the client's epsilon."""
 
 

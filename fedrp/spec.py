@@ -1,0 +1,92 @@
+"""What decides the model a run builds, written once: each model option's default, allowed values and help.
+
+ModelOptions holds the options; the centralized and the federated configs inherit them, the
+command line's options are generated from them, and ModelSpec (the options plus the task's
+number of labels) is what `fedrp.methods.build` takes and what model caches key on. Adding a
+model option is one field here. Nothing here imports torch: the allowed values are read from
+the modules that implement them only when a value is checked or one command's help is shown.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable, Sequence
+from functools import cached_property
+
+
+class Vocabulary(Sequence):
+    """The allowed values of an option, as the module that implements them defines them (a tuple or a
+    registry's keys), imported on first use so that `fedrp --help` and config parsing stay light."""
+
+    def __init__(self, module: str, name: str, render: Callable[[object], list] = list) -> None:
+        self.module, self.name, self.render = module, name, render
+
+    @cached_property
+    def _items(self) -> list:
+        return self.render(getattr(importlib.import_module(self.module), self.name))
+
+    def __getitem__(self, i):
+        return self._items[i]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __str__(self) -> str:
+        return ", ".join(map(str, self._items))
+
+
+def option(default, help: str, choices: Sequence | None = None, minimum: float | None = None) -> dataclasses.Field:
+    """A config field with its help text and what it accepts, for argparse and the checks below."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum})
+
+
+def check_fields(config, fields: Sequence[dataclasses.Field]) -> None:
+    """Refuse a value outside a field's choices or below its minimum, naming the option as a user types it."""
+    for f in fields:
+        value, name = getattr(config, f.name), f.name.replace("_", "-")
+        choices, minimum = f.metadata.get("choices"), f.metadata.get("minimum")
+        if choices is not None and value not in choices:
+            raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+        if minimum is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= minimum):
+            raise ValueError(f"{name} must be an integer of at least {minimum}, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelOptions:
+    """The options that decide the model, shared by every way to train one."""
+
+    method: str = option("slash", "what trains", Vocabulary("fedrp.methods", "METHODS"))
+    model: str = option("", "transformers model name or path (empty: the packaged all-MiniLM-L6-v2)")
+    d: int = option(1024, "dimension of z (slash, jrwarp)", minimum=1)
+    seed: int = option(0, "projection seed, the same on every device (slash, jrwarp: part of the fingerprint); "
+                          "also the baselines' head initialisation")
+    pooling: str = option("mask", "what the head reads: a mask token after the first sentence, CLS, or the mean",
+                          Vocabulary("fedrp.inputs", "POOLINGS"))
+    position: str = option("output", "where SLaSh's shift enters each block",
+                           Vocabulary("fedrp.adapters.slash", "SLASH_POSITIONS"))
+    distribution: str = option("gaussian", "entries of the projections W_l",
+                               Vocabulary("fedrp.projection", "DISTRIBUTIONS"))
+    projection_mode: str = option("stored", "how the W_l are held: stored (d x H floats per block), streamed (the "
+                                            "same W_l rebuilt in row blocks on every use: little memory, more time) "
+                                            "or srht (a structured projection with its own fingerprint)",
+                                  Vocabulary("fedrp.projection", "MODES"))
+    lora_rank: int = option(8, "rank of LoRA's updates (lora)", minimum=1)
+
+    def __post_init__(self) -> None:
+        check_fields(self, dataclasses.fields(ModelOptions))
+
+    def model_spec(self, num_labels: int) -> ModelSpec:
+        """These options for a task with this many outputs (1 for regression)."""
+        return ModelSpec(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ModelOptions)},
+                         num_labels=num_labels)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelSpec(ModelOptions):
+    """Everything that decides a model's trainable shapes and values: hashable, so caches key on it."""
+
+    num_labels: int = option(2, "outputs of the head (1 for regression)", minimum=1)
+
+    def __post_init__(self) -> None:
+        check_fields(self, dataclasses.fields(self))
