@@ -15,8 +15,8 @@ from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.compat.common import recorddict_compat as compat
 
-from clients.faults import corrupt
 from fedrp import glue
+from fedrp.faults import corrupt
 from fedrp.federation import (
     FedConfig,
     check_identity,

@@ -52,13 +52,12 @@ def discover(grid: Grid, known: dict[int, int | None], timeout: float, wait: flo
 def run_federation(grid: Grid, cfg: FedConfig) -> dict:
     """Run (or resume) a federation; returns the summary `simulations.run --json` prints."""
     task = glue.get_task(cfg.task)
+    strategy: Validating = make_strategy(cfg)  # an unknown rule is refused before the model loads
     model = model_for(cfg)
     ident = identity(model)
     grid = StoppableGrid(grid)
     store = RunStore(cfg.store)
     store.mark_orphans()  # runs whose server process died (SIGKILL, power loss) while running
-    strategy: Validating = make_strategy(cfg.aggregation, cfg.fraction_train, cfg.fraction_evaluate,
-                                         cfg.min_train_nodes, cfg.server_lr, cfg.trim_beta)
     if cfg.resume_from:
         start_round, state, server_state, meta = checkpoint.load(cfg.resume_from)
         if meta.get("fingerprint") != ident.get("fingerprint") or meta.get("method") != cfg.method:

@@ -9,6 +9,7 @@ trains exactly the clients the uninterrupted run would have.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import ClassVar
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -17,6 +18,7 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedMedian, FedTrimmedAvg
 from flwr.serverapp.strategy.fedopt import FedOpt
 
 from fedrp import payload
+from fedrp.federation import FedConfig
 from fedrp.privacy.client_level import ClientLevelDP, noisy_mean
 from fedrp.refusals import REFUSED
 
@@ -41,6 +43,8 @@ def sample(partitions: list[int], fraction: float, minimum: int, seed: int, rnd:
 
 class Validating:
     """Mixin: deterministic sampling, reply validation and a record of every reply."""
+
+    settings: ClassVar[dict[str, str]] = {}  # the Flower rule's arguments, by the run-config field they come from
 
     def prepare(self, nodes: dict[int, int | None], seed: int, fingerprint: str | None, norm_bound: float,
                 client_dp: ClientLevelDP | None = None, norm_ratio: float = 0.0) -> None:
@@ -143,6 +147,8 @@ class FedAvgRP(Validating, FedAvg):
 class FedAdamRP(Validating, FedAdam):
     """FedAdam: the averaged update drives a server-side Adam step."""
 
+    settings = {"eta": "server_lr"}
+
 
 class FedMedianRP(Validating, FedMedian):
     """Coordinate-wise median: robust to a minority of corrupted replies."""
@@ -151,17 +157,24 @@ class FedMedianRP(Validating, FedMedian):
 class FedTrimmedAvgRP(Validating, FedTrimmedAvg):
     """Coordinate-wise trimmed mean."""
 
+    settings = {"beta": "trim_beta"}
 
-def make_strategy(name: str, fraction_train: float, fraction_evaluate: float, min_train_nodes: int,
-                  server_lr: float, trim_beta: float) -> Validating:
-    common = dict(fraction_train=fraction_train, fraction_evaluate=fraction_evaluate,
-                  min_train_nodes=min_train_nodes, min_evaluate_nodes=1, min_available_nodes=1)
-    if name == "fedavg":
-        return FedAvgRP(**common)
-    if name == "fedadam":
-        return FedAdamRP(**common, eta=server_lr)
-    if name == "median":
-        return FedMedianRP(**common)
-    if name == "trimmed-mean":
-        return FedTrimmedAvgRP(**common, beta=trim_beta)
-    raise ValueError(f"aggregation must be one of fedavg, fedadam, median, trimmed-mean; got {name!r}")
+
+# The run config's `aggregation` values. A rule is a class here and one line in this registry.
+STRATEGIES: dict[str, type[Validating]] = {"fedavg": FedAvgRP, "fedadam": FedAdamRP, "median": FedMedianRP,
+                                           "trimmed-mean": FedTrimmedAvgRP}
+
+
+def check_aggregation(name: str) -> type[Validating]:
+    """The rule of this name, or one line naming the ones there are."""
+    if name not in STRATEGIES:
+        raise ValueError(f"aggregation must be one of {list(STRATEGIES)}, got {name!r}")
+    return STRATEGIES[name]
+
+
+def make_strategy(cfg: FedConfig) -> Validating:
+    """The run's aggregation rule, with the run config's sampling fractions and the rule's own settings."""
+    rule = check_aggregation(cfg.aggregation)
+    return rule(fraction_train=cfg.fraction_train, fraction_evaluate=cfg.fraction_evaluate,
+                min_train_nodes=cfg.min_train_nodes, min_evaluate_nodes=1, min_available_nodes=1,
+                **{arg: getattr(cfg, key) for arg, key in rule.settings.items()})

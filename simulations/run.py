@@ -53,10 +53,13 @@ def ray_init_args(address: str | None) -> dict:
 
 
 def check_paths(cfg: FedConfig, num_supernodes: int) -> None:
-    """What would otherwise fail only after Ray has started: clients, the store, the checkpoint to resume."""
+    """What would otherwise fail only after Ray has started: the aggregation rule, clients, the store, the
+    checkpoint to resume."""
     from server.checkpoint import latest
     from server.store import foreign_reason
+    from server.strategy import check_aggregation
 
+    check_aggregation(cfg.aggregation)
     if num_supernodes < 1:
         raise ValueError(f"num-supernodes must be at least 1, got {num_supernodes}")
     reason = foreign_reason(Path(cfg.store)) if not Path(cfg.store).is_dir() else "is a folder"

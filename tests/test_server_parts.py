@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tomllib
 
-from fedrp.federation import FedConfig, parse_faults, round_seed
+from fedrp.faults import parse_faults
+from fedrp.federation import FedConfig, round_seed
 from fedrp.methods import FEDERATED_LR
 from server import checkpoint
 from server.store import RunStore
@@ -28,8 +29,8 @@ def test_run_config_refuses_unknown_keys_and_bad_values():
         FedConfig.from_run_config({"rounds": 3})
     with pytest.raises(ValueError, match="'num-server-rounds' expects int"):
         FedConfig.from_run_config({"num-server-rounds": "many"})
-    with pytest.raises(ValueError, match="aggregation must be one of"):
-        FedConfig.from_run_config({"aggregation": "krum"})
+    with pytest.raises(ValueError, match=r"aggregation must be one of \['fedavg', 'fedadam', 'median', 'trimmed-mean'\]"):
+        make_strategy(FedConfig.from_run_config({"aggregation": "krum"}))  # the server's vocabulary
     with pytest.raises(ValueError, match="PARTITION:KIND"):
         FedConfig.from_run_config({"faulty-clients": "0:melt"})
     with pytest.raises(ValueError, match="local-loss must be one of"):
@@ -152,12 +153,12 @@ def test_checkpoints_round_trip_and_resume_from_the_newest(tmp_path):
 
 
 def test_fedadam_state_survives_a_checkpoint():
-    strategy = make_strategy("fedadam", 0.5, 0.0, 2, 0.01, 0.2)
+    strategy = make_strategy(FedConfig(aggregation="fedadam", fraction_evaluate=0.0))
     assert isinstance(strategy, FedAdamRP)
     strategy.m_t = {"z": np.full(3, 0.5, np.float32)}
     strategy.v_t = {"z": np.full(3, 0.25, np.float32)}
     saved = strategy.server_state()
-    fresh = make_strategy("fedadam", 0.5, 0.0, 2, 0.01, 0.2)
+    fresh = make_strategy(FedConfig(aggregation="fedadam", fraction_evaluate=0.0))
     fresh.load_server_state(saved)
     assert np.array_equal(fresh.m_t["z"], strategy.m_t["z"]) and np.array_equal(fresh.v_t["z"], strategy.v_t["z"])
 
@@ -240,7 +241,8 @@ def test_robust_rules_outvote_a_scaled_update_and_refuse_a_crash(aggregation, mo
     sent = {"z": np.zeros(6, np.float32), "head.weight": np.zeros((2, 3), np.float32)}
     honest = {pid: {k: rng.normal(size=v.shape).astype(np.float32) for k, v in sent.items()} for pid in (2, 3, 4)}
     updates = {0: {k: 1000 * v for k, v in honest[2].items()}, 1: None, **honest, 5: "budget exhausted"}
-    strategy = make_strategy(aggregation, 1.0, 0.0, 1, server_lr=0.0, trim_beta=0.25)
+    strategy = make_strategy(FedConfig(aggregation=aggregation, fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=1,
+                                     trim_beta=0.25))
     arrays, _ = strategy.aggregate_train(1, _replies(strategy, sent, updates))
     got = from_record(arrays)
     assert [(r["partition_id"], r["status"], r.get("reason")) for r in strategy.records] == [
