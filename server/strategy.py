@@ -147,7 +147,7 @@ class FedAvgRP(Validating, FedAvg):
 class FedAdamRP(Validating, FedAdam):
     """FedAdam: the averaged update drives a server-side Adam step."""
 
-    settings = {"eta": "server_lr"}
+    settings: ClassVar[dict[str, str]] = {"eta": "server_lr"}
 
 
 class FedMedianRP(Validating, FedMedian):
@@ -157,7 +157,7 @@ class FedMedianRP(Validating, FedMedian):
 class FedTrimmedAvgRP(Validating, FedTrimmedAvg):
     """Coordinate-wise trimmed mean."""
 
-    settings = {"beta": "trim_beta"}
+    settings: ClassVar[dict[str, str]] = {"beta": "trim_beta"}
 
 
 # The run config's `aggregation` values. A rule is a class here and one line in this registry.
