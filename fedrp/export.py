@@ -17,14 +17,12 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
 from fedrp import artifact as artifacts
-from fedrp.adapters import JRWarpModel, SLaShModel
-from fedrp.adapters.jrwarp import attach_prompt, prompted_hidden_states, slot_id
+from fedrp.adapters.jrwarp import PROMPT_FILE, attach_prompt, prompted_hidden_states, slot_id
 from fedrp.backbone import freeze
 from fedrp.classifier import Classifier
 from fedrp.files import atomic_path
 
 HEAD_FILE = "fedrp_head.safetensors"
-PROMPT_FILE = "fedrp_prompt.safetensors"
 INFO_FILE = "fedrp_head.json"
 
 
@@ -52,20 +50,12 @@ def check_out(out_dir: Path) -> None:
 
 
 def _write(model, art: artifacts.Artifact, out: Path) -> None:
+    head = {"weight": model.head.weight.detach().float().contiguous(), "bias": model.head.bias.detach().float().contiguous()}
     info = {
         "method": art.method, "pooling": model.pooling, "num_labels": model.config.num_labels,
         "label_names": art.label_names, "task": art.task, "backbone": art.backbone,
-        "fingerprint": art.fingerprint, "prompt": isinstance(model, JRWarpModel),
+        "fingerprint": art.fingerprint, **model.prepare_export(out),  # the method's own part: folded or stored
     }
-    head = {"weight": model.head.weight.detach().float().contiguous(), "bias": model.head.bias.detach().float().contiguous()}
-    if isinstance(model, SLaShModel):
-        model.fold_into_biases()
-    elif isinstance(model, JRWarpModel):
-        with torch.no_grad():
-            save_file({"prompt": model.vectors().float().contiguous()}, out / PROMPT_FILE)
-        model.detach_layers()
-    else:
-        raise ValueError(f"no export rule for method {art.method!r}")  # noqa: TRY004 - an unknown method, a value
     model.backbone.save_pretrained(out)
     model.tokenizer.save_pretrained(out)
     save_file(head, out / HEAD_FILE)

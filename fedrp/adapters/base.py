@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -50,6 +52,17 @@ class AdapterModel(Classifier):
         raise NotImplementedError
 
     def attach(self) -> list:
+        raise NotImplementedError
+
+    def add_at_entries(self, extra: Callable[[torch.Tensor], torch.Tensor]) -> list:
+        """Hooks that add extra(x), of shape (B, 1, width), where block l's vector enters the backbone
+        (x: the tensor it enters, (B, n, width)); registered after the method's own hooks, removable.
+        Differential privacy's exact per-sample rule (fedrp.privacy.grad_sample) reads its gradients there."""
+        raise NotImplementedError
+
+    def prepare_export(self, out: Path) -> dict:
+        """Leave the backbone a plain transformers model that computes what this adapter did, writing into
+        `out` what the backbone cannot hold; returns what the export's info file records of it."""
         raise NotImplementedError
 
     # Shared behaviour.

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from fedrp.adapters.base import AdapterModel
 from fedrp.adapters.config import AdapterConfig
 from fedrp.backbone import blocks, hidden_size
+
+PROMPT_FILE = "fedrp_prompt.safetensors"  # an export's prompt vectors, (layers, H)
 
 
 @dataclasses.dataclass
@@ -40,16 +44,24 @@ class PromptLayer:
         self.handle = block.register_forward_pre_hook(self._hook, with_kwargs=True)
 
     def _hook(self, module: nn.Module, args: tuple, kwargs: dict):
-        hidden = args[0] if args else kwargs["hidden_states"]
-        v = self.vector().to(hidden.dtype).expand(hidden.shape[0], 1, hidden.shape[-1])
-        token = v if self.replace else hidden[:, :1] + v
-        hidden = torch.cat([token, hidden[:, 1:]], dim=1)
-        if args:
-            return (hidden, *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": hidden}
+        def token(hidden: torch.Tensor) -> torch.Tensor:
+            v = self.vector().to(hidden.dtype).expand(hidden.shape[0], 1, hidden.shape[-1])
+            return v if self.replace else hidden[:, :1] + v
+
+        return on_prompt_token(args, kwargs, token)
 
     def remove(self) -> None:
         self.handle.remove()
+
+
+def on_prompt_token(args: tuple, kwargs: dict, token: Callable[[torch.Tensor], torch.Tensor]) -> tuple[tuple, dict]:
+    """A block's inputs with the prompt token's hidden state replaced by token(hidden states), whether the
+    block takes them positionally or as a keyword (a forward pre-hook's return value)."""
+    hidden = args[0] if args else kwargs["hidden_states"]
+    hidden = torch.cat([token(hidden), hidden[:, 1:]], dim=1)
+    if args:
+        return (hidden, *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": hidden}
 
 
 def attach_prompt(model: nn.Module, vector: Callable[[int], torch.Tensor]) -> list[PromptLayer]:
@@ -78,3 +90,17 @@ class JRWarpModel(AdapterModel):
 
     def hidden_states(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return prompted_hidden_states(self.backbone, inputs, slot_id(self.tokenizer))
+
+    def add_at_entries(self, extra: Callable[[torch.Tensor], torch.Tensor]) -> list:
+        """At each block's input, once the prompt hook has set or shifted it: the prompt token + extra(hidden)."""
+        def hook(module: nn.Module, args: tuple, kwargs: dict):
+            return on_prompt_token(args, kwargs, lambda hidden: hidden[:, :1] + extra(hidden))
+
+        return [block.register_forward_pre_hook(hook, with_kwargs=True) for block in blocks(self.backbone)]
+
+    @torch.no_grad()
+    def prepare_export(self, out: Path) -> dict:
+        """The prompt vectors go to their own file, which the export's loader hooks back in."""
+        save_file({"prompt": self.vectors().float().contiguous()}, out / PROMPT_FILE)
+        self.detach_layers()
+        return {"prompt": True}

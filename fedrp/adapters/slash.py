@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -52,20 +53,30 @@ class SLaShLayer:
 class SLaShModel(AdapterModel):
     config_class = SLaShConfig
 
-    def _targets(self) -> list[nn.Linear]:
+    def shifted_linears(self) -> list[nn.Linear]:
+        """Per block, the Linear whose output gets the block's shift."""
         return target_linears(self.backbone, self.config.position)
 
     def layer_widths(self) -> tuple[int, ...]:
-        return tuple(linear.out_features for linear in self._targets())
+        return tuple(linear.out_features for linear in self.shifted_linears())
 
     def attach(self) -> list[SLaShLayer]:
-        return [SLaShLayer(linear, lambda i=i: self.vector(i)) for i, linear in enumerate(self._targets())]
+        return [SLaShLayer(linear, lambda i=i: self.vector(i)) for i, linear in enumerate(self.shifted_linears())]
+
+    def add_at_entries(self, extra: Callable[[torch.Tensor], torch.Tensor]) -> list:
+        """After each shifted Linear: its output (shift included) + extra(output)."""
+        return [linear.register_forward_hook(lambda m, a, out: out + extra(out)) for linear in self.shifted_linears()]
+
+    def prepare_export(self, out: Path) -> dict:
+        """The shifts become the Linears' biases: a plain model with no extra latency."""
+        self.fold_into_biases()
+        return {"prompt": False}
 
     @torch.no_grad()
     def fold_into_biases(self) -> None:
         """Make the shifts permanent in the backbone's biases and drop the hooks."""
         shifts = self.vectors().float()
-        targets = self._targets()
+        targets = self.shifted_linears()
         for linear in targets:
             if linear.bias is None:
                 raise ValueError("SLaSh export needs a bias in every target Linear; this backbone has none to fold into")

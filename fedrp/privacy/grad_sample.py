@@ -1,10 +1,11 @@
-"""Exact per-sample gradients of z and the head, registered per adapter type (as Opacus does per layer).
+"""Exact per-sample gradients of z and the head, a rule registered per model type (as Opacus does per layer).
 
 A shift s_l = z W_l is shared by every token and every block, so the per-sample gradient of z
 is sum_l g_l W_l^T, where g_l (B x H) is the per-sample gradient of s_l summed over tokens;
 AdapterModel.project_back applies W_l^T in whichever projection mode the model holds W_l.
-Each rule adds a zero "probe" of shape (B, 1, H) where block l's vector enters: autograd then
-yields g_l as the probe's gradient, and nothing larger than B x H is kept per block. A generic
+The adapters' rule adds a zero "probe" of shape (B, 1, H) where block l's vector enters, which
+each method says itself (AdapterModel.add_at_entries): autograd then yields g_l as the probe's
+gradient, and nothing larger than B x H is kept per block. A generic
 engine (Opacus hooks, functorch) would materialise per-sample gradients of whatever it hooks.
 """
 
@@ -17,9 +18,6 @@ import torch
 from torch import nn
 
 from fedrp.adapters.base import AdapterModel
-from fedrp.adapters.jrwarp import JRWarpModel
-from fedrp.adapters.slash import SLaShModel
-from fedrp.backbone import blocks
 from fedrp.train import with_offsets
 
 ProbeRule = Callable[[AdapterModel, list], list]  # attaches probe hooks, returns their handles
@@ -41,22 +39,10 @@ def _probe(like: torch.Tensor, probes: list) -> torch.Tensor:
     return p
 
 
-@register_grad_sampler(SLaShModel)
-def _slash_probes(model: SLaShModel, probes: list) -> list:
-    """After each target Linear (where the shift is added): output + probe."""
-    return [linear.register_forward_hook(lambda m, a, out: out + _probe(out, probes)) for linear in model._targets()]
-
-
-@register_grad_sampler(JRWarpModel)
-def _jrwarp_probes(model: JRWarpModel, probes: list) -> list:
-    """At each block's input, after the prompt hook has set or shifted token 0: token 0 + probe."""
-
-    def hook(module: nn.Module, args: tuple, kwargs: dict):
-        hidden = args[0] if args else kwargs["hidden_states"]
-        hidden = torch.cat([hidden[:, :1] + _probe(hidden, probes), hidden[:, 1:]], dim=1)
-        return ((hidden, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": hidden})
-
-    return [block.register_forward_pre_hook(hook, with_kwargs=True) for block in blocks(model.backbone)]
+@register_grad_sampler(AdapterModel)
+def _adapter_probes(model: AdapterModel, probes: list) -> list:
+    """A zero probe wherever the method says block l's vector enters (AdapterModel.add_at_entries)."""
+    return model.add_at_entries(lambda like: _probe(like, probes))
 
 
 def rule_for(model: nn.Module) -> ProbeRule:
