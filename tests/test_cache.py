@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fedrp import cache, projection
-from fedrp.federation import _partitions
+from fedrp.federation.clientdata import _partitions
 
 SPEC = projection.ProjectionSpec(seed=11, d=64, distribution="gaussian", position="output", widths=(32, 48))
 

@@ -44,10 +44,10 @@ def test_each_kind_depends_on_the_modules_it_imports():
 def test_wording_keeps_the_version_and_behaviour_changes_it(project):
     base = versions()
     edit(project / "fedrp/train.py", "\nimport dataclasses\n", "\n# a comment\nimport dataclasses  # another\n")
-    edit(project / "fedrp/federation.py", '"""The clients\' learning rate in a round', '"""Reworded: the rate')
+    edit(project / "fedrp/federation/config.py", '"""The clients\' learning rate in a round', '"""Reworded: the rate')
     assert versions() == base
 
-    edit(project / "fedrp/federation.py", "return cfg.learning_rate * 0.5 *", "return cfg.learning_rate * 0.6 *")
+    edit(project / "fedrp/federation/config.py", "return cfg.learning_rate * 0.5 *", "return cfg.learning_rate * 0.6 *")
     after_federation = versions()
     assert after_federation["reference"] == base["reference"]  # the centralized runs never import it
     assert after_federation["federated"] != base["federated"]
@@ -77,16 +77,16 @@ def test_a_commits_version_is_read_from_git_and_the_changes_since_are_named(comm
     root, commit = committed_project
     pinned = {kind: cv.code_version(kind, commit) for kind in cv.ENTRY_POINTS}
     assert versions() == pinned  # the tree is the commit
-    edit(root / "fedrp/federation.py", '"""The clients\' learning rate in a round', '"""Reworded: the rate')
+    edit(root / "fedrp/federation/config.py", '"""The clients\' learning rate in a round', '"""Reworded: the rate')
     assert all(cv.changed_modules(kind, commit) == [] for kind in cv.ENTRY_POINTS)
 
-    edit(root / "fedrp/federation.py", "return cfg.learning_rate * 0.5 *", "return cfg.learning_rate * 0.6 *")
+    edit(root / "fedrp/federation/config.py", "return cfg.learning_rate * 0.5 *", "return cfg.learning_rate * 0.6 *")
     (root / "fedrp/extra.py").write_text("X = 1\n")
     edit(root / "fedrp/train.py", "import math", "import math\nimport fedrp.extra")
     cv.code_version.cache_clear()
     assert {kind: cv.code_version(kind, commit) for kind in cv.ENTRY_POINTS} == pinned  # read from git, not the tree
     assert versions()["federated"] != pinned["federated"]
     assert cv.changed_modules("reference", commit) == ["fedrp.extra", "fedrp.train"]  # an added module counts
-    assert cv.changed_modules("federated", commit) == ["fedrp.extra", "fedrp.federation", "fedrp.train"]
+    assert cv.changed_modules("federated", commit) == ["fedrp.extra", "fedrp.federation.config", "fedrp.train"]
     with pytest.raises(ValueError, match="not in the git history"):
         cv.code_version("federated", "0" * 40)

@@ -1,0 +1,32 @@
+"""The federated task, without Flower: run config, the model and data a client needs, local rounds.
+
+The Flower apps in clients/ and server/ are thin wrappers over these functions, so the same
+logic runs under the simulation engine, the deployment engine and plain Python tests:
+config (the run config and the round schedule), model (the model a client builds and the
+identity it proves), clientdata (a client's examples) and local (a client's round).
+"""
+
+from fedrp.federation.clientdata import (
+    client_eval_data,
+    client_indices,
+    client_train_data,
+    local_data_file,
+    validation_data,
+    validation_split,
+    warm_caches,
+)
+from fedrp.federation.config import FedConfig, round_lr, round_seed
+from fedrp.federation.local import (
+    local_evaluate,
+    local_train,
+    local_train_config,
+    logit_offsets,
+    server_evaluate,
+)
+from fedrp.federation.model import check_identity, identity, initial_state, model_for
+
+__all__ = [
+    "FedConfig", "check_identity", "client_eval_data", "client_indices", "client_train_data", "identity",
+    "initial_state", "local_data_file", "local_evaluate", "local_train", "local_train_config", "logit_offsets",
+    "model_for", "round_lr", "round_seed", "server_evaluate", "validation_data", "validation_split", "warm_caches",
+]

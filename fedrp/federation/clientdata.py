@@ -1,0 +1,132 @@
+"""A client's examples: its share of the GLUE training pool (a label-skewed partition), held-out
+validation examples, or a deployed node's own file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import datasets
+import flwr_datasets
+import numpy as np
+
+from fedrp import cache, data, glue
+from fedrp.backbone import load_backbone
+from fedrp.federation.config import FedConfig
+from fedrp.partition import partition, partition_labels
+from fedrp.refusals import LocalDataError
+
+VALIDATION_SEED = 20261128  # the held-out validation examples do not move with the run seed
+PARTITION_CACHE_VERSION = 2  # bump when fedrp.partition changes which indices a client gets
+
+
+def _pool_train(cfg: FedConfig, tokenizer) -> tuple[datasets.Dataset, tuple[int | float, ...]]:
+    """The examples the clients share out, and their labels (read once per process, not once per round)."""
+    return _pool(cfg.task, tokenizer, cfg.pooling, cfg.max_length, cfg.glue_dir, cfg.validation_samples,
+                 cfg.max_train_samples)
+
+
+@lru_cache(maxsize=4)
+def _pool(task: str, tokenizer, pooling: str, max_length: int, glue_dir: str | None, validation_samples: int,
+          max_train_samples: int) -> tuple[datasets.Dataset, tuple[int | float, ...]]:
+    full = data.load_tokenized(task, "train", tokenizer, pooling, max_length, glue_dir)
+    if validation_samples:
+        full = full.select(validation_split(len(full), validation_samples)[1])
+    pool = data.subset(full, max_train_samples or None, seed=0)  # the centralized runs' subset
+    return pool, tuple(np.asarray(pool.with_format("numpy")["label"]).tolist())
+
+
+def validation_data(cfg: FedConfig, tokenizer) -> datasets.Dataset:
+    """The training examples held out by validation-samples: where settings are chosen instead of on dev."""
+    full = data.load_tokenized(cfg.task, "train", tokenizer, cfg.pooling, cfg.max_length, cfg.glue_dir)
+    return full.select(validation_split(len(full), cfg.validation_samples)[0])
+
+
+def validation_split(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out, rest) indices of a training set: a fixed seeded choice, so every run tunes on the same examples."""
+    if not 0 < size < n:
+        raise ValueError(f"validation-samples must be between 1 and {n - 1} for {n} training examples, got {size}")
+    order = np.random.default_rng(VALIDATION_SEED).permutation(n)
+    return np.sort(order[:size]), np.sort(order[size:])
+
+
+@lru_cache(maxsize=4)
+def _partitions(task: str, labels: tuple, num_partitions: int, scheme: str, alpha: float,
+                seed: int, min_size: int) -> tuple[np.ndarray, ...]:
+    """Every client's indices, cached on disk: each deployed message runs in a fresh process."""
+    bins = partition_labels(labels, glue.get_task(task).is_regression)
+
+    def build() -> dict[str, np.ndarray]:
+        parts = partition(bins, num_partitions, scheme, alpha, seed, min_size)
+        return {str(i): np.asarray(p, dtype=np.int64) for i, p in enumerate(parts)}
+
+    name = cache.key(PARTITION_CACHE_VERSION, flwr_datasets.__version__, task, num_partitions, scheme, alpha, seed,
+                     min_size, cache.digest({"labels": np.asarray(bins)}))
+    arrays = cache.load_or_build("partitions", name, build)
+    return tuple(arrays[str(i)] for i in range(num_partitions))
+
+
+def client_indices(cfg: FedConfig, labels: list, partition_id: int, num_partitions: int) -> np.ndarray:
+    if not 0 <= partition_id < num_partitions:
+        raise LocalDataError(f"partition-id must be in [0, {num_partitions}), got {partition_id}")
+    parts = _partitions(cfg.task, tuple(labels), num_partitions, cfg.partition_scheme, cfg.alpha, cfg.data_seed,
+                        cfg.min_partition_size)
+    return parts[partition_id]
+
+
+def warm_caches(cfg: FedConfig, num_partitions: int) -> None:
+    """Tokenize the splits and draw the partitions into the on-disk caches, so that clients only read them."""
+    tokenizer = load_backbone(cfg.model or None).tokenizer
+    _, labels = _pool_train(cfg, tokenizer)
+    client_indices(cfg, labels, 0, num_partitions)
+    data.load_tokenized(cfg.task, "dev", tokenizer, cfg.pooling, cfg.max_length, cfg.glue_dir)
+
+
+def client_train_data(cfg: FedConfig, tokenizer, partition_id: int, num_partitions: int) -> datasets.Dataset:
+    """This client's share of the training set, capped at max-train-samples-per-client."""
+    pool, labels = _pool_train(cfg, tokenizer)
+    idx = client_indices(cfg, labels, partition_id, num_partitions)
+    part = pool.select(idx)
+    return data.subset(part, cfg.max_train_samples_per_client or None, seed=cfg.data_seed)
+
+
+def client_eval_data(cfg: FedConfig, tokenizer, partition_id: int, num_partitions: int) -> datasets.Dataset:
+    """This client's share of the dev set (or of the held-out training examples), split like the training set."""
+    if cfg.validation_samples:  # tuning runs never look at dev, on the server or on a client
+        dev = validation_data(cfg, tokenizer)
+    else:
+        dev = data.load_tokenized(cfg.task, "dev", tokenizer, cfg.pooling, cfg.max_length, cfg.glue_dir)
+    return dev.select(client_indices(cfg, dev["label"], partition_id, num_partitions))
+
+
+def local_data_file(path: str, task: glue.Task, tokenizer, cfg: FedConfig) -> datasets.Dataset:
+    """A deployed node's own examples: .jsonl/.json or .csv/.tsv with text, optional pair, label."""
+    p = Path(path)
+    if not p.is_file():
+        raise LocalDataError(f"no local data file at {p}: expected .jsonl or .tsv with columns text, [pair,] label")
+    if p.suffix not in (".jsonl", ".json", ".tsv", ".csv"):
+        raise LocalDataError(f"local data file {p} must end in .jsonl, .json, .tsv or .csv")
+    try:
+        if p.suffix in (".jsonl", ".json"):
+            ds = datasets.Dataset.from_json(str(p))
+        else:
+            ds = datasets.Dataset.from_csv(str(p), sep="\t" if p.suffix == ".tsv" else ",")
+    except (ValueError, OSError, datasets.exceptions.DatasetGenerationError) as err:
+        raise LocalDataError(f"{p} cannot be read as {p.suffix[1:]}: {str(err).splitlines()[0] if str(err) else err!r}") from err
+    if not {"text", "label"} <= set(ds.column_names):
+        raise LocalDataError(f"{p} has columns {ds.column_names}; expected text, [pair,] label")
+
+    def label(row):
+        value = row["label"]
+        if task.is_regression:
+            return {"label": float(value)}
+        if isinstance(value, str) and not value.isdigit():
+            if value not in task.label_names:
+                raise LocalDataError(f"{p}: label {value!r} is not a {task.name} label; expected one of {task.label_names}")
+            return {"label": task.label_names.index(value)}
+        if not 0 <= int(value) < task.num_labels:
+            raise LocalDataError(f"{p}: label {value!r} is out of range; expected one of {task.label_names} or 0..{task.num_labels - 1}")
+        return {"label": int(value)}
+
+    ds = ds.map(label)
+    return data.tokenize(ds, tokenizer, cfg.pooling, cfg.max_length)
