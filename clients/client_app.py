@@ -116,10 +116,12 @@ def _local_round(cfg: FedConfig, config: dict, sent: dict[str, np.ndarray], cont
     check_identity(model_for(cfg), config)
     cfg = _round_settings(cfg, config)
     train_data = _data(cfg, context, "train")
-    pid, _ = _partition(context)
+    pid, n = _partition(context)
     path = _budget_file(context, config.get("run-lineage"))
     budget = _budget(cfg, context, path)
-    state, metrics = local_train(cfg, sent, train_data, int(config["server-round"]), pid, budget=budget)
+    scheduled = "partition-id" in context.node_config  # the server samples it by partition id: a known schedule
+    state, metrics = local_train(cfg, sent, train_data, int(config["server-round"]), pid, budget=budget,
+                                 num_partitions=n if scheduled else None)
     if budget is not None:  # the node state outlives this message (and, deployed, this process); the file, the run
         context.state[BUDGET_KEY] = ConfigRecord(budget.to_lists())
         if path is not None:

@@ -19,6 +19,7 @@ from flwr.serverapp.strategy.fedopt import FedOpt
 
 from fedrp import payload
 from fedrp.federation import FedConfig
+from fedrp.federation.config import sample_partitions
 from fedrp.privacy.client_level import ClientLevelDP, noisy_mean
 from fedrp.refusals import REFUSED
 
@@ -29,16 +30,6 @@ def to_record(state: dict[str, np.ndarray]) -> ArrayRecord:
 
 def from_record(record: ArrayRecord) -> dict[str, np.ndarray]:
     return {k: a.numpy() for k, a in record.items()}
-
-
-def sample(partitions: list[int], fraction: float, minimum: int, seed: int, rnd: int, stream: int) -> list[int]:
-    """A seeded choice of partition ids for one round (stream 0: train, 1: evaluate)."""
-    if not partitions:
-        return []
-    k = min(len(partitions), max(int(len(partitions) * fraction), minimum))
-    rng = np.random.default_rng([seed, rnd, stream])
-    ordered = sorted(partitions)  # choose positions: an array of small ids and uint64 node ids would be float64
-    return sorted(ordered[i] for i in rng.choice(len(ordered), size=k, replace=False))
 
 
 class Validating:
@@ -61,7 +52,7 @@ class Validating:
     def _messages(self, rnd: int, arrays: ArrayRecord, config: ConfigRecord, fraction: float, minimum: int,
                   kind: str, stream: int) -> list[Message]:
         by_key = {self.sampling_key(n): n for n in self.nodes}
-        chosen = sample(list(by_key), fraction, minimum, self.seed, rnd, stream)
+        chosen = sample_partitions(list(by_key), fraction, minimum, self.seed, rnd, stream)
         config["server-round"] = rnd
         return [Message(RecordDict({"arrays": arrays, "config": config}), dst_node_id=by_key[k], message_type=kind)
                 for k in chosen]

@@ -31,11 +31,11 @@ from fedrp.federation import (
     model_for,
     server_evaluate,
 )
+from fedrp.federation.config import sample_partitions
 from fedrp.payload import load_trainable_state, trainable_state
 from fedrp.privacy.budget import ClientBudget
 from fedrp.privacy.engine import train_private
 from fedrp.train import select_device
-from server.strategy import sample
 
 
 def fixed_noise_round(cfg: FedConfig, state: dict, train_data, rnd: int, pid: int, noise: float) -> dict:
@@ -72,13 +72,14 @@ def main(argv: list[str] | None = None) -> None:
     accuracy, sizes = [server_evaluate(cfg, model, state)["accuracy"]], {}
     for rnd in range(1, args.rounds + 1):
         replies = []
-        for pid in sample(list(range(args.clients)), cfg.fraction_train, cfg.min_train_nodes, cfg.data_seed, rnd, 0):
+        for pid in sample_partitions(list(range(args.clients)), cfg.fraction_train, cfg.min_train_nodes, cfg.data_seed, rnd, 0):
             train_data = client_train_data(cfg, model.tokenizer, pid, args.clients)
             sizes[pid] = len(train_data)
             if cfg.privacy and args.noise_multiplier:
                 new = fixed_noise_round(cfg, state, train_data, rnd, pid, args.noise_multiplier)
             else:
-                new = local_train(cfg, state, train_data, rnd, pid, device="cpu", budget=budgets.get(pid))[0]
+                new = local_train(cfg, state, train_data, rnd, pid, device="cpu", budget=budgets.get(pid),
+                                  num_partitions=args.clients)[0]
             replies.append((new, len(train_data)))
         total = sum(n for _, n in replies)
         state = {k: (sum(n * s[k] for s, n in replies) / total).astype(np.float32) for k in state}

@@ -8,6 +8,8 @@ import torch
 
 from fedrp.inputs import batch_inputs
 from fedrp.methods import build
+from fedrp.privacy.budget import BudgetExhausted
+from fedrp.privacy.config import PrivacyConfig
 from fedrp.privacy.grad_sample import per_sample_gradients
 from fedrp.spec import ModelSpec
 from tests.conftest import PAIRS, TEXTS, TINY_CONFIGS
@@ -192,7 +194,8 @@ def test_federated_dp_rounds_accumulate_one_clients_epsilon(glue_dir):
         state, metrics = local_train(cfg, state, data, rnd, 0, device="cpu", budget=budget)
         spent.append(metrics["epsilon"])
     assert 0 < spent[0] < spent[1] <= 3.0 and spent[1] > 2.7
-    assert metrics["dp-steps"] == 4 and metrics["noise-multiplier"] > 0  # 2 rounds of 2 Poisson steps (64/32)
+    # 2 rounds of 2 Poisson steps (64/32), after the one release of the label counts (a step at sample rate 1)
+    assert metrics["dp-steps"] == 5 and metrics["noise-multiplier"] > 0 and budget.history[0] == (10.0, 1.0, 1)
     with pytest.raises(ValueError, match="dp-epsilon must be 0"):
         FedConfig(dp_epsilon=-1.0)
     with pytest.raises(ValueError, match="max_grad_norm must be positive"):
@@ -236,3 +239,62 @@ def test_client_level_dp_clips_whole_updates_and_adds_calibrated_noise():
     np.testing.assert_allclose(out, expected + noise, rtol=0, atol=1e-6)  # expected is 0.0031, far above 1e-6
     assert noise.std() == pytest.approx(0.5, rel=0.05)
     assert 0 < epsilon_after(dp, 0.5, 5) < epsilon_after(dp, 0.5, 10) and epsilon_after(dp, 0.5, 0) == 0.0
+
+
+def test_per_class_clipping_bounds_every_example_by_the_clip_norm_and_balances_the_classes():
+    from fedrp.privacy.engine import class_weights, clip_by_class
+
+    torch.manual_seed(0)
+    grads = {"z": torch.randn(6, 5) * 10, "head.weight": torch.randn(6, 2, 3) * 10, "head.bias": torch.randn(6, 2)}
+    labels = torch.tensor([0, 1, 1, 1, 0, 1])
+    weights = class_weights((20.0, 80.0))  # the rarer class 1, the class four times as frequent 1/4 (add-one smoothed)
+    assert weights == pytest.approx((1.0, 21 / 81))
+    clipped = clip_by_class(grads, labels, torch.tensor(weights), 2.0)
+    norm = lambda g: torch.sqrt(sum(v.flatten(1).pow(2).sum(1) for v in g.values()))
+    assert torch.allclose(norm(clipped), torch.tensor(weights)[labels] * 2.0, rtol=1e-4)  # all were above their norm
+    for k, g in grads.items():  # each example only scaled: its direction kept
+        cos = torch.nn.functional.cosine_similarity(g.flatten(1), clipped[k].flatten(1), dim=1)
+        assert torch.allclose(cos, torch.ones(6), atol=1e-6)
+    assert (norm(clipped) <= 2.0 + 1e-5).all()  # one example moves the sum by at most the clip norm: DP-SGD's noise holds
+    small = {k: v * 1e-3 for k, v in grads.items()}
+    assert all(torch.equal(a, b) for a, b in zip(clip_by_class(small, labels, torch.tensor(weights), 2.0).values(),
+                                                 small.values()))  # below its norm: unchanged
+
+
+def test_the_released_counts_are_accounted_and_the_total_stays_within_epsilon_by_an_independent_accountant():
+    """The counts' Gaussian release composed with DP-SGD's Poisson-sampled steps: Opacus's RDP total, the calibration
+    and Google's dp_accounting (RDP over the same orders) agree that the client's whole run spends at most epsilon."""
+    import dp_accounting
+    from opacus.accountants import RDPAccountant
+
+    from fedrp.privacy.budget import ClientBudget
+
+    config, delta, rate, steps_per_round, rounds = PrivacyConfig(epsilon=8.0), 1 / 800, 8 / 400, 50, 10
+    budget = ClientBudget(config)
+    counts = budget.release_counts([0] * 300 + [1] * 100, 2, noise=10.0)
+    assert budget.history == [(10.0, 1.0, 1)] and abs(counts[0] - 300) < 60 and abs(counts[1] - 100) < 60
+    noise = budget.noise_for_rounds(delta, rate, steps_per_round, rounds)
+    for _ in range(rounds):
+        budget.check(delta, noise, rate, steps_per_round)
+        budget.history.append((noise, rate, steps_per_round))
+    ours = budget.spent(delta)
+    orders = list(RDPAccountant.DEFAULT_ALPHAS)
+    theirs = dp_accounting.rdp.RdpAccountant(orders).compose(dp_accounting.GaussianDpEvent(10.0)).compose(
+        dp_accounting.PoissonSampledDpEvent(rate, dp_accounting.GaussianDpEvent(noise)), steps_per_round * rounds)
+    assert 7.9 < ours <= 8.0 and theirs.get_epsilon(delta) == pytest.approx(ours, rel=0.01)
+    with pytest.raises(BudgetExhausted):
+        budget.check(delta, noise, rate, steps_per_round)  # one round more than the noise was sized for
+    assert ClientBudget.from_lists(config, budget.to_lists()) == budget  # the counts travel in the node state
+
+
+def test_under_dp_the_logit_offsets_come_only_from_the_released_counts(glue_dir):
+    from fedrp.federation import FedConfig, local_train_config
+    from fedrp.federation.local import prior_offsets
+
+    data = {"label": [0] * 30 + [1] * 10}
+    plain = local_train_config(FedConfig(), data, 1, 0)
+    assert plain.logit_offsets == pytest.approx(prior_offsets((30, 10)))  # without DP: the data's own counts
+    private = FedConfig(dp_epsilon=8.0)
+    assert local_train_config(private, data, 1, 0).logit_offsets is None  # exact counts would escape the accounting
+    assert local_train_config(private, data, 1, 0, counts=(28.3, 12.9)).logit_offsets == pytest.approx(
+        prior_offsets((28.3, 12.9)))

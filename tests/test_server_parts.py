@@ -9,10 +9,11 @@ import tomllib
 
 from fedrp.faults import parse_faults
 from fedrp.federation import FedConfig, round_seed
+from fedrp.federation.config import sample_partitions as sample
 from fedrp.methods import FEDERATED_LR
 from server import checkpoint
 from server.store import RunStore
-from server.strategy import FedAdamRP, from_record, make_strategy, sample, to_record
+from server.strategy import FedAdamRP, from_record, make_strategy, to_record
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,6 +8,8 @@ import hashlib
 import math
 from functools import cached_property
 
+import numpy as np
+
 from fedrp import glue
 from fedrp.faults import parse_faults
 from fedrp.methods import federated_local
@@ -20,6 +22,7 @@ from fedrp.train import OPTIMIZERS
 LOCAL_LOSSES = ("logit-adjusted", "ce")
 LR_DECAYS = ("none", "cosine")
 SECURE_AGGREGATIONS = ("none", "secagg+")
+DP_SCHEDULES = ("sampled", "all")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -71,6 +74,9 @@ class FedConfig(ModelOptions):
     dp_delta: float = 0.0  # 0: 1/(2n) for a client's n examples
     dp_max_grad_norm: float = 1.0
     dp_accountant: str = "rdp"
+    dp_count_noise: float = 10.0  # noise of the one-off Gaussian release of a client's label counts, which set its
+    #                               logit offsets and per-class clipping norms under DP; 0: neither (plain loss, one norm)
+    dp_schedule: str = "sampled"  # noise for the rounds the public sampling schedule gives a client, or "all" rounds
     client_dp_noise: float = 0.0  # client-level DP on the server (DP-FedAvg): noise multiplier; 0: off
     client_dp_clip: float = 1.0  # L2 bound of each client's whole update
     client_dp_delta: float = 1e-5
@@ -126,6 +132,10 @@ class FedConfig(ModelOptions):
                              f"fedavg, got {self.aggregation!r}")
         if self.dp_epsilon < 0:
             raise ValueError(f"dp-epsilon must be 0 (no DP) or a positive budget, got {self.dp_epsilon}")
+        if not (math.isfinite(self.dp_count_noise) and self.dp_count_noise >= 0):
+            raise ValueError(f"dp-count-noise must be 0 (off) or positive, got {self.dp_count_noise}")
+        if self.dp_schedule not in DP_SCHEDULES:
+            raise ValueError(f"dp-schedule must be one of {DP_SCHEDULES}, got {self.dp_schedule!r}")
         _ = self.secagg, self.privacy  # bad secagg-* and dp-* values fail here, not in round 1
 
     def _secure_aggregation(self) -> SecAggConfig | None:
@@ -215,6 +225,25 @@ def round_lr(cfg: FedConfig, server_round: int) -> float:
     if cfg.lr_decay == "none":
         return cfg.learning_rate
     return cfg.learning_rate * 0.5 * (1 + math.cos(math.pi * (server_round - 1) / cfg.num_server_rounds))
+
+
+def sample_partitions(partitions: list[int], fraction: float, minimum: int, seed: int, rnd: int,
+                      stream: int) -> list[int]:
+    """A seeded choice of partition ids for one round (stream 0: train, 1: evaluate): the server's sampling,
+    a public function of the data seed and the ids, so a client can tell in advance which rounds it trains."""
+    if not partitions:
+        return []
+    k = min(len(partitions), max(int(len(partitions) * fraction), minimum))
+    rng = np.random.default_rng([seed, rnd, stream])
+    ordered = sorted(partitions)  # choose positions: an array of small ids and uint64 node ids would be float64
+    return sorted(ordered[i] for i in rng.choice(len(ordered), size=k, replace=False))
+
+
+def rounds_sampled(cfg: FedConfig, partition_id: int, num_partitions: int) -> int:
+    """How many training rounds the server's schedule gives this partition when every partition's node is there."""
+    return sum(partition_id in sample_partitions(list(range(num_partitions)), cfg.fraction_train,
+                                                 cfg.min_train_nodes, cfg.data_seed, rnd, 0)
+               for rnd in range(1, cfg.num_server_rounds + 1))
 
 
 def round_seed(seed: int, server_round: int, partition_id: int) -> int:

@@ -11,30 +11,32 @@ from fedrp import glue
 from fedrp.centralized import dev_metrics
 from fedrp.classifier import Classifier
 from fedrp.federation.clientdata import validation_data
-from fedrp.federation.config import FedConfig, round_lr, round_seed
+from fedrp.federation.config import FedConfig, round_lr, round_seed, rounds_sampled
 from fedrp.federation.model import model_for
 from fedrp.payload import load_trainable_state, trainable_state
 from fedrp.privacy.budget import ClientBudget
-from fedrp.privacy.engine import poisson_schedule, train_private
+from fedrp.privacy.engine import class_weights, poisson_schedule, train_private
 from fedrp.train import TrainConfig, TrainResult, evaluate, select_device, train
 
 
 def local_train(cfg: FedConfig, state: dict[str, np.ndarray], train_data: datasets.Dataset, server_round: int,
-                partition_id: int, device: str = "auto",
-                budget: ClientBudget | None = None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+                partition_id: int, device: str = "auto", budget: ClientBudget | None = None,
+                num_partitions: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Start from the server's state, train on local data, return the new state and metrics.
 
     With dp-epsilon set, training is DP-SGD and `budget` (this client's accounting so far,
-    updated in place) refuses a round that would overspend.
+    updated in place) refuses a round that would overspend; `num_partitions` (None: unknown, as
+    for a node with its own data file) lets the client size its noise for the rounds it is sampled in.
     """
     model = model_for(cfg)
     load_trainable_state(model, state)
-    tcfg = local_train_config(cfg, train_data, server_round, partition_id)
     metrics = {"num-examples": float(len(train_data))}
     if cfg.privacy is None:
-        result = train(model, train_data, tcfg, select_device(device))
+        result = train(model, train_data, local_train_config(cfg, train_data, server_round, partition_id),
+                       select_device(device))
     else:
-        result = _train_private_round(cfg, model, train_data, tcfg, device, budget or ClientBudget(cfg.privacy))
+        result = _train_private_round(cfg, model, train_data, server_round, partition_id, num_partitions, device,
+                                      budget or ClientBudget(cfg.privacy))
         metrics.update({"epsilon": result.privacy["epsilon"], "noise-multiplier": result.privacy["noise_multiplier"],
                         "dp-steps": float(result.privacy["steps"])})
     metrics.update({"train-loss": result.loss, "samples-per-second": result.samples_per_second,
@@ -42,28 +44,49 @@ def local_train(cfg: FedConfig, state: dict[str, np.ndarray], train_data: datase
     return trainable_state(model), metrics
 
 
-def local_train_config(cfg: FedConfig, train_data: datasets.Dataset, server_round: int,
-                       partition_id: int) -> TrainConfig:
-    """A client's local schedule for one round: no warmup (rounds are short), a seed fixed by round and partition."""
+def local_train_config(cfg: FedConfig, train_data: datasets.Dataset, server_round: int, partition_id: int,
+                       counts: tuple[float, ...] | None = None) -> TrainConfig:
+    """A client's local schedule for one round: no warmup (rounds are short), a seed fixed by round and partition.
+
+    The logit offsets come from the client's label counts: its data's own without DP; under DP only
+    the counts it released (`counts`), or none, since exact counts would escape the accounting.
+    """
     task = glue.get_task(cfg.task)
     adjust = cfg.local_loss == "logit-adjusted" and not task.is_regression
+    if adjust and cfg.privacy is None:
+        counts = tuple(np.bincount(np.asarray(train_data["label"], dtype=np.int64), minlength=task.num_labels)
+                       [:task.num_labels])
     return TrainConfig(lr=round_lr(cfg, server_round), optimizer=cfg.optimizer, epochs=cfg.local_epochs,
                        batch_size=cfg.batch_size,
                        bf16=cfg.bf16, schedule=cfg.schedule, warmup_ratio=0.0,
-                       logit_offsets=logit_offsets(train_data["label"], task.num_labels) if adjust else None,
+                       logit_offsets=prior_offsets(counts) if adjust and counts is not None else None,
                        seed=round_seed(cfg.data_seed, server_round, partition_id), progress=False)
 
 
-def _train_private_round(cfg: FedConfig, model: Classifier, train_data: datasets.Dataset, tcfg: TrainConfig,
-                         device: str, budget: ClientBudget) -> TrainResult:
-    """One round of DP-SGD at the noise that lets this client train in every round within its epsilon."""
+def _train_private_round(cfg: FedConfig, model: Classifier, train_data: datasets.Dataset, server_round: int,
+                         partition_id: int, num_partitions: int | None, device: str,
+                         budget: ClientBudget) -> TrainResult:
+    """One round of DP-SGD at the noise that lets this client train in each of its rounds within its epsilon.
+
+    With dp-count-noise, the client first releases its label counts once (ClientBudget.release_counts);
+    they set its logit offsets and per-class clipping norms. With dp-schedule "sampled", the noise is
+    sized for the rounds the server's public sampling schedule gives this partition; should it be
+    sampled more often (nodes missing), the budget check refuses the rounds that would overspend.
+    """
+    task = glue.get_task(cfg.task)
+    balance = cfg.dp_count_noise > 0 and not task.is_regression
+    if balance and budget.counts is None:
+        budget.release_counts(train_data["label"], task.num_labels, cfg.dp_count_noise)
+    tcfg = local_train_config(cfg, train_data, server_round, partition_id, budget.counts if balance else None)
     delta = budget.config.delta_for(len(train_data))
     rate, steps = poisson_schedule(len(train_data), tcfg.batch_size, tcfg.epochs)
-    noise = budget.noise_for_rounds(delta, rate, steps, cfg.num_server_rounds)
+    known = cfg.dp_schedule == "sampled" and num_partitions is not None
+    rounds = max(1, rounds_sampled(cfg, partition_id, num_partitions)) if known else cfg.num_server_rounds
+    noise = budget.noise_for_rounds(delta, rate, steps, rounds)
     budget.check(delta, noise, rate, steps)
     accountant = budget.accountant()
     result = train_private(model, train_data, tcfg, dataclasses.replace(budget.config, noise_multiplier=noise),
-                           select_device(device), accountant)
+                           select_device(device), accountant, class_weights(budget.counts) if balance else None)
     budget.history = [tuple(h) for h in accountant.history]
     return result
 
@@ -75,8 +98,13 @@ def logit_offsets(labels, num_labels: int) -> tuple[float, ...]:
     swing less with the round's sampled clients (logit adjustment against label skew: Menon
     et al. 2021; FedLC, Zhang et al. 2022). Evaluation and inference use the plain logits.
     """
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_labels)[:num_labels]
-    return tuple(float(x) for x in np.log((counts + 1) / (counts.sum() + num_labels)))
+    return prior_offsets(np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_labels)[:num_labels])
+
+
+def prior_offsets(counts) -> tuple[float, ...]:
+    """log of the label prior from counts (exact, or released with noise: clamped at 0), add-one smoothed."""
+    counts = np.maximum(np.asarray(counts, dtype=np.float64), 0.0)
+    return tuple(float(x) for x in np.log((counts + 1) / (counts.sum() + len(counts))))
 
 
 def local_evaluate(cfg: FedConfig, state: dict[str, np.ndarray], eval_data: datasets.Dataset,

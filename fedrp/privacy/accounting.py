@@ -16,6 +16,30 @@ def noise_for(config: PrivacyConfig, delta: float, sample_rate: float, steps: in
                                 steps=steps, accountant=config.accountant)
 
 
+def noise_after(config: PrivacyConfig, delta: float, prior: list[tuple[float, float, int]], sample_rate: float,
+                steps: int, tolerance: float = 1e-3) -> float:
+    """The smallest noise multiplier (within `tolerance`) for `steps` more steps at `sample_rate` that keeps the
+    total, with what `prior` spent (accountant history entries), at most epsilon. Opacus's get_noise_multiplier
+    calibrates from nothing spent; this bisects on the same accountant, composed with the prior."""
+    if config.noise_multiplier is not None:
+        return config.noise_multiplier
+
+    def epsilon(sigma: float) -> float:
+        acc = make_accountant(config.accountant)
+        acc.history = [*prior, (sigma, sample_rate, steps)]
+        return float(acc.get_epsilon(delta))
+
+    low, high = 0.0, 1.0
+    while epsilon(high) > config.epsilon:
+        low, high = high, 2 * high
+        if high > 1e4:
+            raise ValueError(f"no noise keeps epsilon {config.epsilon:g} after what was already spent")
+    while high - low > tolerance:
+        mid = (low + high) / 2
+        low, high = (low, mid) if epsilon(mid) <= config.epsilon else (mid, high)
+    return high
+
+
 def make_accountant(name: str) -> IAccountant:
     return create_accountant(name)
 

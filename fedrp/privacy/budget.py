@@ -7,10 +7,11 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 from opacus.accountants import IAccountant
 
 from fedrp.files import write_text
-from fedrp.privacy.accounting import make_accountant, noise_for
+from fedrp.privacy.accounting import make_accountant, noise_after, noise_for
 from fedrp.privacy.config import PrivacyConfig
 from fedrp.refusals import Refusal
 
@@ -19,10 +20,33 @@ class BudgetExhausted(Refusal):
     """Training this round would spend more than the client's epsilon."""
 
 
+COUNT_RELEASE_RATE = 1.0  # the label counts are released once, from all the client's examples
+
+
 @dataclasses.dataclass
 class ClientBudget:
     config: PrivacyConfig
     history: list[tuple[float, float, int]] = dataclasses.field(default_factory=list)  # (noise, sample rate, steps)
+    counts: tuple[float, ...] | None = None  # the label counts as released with Gaussian noise (release_counts)
+
+    def release_counts(self, labels, num_labels: int, noise: float) -> tuple[float, ...]:
+        """Release this client's label counts once, through the Gaussian mechanism, and account for it.
+
+        A histogram changes by 1 in one bin when one example is added or removed (L2 sensitivity 1),
+        so adding N(0, noise^2) to each count is one step of the Gaussian mechanism at noise
+        multiplier `noise` and sample rate 1, which the accountant composes with the DP-SGD steps.
+        Everything computed from the released counts (logit offsets, per-class clipping norms) is
+        post-processing. The noise comes from the OS, never from a seed a participant could know.
+        """
+        exact = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_labels)[:num_labels]
+        noisy = exact + np.random.default_rng().normal(0.0, noise, size=num_labels)
+        self.history.append((float(noise), COUNT_RELEASE_RATE, 1))
+        self.counts = tuple(float(x) for x in noisy)
+        return self.counts
+
+    def prior(self) -> list[tuple[float, float, int]]:
+        """What the calibration of the DP-SGD steps must leave room for: the counts' release, if any."""
+        return [h for h in self.history[:1] if self.counts is not None]
 
     def accountant(self) -> IAccountant:
         acc = make_accountant(self.config.accountant)
@@ -33,8 +57,10 @@ class ClientBudget:
         return float(self.accountant().get_epsilon(delta)) if self.history else 0.0
 
     def noise_for_rounds(self, delta: float, sample_rate: float, steps_per_round: int, rounds: int) -> float:
-        """Noise that keeps epsilon even if this client trains in every one of `rounds` rounds."""
-        return noise_for(self.config, delta, sample_rate, steps_per_round * rounds)
+        """Noise that keeps epsilon when this client trains in `rounds` rounds, after the counts' release."""
+        if self.counts is None:
+            return noise_for(self.config, delta, sample_rate, steps_per_round * rounds)
+        return noise_after(self.config, delta, self.prior(), sample_rate, steps_per_round * rounds)
 
     def check(self, delta: float, noise: float, sample_rate: float, steps: int) -> None:
         """Refuse a round whose steps would take the total past epsilon."""
@@ -46,8 +72,9 @@ class ClientBudget:
                                   f"{self.config.epsilon:g}, and this round would bring it to {after:.3f}")
 
     def to_lists(self) -> dict[str, list]:
-        return {"noise": [h[0] for h in self.history], "rate": [h[1] for h in self.history],
-                "steps": [int(h[2]) for h in self.history]}
+        lists = {"noise": [h[0] for h in self.history], "rate": [h[1] for h in self.history],
+                 "steps": [int(h[2]) for h in self.history]}
+        return lists if self.counts is None else {**lists, "counts": list(self.counts)}
 
     def save(self, path: Path) -> None:
         """Write atomically: a crash mid-write must never leave a file that reads as less spent."""
@@ -61,4 +88,6 @@ class ClientBudget:
     def from_lists(cls, config: PrivacyConfig, lists: dict | None) -> ClientBudget:
         if not lists:
             return cls(config)
-        return cls(config, [(float(a), float(b), int(c)) for a, b, c in zip(lists["noise"], lists["rate"], lists["steps"])])
+        history = [(float(a), float(b), int(c)) for a, b, c in zip(lists["noise"], lists["rate"], lists["steps"])]
+        counts = lists.get("counts")
+        return cls(config, history, None if counts is None else tuple(float(x) for x in counts))

@@ -34,11 +34,34 @@ def poisson_schedule(num_examples: int, batch_size: int, epochs: float) -> tuple
     return sample_rate, max(1, math.ceil(epochs / sample_rate))
 
 
+def clip_by_class(grads: dict[str, torch.Tensor], labels: torch.Tensor, weights: torch.Tensor,
+                  max_grad_norm: float) -> dict[str, torch.Tensor]:
+    """Clip each example's whole gradient to weights[label] * max_grad_norm (weights at most 1).
+
+    DP-SGD's own clipping to max_grad_norm then changes nothing, and one example still moves the
+    sum by at most max_grad_norm, so the noise and the accounting are those of plain DP-SGD. What
+    changes is the balance: once every gradient is clipped to the same norm, a class counts by its
+    number of examples, whatever the loss did; smaller norms for a client's larger classes give
+    every class the same weight, as the logit-adjusted loss does without DP.
+    """
+    norms = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in grads.values()))
+    scale = torch.clamp(weights[labels].to(norms.dtype) * max_grad_norm / (norms + 1e-6), max=1.0)
+    return {k: g * scale.view(-1, *([1] * (g.dim() - 1))).to(g.dtype) for k, g in grads.items()}
+
+
+def class_weights(counts: tuple[float, ...]) -> tuple[float, ...]:
+    """Per-class clipping weights from (noisy) label counts: the rarest class 1, a class k times as frequent 1/k."""
+    kept = [max(c, 0.0) + 1.0 for c in counts]
+    return tuple(min(kept) / c for c in kept)
+
+
 def train_private(model: Classifier, data: datasets.Dataset, config: TrainConfig, privacy: PrivacyConfig,
-                  device: torch.device | None = None, accountant: IAccountant | None = None) -> TrainResult:
+                  device: torch.device | None = None, accountant: IAccountant | None = None,
+                  weights: tuple[float, ...] | None = None) -> TrainResult:
     """The shared loop's DP counterpart; each step's noise is calibrated to the budget (or fixed by `privacy`).
 
-    `accountant` carries what earlier rounds spent; the report's epsilon is the total.
+    `accountant` carries what earlier rounds spent; the report's epsilon is the total. `weights`: per-class
+    clipping weights (class_weights), which must not depend on the data except through what was released.
     """
     if config.grad_accum != 1:
         raise ValueError("DP training takes one Poisson batch per step: set grad_accum to 1 and raise batch_size instead")
@@ -59,6 +82,7 @@ def train_private(model: Classifier, data: datasets.Dataset, config: TrainConfig
     if bf16:
         store_frozen_in_bf16(model)
     offsets = None if config.logit_offsets is None else torch.tensor(config.logit_offsets, device=device)
+    by_class = None if weights is None else torch.tensor(weights, device=device)
 
     def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return loss_fn(logits, labels, reduction="none")
@@ -76,6 +100,8 @@ def train_private(model: Classifier, data: datasets.Dataset, config: TrainConfig
                 if not torch.isfinite(losses).all():
                     raise FloatingPointError(f"training loss became non-finite (lr {config.lr}); lower the learning rate")
                 last_loss, examples = float(losses.mean()), examples + len(labels)
+                if by_class is not None:
+                    grads = clip_by_class(grads, labels, by_class, privacy.max_grad_norm)
             for k, p in params.items():
                 p.grad_sample = grads[k].to(p.dtype)
             optimizer.step()
