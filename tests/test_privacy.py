@@ -256,6 +256,11 @@ def test_per_class_clipping_bounds_every_example_by_the_clip_norm_and_balances_t
         cos = torch.nn.functional.cosine_similarity(g.flatten(1), clipped[k].flatten(1), dim=1)
         assert torch.allclose(cos, torch.ones(6), atol=1e-6)
     assert (norm(clipped) <= 2.0 + 1e-5).all()  # one example moves the sum by at most the clip norm: DP-SGD's noise holds
+    apart = clip_by_class(grads, labels, torch.tensor(weights), 2.0, z_share=0.25)  # z and the head clipped apart
+    limit = torch.tensor(weights)[labels] * 2.0
+    assert torch.allclose(apart["z"].norm(dim=1), 0.5 * limit, rtol=1e-4)
+    assert torch.allclose(norm({k: v for k, v in apart.items() if k != "z"}), 0.75 ** 0.5 * limit, rtol=1e-4)
+    assert torch.allclose(norm(apart), limit, rtol=1e-4)  # within the example's norm as a whole
     small = {k: v * 1e-3 for k, v in grads.items()}
     assert all(torch.equal(a, b) for a, b in zip(clip_by_class(small, labels, torch.tensor(weights), 2.0).values(),
                                                  small.values()))  # below its norm: unchanged

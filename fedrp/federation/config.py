@@ -77,6 +77,7 @@ class FedConfig(ModelOptions):
     dp_count_noise: float = 10.0  # noise of the one-off Gaussian release of a client's label counts, which set its
     #                               logit offsets and per-class clipping norms under DP; 0: neither (plain loss, one norm)
     dp_schedule: str = "sampled"  # noise for the rounds the public sampling schedule gives a client, or "all" rounds
+    dp_z_share: float = 0.0  # with dp-count-noise: z's share of the clipping norm squared, the head's the rest; 0: one norm
     client_dp_noise: float = 0.0  # client-level DP on the server (DP-FedAvg): noise multiplier; 0: off
     client_dp_clip: float = 1.0  # L2 bound of each client's whole update
     client_dp_delta: float = 1e-5
@@ -134,6 +135,8 @@ class FedConfig(ModelOptions):
             raise ValueError(f"dp-epsilon must be 0 (no DP) or a positive budget, got {self.dp_epsilon}")
         if not (math.isfinite(self.dp_count_noise) and self.dp_count_noise >= 0):
             raise ValueError(f"dp-count-noise must be 0 (off) or positive, got {self.dp_count_noise}")
+        if not 0.0 <= self.dp_z_share < 1.0:
+            raise ValueError(f"dp-z-share must be in [0, 1), got {self.dp_z_share}")
         if self.dp_schedule not in DP_SCHEDULES:
             raise ValueError(f"dp-schedule must be one of {DP_SCHEDULES}, got {self.dp_schedule!r}")
         _ = self.secagg, self.privacy  # bad secagg-* and dp-* values fail here, not in round 1

@@ -86,7 +86,8 @@ def _train_private_round(cfg: FedConfig, model: Classifier, train_data: datasets
     budget.check(delta, noise, rate, steps)
     accountant = budget.accountant()
     result = train_private(model, train_data, tcfg, dataclasses.replace(budget.config, noise_multiplier=noise),
-                           select_device(device), accountant, class_weights(budget.counts) if balance else None)
+                           select_device(device), accountant, class_weights(budget.counts) if balance else None,
+                           cfg.dp_z_share)
     budget.history = [tuple(h) for h in accountant.history]
     return result
 

@@ -35,7 +35,7 @@ def poisson_schedule(num_examples: int, batch_size: int, epochs: float) -> tuple
 
 
 def clip_by_class(grads: dict[str, torch.Tensor], labels: torch.Tensor, weights: torch.Tensor,
-                  max_grad_norm: float) -> dict[str, torch.Tensor]:
+                  max_grad_norm: float, z_share: float = 0.0) -> dict[str, torch.Tensor]:
     """Clip each example's whole gradient to weights[label] * max_grad_norm (weights at most 1).
 
     DP-SGD's own clipping to max_grad_norm then changes nothing, and one example still moves the
@@ -43,10 +43,20 @@ def clip_by_class(grads: dict[str, torch.Tensor], labels: torch.Tensor, weights:
     changes is the balance: once every gradient is clipped to the same norm, a class counts by its
     number of examples, whatever the loss did; smaller norms for a client's larger classes give
     every class the same weight, as the logit-adjusted loss does without DP.
+
+    z_share > 0: z and the head are clipped apart, z to sqrt(z_share) of the example's norm and the
+    head to sqrt(1 - z_share) (Opacus's per-layer clipping; the total is still within the norm).
+    The head's gradient (the pooled features, norm about 11) would otherwise take nearly all of it.
     """
-    norms = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in grads.values()))
-    scale = torch.clamp(weights[labels].to(norms.dtype) * max_grad_norm / (norms + 1e-6), max=1.0)
-    return {k: g * scale.view(-1, *([1] * (g.dim() - 1))).to(g.dtype) for k, g in grads.items()}
+    limit = weights[labels] * max_grad_norm
+    groups = [list(grads)] if not z_share else [["z"], [k for k in grads if k != "z"]]
+    shares = [1.0] if not z_share else [z_share, 1.0 - z_share]
+    out = {}
+    for names, share in zip(groups, shares):
+        norms = torch.sqrt(sum(grads[k].flatten(1).pow(2).sum(1) for k in names))
+        scale = torch.clamp(limit.to(norms.dtype) * share ** 0.5 / (norms + 1e-6), max=1.0)
+        out.update({k: grads[k] * scale.view(-1, *([1] * (grads[k].dim() - 1))).to(grads[k].dtype) for k in names})
+    return out
 
 
 def class_weights(counts: tuple[float, ...]) -> tuple[float, ...]:
@@ -57,7 +67,7 @@ def class_weights(counts: tuple[float, ...]) -> tuple[float, ...]:
 
 def train_private(model: Classifier, data: datasets.Dataset, config: TrainConfig, privacy: PrivacyConfig,
                   device: torch.device | None = None, accountant: IAccountant | None = None,
-                  weights: tuple[float, ...] | None = None) -> TrainResult:
+                  weights: tuple[float, ...] | None = None, z_share: float = 0.0) -> TrainResult:
     """The shared loop's DP counterpart; each step's noise is calibrated to the budget (or fixed by `privacy`).
 
     `accountant` carries what earlier rounds spent; the report's epsilon is the total. `weights`: per-class
@@ -101,7 +111,7 @@ def train_private(model: Classifier, data: datasets.Dataset, config: TrainConfig
                     raise FloatingPointError(f"training loss became non-finite (lr {config.lr}); lower the learning rate")
                 last_loss, examples = float(losses.mean()), examples + len(labels)
                 if by_class is not None:
-                    grads = clip_by_class(grads, labels, by_class, privacy.max_grad_norm)
+                    grads = clip_by_class(grads, labels, by_class, privacy.max_grad_norm, z_share)
             for k, p in params.items():
                 p.grad_sample = grads[k].to(p.dtype)
             optimizer.step()
