@@ -148,8 +148,10 @@ def test_the_node_state_the_app_keeps_travels_to_the_worker_and_back(worker, glu
     forwarded.state[client_app.BUDGET_KEY] = ConfigRecord(first)
     monkeypatch.setattr(client_app, "app", not_here)
     assert not warm.app(train(cfg, rnd=2), forwarded).has_error()
-    # Both rounds spent at the same noise and rate: one entry of the history, with twice the steps.
-    assert dict(forwarded.state.config_records[client_app.BUDGET_KEY]) == {**first, "steps": [2 * first["steps"][0]]}
+    # The label counts' release (round 1 only), then both rounds at the same noise and rate: one entry, twice the steps.
+    assert first["steps"][0] == 1 and first["counts"]
+    assert dict(forwarded.state.config_records[client_app.BUDGET_KEY]) == {
+        **first, "steps": [1, 2 * first["steps"][1]]}
 
 
 def test_an_app_error_comes_back_as_one_line_and_the_worker_serves_on(worker, glue_dir):
