@@ -133,12 +133,11 @@ def load_config(path: Path | str, data_dir: str | None = None) -> Grid:
 
 
 def _parse_commit(value, path: Path) -> str | None:
-    """The pinned commit, checked against the git history now rather than hours into a sweep."""
+    """The pinned commit (git is asked for it only when its code versions are needed: `versions`)."""
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{path} [grid] commit: expected a commit hash as a string, got {value!r}")
-    code_version("federated", value)  # ValueError when git does not have it
     return value
 
 
@@ -588,6 +587,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         grid = load_config(args.config, args.data_dir)
         todo = select(cells(grid), parse_only(args.only, grid))
+        versions(grid)  # a pinned commit that git lacks: one line now, not a traceback mid-listing
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     cache = args.cache or grid.cache

@@ -602,6 +602,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         grid = load_config(args.config, args.data_dir)
+        versions(grid)  # a pinned commit that git lacks (a shallow clone): one line
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     cache = args.cache or grid.cache

@@ -244,9 +244,12 @@ def test_a_pinned_grid_reports_its_commits_cells_and_refuses_to_run_under_other_
     grid_module.main(["--config", str(config), "--data-dir", str(glue_dir), "--dry-run"])
     assert f"code of commit {commit}" in capsys.readouterr().out
 
-    (config).write_text(config.read_text().replace(commit, "f" * 40))
-    with pytest.raises(ValueError, match="not in the git history"):
-        load_config(config)
+    config.write_text(config.read_text().replace(commit, "f" * 40))
+    for main in (grid_module.main, results_page.main):
+        with pytest.raises(SystemExit) as stop:
+            main(["--config", str(config), "--data-dir", str(glue_dir), "--dry-run"] if main is grid_module.main
+                 else page)
+        assert stop.value.code == 2 and "not in the git history" in capsys.readouterr().err
 
 
 def _metrics(task: str, x: float) -> dict:
