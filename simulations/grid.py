@@ -317,11 +317,16 @@ def versions(grid: Grid) -> dict[str, str]:
     return {kind: code_version(kind, grid.commit) for kind in KINDS}
 
 
+def changed_since_pin(grid: Grid) -> list[str]:
+    """The result modules whose code differs between the pinned commit and this tree (none when unpinned)."""
+    if grid.commit is None:
+        return []
+    return sorted({m for kind in KINDS for m in changed_modules(kind, grid.commit)})
+
+
 def unpinned_code(grid: Grid) -> str | None:
     """Why this tree cannot run the pinned grid's cells (its result code differs from the commit's), or None."""
-    if grid.commit is None:
-        return None
-    changed = sorted({m for kind in KINDS for m in changed_modules(kind, grid.commit)})
+    changed = changed_since_pin(grid)
     if not changed:
         return None
     return (f"{grid.config} pins the grid to commit {grid.commit}, and this tree's result code differs from it "

@@ -26,12 +26,13 @@ from fedrp.federation import FedConfig
 from fedrp.methods import DEFAULT_LR
 from fedrp.metrics import compute as compute_metrics
 from simulations.cells import CellCache
-from simulations.code_version import ENTRY_POINTS, changed_modules
+from simulations.code_version import ENTRY_POINTS
 from simulations.grid import (
     DEFAULT_CONFIG,
     Grid,
     cell_key,
     cells,
+    changed_since_pin,
     data_dir_for,
     federated_options,
     load_config,
@@ -500,7 +501,7 @@ def pin_text(grid: Grid) -> str:
     """Which code the numbers are of, when the config pins a commit, and what has changed in it since."""
     if grid.commit is None:
         return ""
-    changed = sorted({m for kind in ENTRY_POINTS for m in changed_modules(kind, grid.commit)})
+    changed = changed_since_pin(grid)
     since = (f"the result code has changed since in {', '.join(f'`{m}`' for m in changed)}; "
              "rerun the grid at a new pin to measure it" if changed else
              "the result code is unchanged since")

@@ -242,7 +242,8 @@ def test_client_level_dp_clips_whole_updates_and_adds_calibrated_noise():
 
 
 def test_per_class_clipping_bounds_every_example_by_the_clip_norm_and_balances_the_classes():
-    from fedrp.privacy.engine import class_weights, clip_by_class
+    from fedrp.federation.local import class_weights
+    from fedrp.privacy.engine import clip_by_class
 
     torch.manual_seed(0)
     grads = {"z": torch.randn(6, 5) * 10, "head.weight": torch.randn(6, 2, 3) * 10, "head.bias": torch.randn(6, 2)}

@@ -15,7 +15,7 @@ from fedrp.federation.config import FedConfig, round_lr, round_seed, rounds_samp
 from fedrp.federation.model import model_for
 from fedrp.payload import load_trainable_state, trainable_state
 from fedrp.privacy.budget import ClientBudget
-from fedrp.privacy.engine import class_weights, poisson_schedule, train_private
+from fedrp.privacy.engine import poisson_schedule, train_private
 from fedrp.train import TrainConfig, TrainResult, evaluate, select_device, train
 
 
@@ -102,10 +102,21 @@ def logit_offsets(labels, num_labels: int) -> tuple[float, ...]:
     return prior_offsets(np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_labels)[:num_labels])
 
 
+def smoothed_counts(counts) -> np.ndarray:
+    """Label counts (exact, or released with noise: clamped at 0), add-one smoothed."""
+    return np.maximum(np.asarray(counts, dtype=np.float64), 0.0) + 1
+
+
 def prior_offsets(counts) -> tuple[float, ...]:
-    """log of the label prior from counts (exact, or released with noise: clamped at 0), add-one smoothed."""
-    counts = np.maximum(np.asarray(counts, dtype=np.float64), 0.0)
-    return tuple(float(x) for x in np.log((counts + 1) / (counts.sum() + len(counts))))
+    """log of the label prior from counts: the logit offsets."""
+    kept = smoothed_counts(counts)
+    return tuple(float(x) for x in np.log(kept / kept.sum()))
+
+
+def class_weights(counts) -> tuple[float, ...]:
+    """Per-class clipping weights from (released) label counts: the rarest class 1, a class k times as frequent 1/k."""
+    kept = smoothed_counts(counts)
+    return tuple(float(x) for x in kept.min() / kept)
 
 
 def local_evaluate(cfg: FedConfig, state: dict[str, np.ndarray], eval_data: datasets.Dataset,

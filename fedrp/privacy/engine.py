@@ -59,19 +59,13 @@ def clip_by_class(grads: dict[str, torch.Tensor], labels: torch.Tensor, weights:
     return out
 
 
-def class_weights(counts: tuple[float, ...]) -> tuple[float, ...]:
-    """Per-class clipping weights from (noisy) label counts: the rarest class 1, a class k times as frequent 1/k."""
-    kept = [max(c, 0.0) + 1.0 for c in counts]
-    return tuple(min(kept) / c for c in kept)
-
-
 def train_private(model: Classifier, data: datasets.Dataset, config: TrainConfig, privacy: PrivacyConfig,
                   device: torch.device | None = None, accountant: IAccountant | None = None,
                   weights: tuple[float, ...] | None = None, z_share: float = 0.0) -> TrainResult:
     """The shared loop's DP counterpart; each step's noise is calibrated to the budget (or fixed by `privacy`).
 
     `accountant` carries what earlier rounds spent; the report's epsilon is the total. `weights`: per-class
-    clipping weights (class_weights), which must not depend on the data except through what was released.
+    clipping weights (fedrp.federation.local.class_weights), which must not depend on the data except through what was released.
     """
     if config.grad_accum != 1:
         raise ValueError("DP training takes one Poisson batch per step: set grad_accum to 1 and raise batch_size instead")
