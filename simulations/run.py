@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             from flwr.simulation import run_simulation
 
-            signal.signal(signal.SIGINT, _quiet_interrupt)
+            signal.signal(signal.SIGINT, _stop_on_interrupt)
             run_simulation(
                 server_app=server_app, client_app=client_app, num_supernodes=args["num_supernodes"],
                 backend_config={"client_resources": {"num_cpus": args["cpus_per_client"], "num_gpus": 0.0},
@@ -126,10 +126,11 @@ def main(argv: list[str] | None = None) -> dict:
             )
     except (KeyboardInterrupt, Interrupted):
         stop_server()
+    if STOP.is_set() and not results:  # a run that finished before the request stays completed
         print(f"simulations.run: interrupted: {interrupted_line(cfg)}", file=sys.stderr, flush=True)
         sys.stdout.flush()
-        # 130: the shell's code for Ctrl-C. os._exit, not SystemExit: Flower's worker threads wait in
-        # ray.get on actors that Ctrl-C killed, and the interpreter would join them forever. The store
+        # 130: the shell's code for Ctrl-C. os._exit, not SystemExit: after a second Ctrl-C Flower's worker
+        # threads may wait in ray.get on actors that are gone, and the interpreter would join them. The store
         # and the checkpoints are already on disk (every write is its own transaction or an atomic rename).
         os._exit(130)
     if not results:
@@ -143,8 +144,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def stop_server() -> None:
-    """After Ctrl-C: the ServerApp's thread (Flower's engine) ends its round at the next poll and
-    records the run as interrupted; then Ray goes down with its workers."""
+    """After Ctrl-C on the in-process engine (or a second one on Flower's): the ServerApp ends its
+    round at the next poll and records the run as interrupted; then Ray goes down with its workers."""
     import threading
 
     STOP.set()
@@ -158,12 +159,18 @@ def stop_server() -> None:
             ray.shutdown()
 
 
-def _quiet_interrupt(signum: int, frame) -> None:
-    """Ctrl-C under Flower's engine: its `finally` ends the Ray actors that its worker threads still
-    wait on, and they log that as errors with tracebacks. Expected then, so Flower's log is silenced
-    here, in the main thread, before the interrupt unwinds into that `finally`."""
-    logging.getLogger("flwr").setLevel(logging.CRITICAL)
-    raise KeyboardInterrupt
+def _stop_on_interrupt(signum: int, frame) -> None:
+    """Ctrl-C under Flower's engine asks the ServerApp (a thread) to stop, and nothing more: the
+    ServerApp records the run as interrupted and ends; Flower then lets its workers collect the
+    clients in flight and shuts Ray down itself. Raising here instead unwinds Flower's engine while
+    its workers still wait on Ray, and Ray's core worker ends the process with status 1.
+    A second Ctrl-C does not wait for the clients in flight."""
+    if STOP.is_set():
+        logging.getLogger("flwr").setLevel(logging.CRITICAL)  # the actors it ends log errors then
+        raise KeyboardInterrupt
+    STOP.set()
+    print("simulations.run: stopping once the clients in flight reply (Ctrl-C again: now)", file=sys.stderr,
+          flush=True)
 
 
 def interrupted_line(cfg: FedConfig) -> str:

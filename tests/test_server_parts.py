@@ -253,3 +253,21 @@ def test_robust_rules_outvote_a_scaled_update_and_refuse_a_crash(aggregation, mo
         middle = np.sort(np.stack([updates[p][k] for p in (0, 2, 3, 4)]), axis=0)[1:3].mean(axis=0)
         np.testing.assert_allclose(got[k], middle, rtol=1e-6, err_msg=k)
         assert np.abs(got[k]).max() < 10  # the x1000 update (thousands) left out
+
+
+def test_a_first_ctrl_c_under_flowers_engine_only_asks_the_server_to_stop_and_a_second_forces():
+    # Raising at the first one unwinds Flower's engine while its workers wait on Ray (exit status 1).
+    from server.stopping import STOP
+    from simulations.run import _stop_on_interrupt
+
+    STOP.clear()
+    try:
+        try:
+            _stop_on_interrupt(2, None)
+        except KeyboardInterrupt:
+            pytest.fail("the first Ctrl-C raised instead of asking the server to stop")
+        assert STOP.is_set()
+        with pytest.raises(KeyboardInterrupt):
+            _stop_on_interrupt(2, None)
+    finally:
+        STOP.clear()
