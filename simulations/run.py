@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(str(err))
 
     from clients.client_app import build_client_app
+    from server.rounds import TooFewReplies
     from server.server_app import build_server_app
 
     quiet_libraries(args["verbose"])  # after Flower's import, which sets its own logger's level
@@ -126,6 +127,8 @@ def main(argv: list[str] | None = None) -> dict:
             )
     except (KeyboardInterrupt, Interrupted):
         stop_server()
+    except TooFewReplies as err:  # an outcome the store records, not a bug: one line, status 1
+        raise SystemExit(f"simulations.run: run failed: {err}") from None
     if STOP.is_set() and not results:  # a run that finished before the request stays completed
         print(f"simulations.run: interrupted: {interrupted_line(cfg)}", file=sys.stderr, flush=True)
         sys.stdout.flush()

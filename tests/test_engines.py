@@ -290,11 +290,11 @@ def test_simulation_engine_through_flwr_run(tmp_path, glue_dir):
         # Per-run simulation settings: --federation-config (the connection's `options.*` keys are
         # deprecated in 1.42; `flwr federation simulation-config` would store them in the SuperLink).
         # 480 examples per client: with 120 (4 steps a round) two rounds end below the untrained
-        # model's 0.515 at the federated default rate.
-        flwr_run(procs, app, "local-sim", small_run(tmp_path, glue_dir, max_train_samples=1920,
+        # model's 0.515 at the federated default rate. Two clients, one per core.
+        flwr_run(procs, app, "local-sim", small_run(tmp_path, glue_dir, max_train_samples=960,
                                                      max_train_samples_per_client=480),
-                 "--federation-config", "num-supernodes=4 client-resources-num-cpus=1")
-    rounds = check_store(tmp_path / "store.sqlite", num_clients=4, num_rounds=2)
+                 "--federation-config", "num-supernodes=2 client-resources-num-cpus=1")
+    rounds = check_store(tmp_path / "store.sqlite", num_clients=2, num_rounds=2)
     assert_learned(rounds)
 
 

@@ -102,9 +102,9 @@ def test_faulty_clients_are_refused_and_recorded(tmp_path, glue_dir):
 
 
 def test_too_few_valid_replies_fail_the_run_cleanly(tmp_path, glue_dir):
-    proc = simulate(tmp_path, glue_dir, "--num-server-rounds", "2", "--fraction-train", "1.0",
-                    "--faulty-clients", "0:nan,1:nan", "--min-train-nodes", "2", supernodes=3, wait=False)
-    proc.wait(timeout=600)
+    with pytest.raises(SystemExit, match="simulations.run: run failed: round 1: 1 valid replies, fewer than min-train-nodes 2"):
+        simulate(tmp_path, glue_dir, "--num-server-rounds", "2", "--fraction-train", "1.0",
+                 "--faulty-clients", "0:nan,1:nan", "--min-train-nodes", "2", supernodes=3)
     store = RunStore(tmp_path / "store.sqlite")
     run = store.run(1)
     assert run["status"] == "failed" and "fewer than min-train-nodes 2" in run["error"]
@@ -149,11 +149,11 @@ def test_dp_clients_keep_their_budget_across_rounds_in_node_state(tmp_path, glue
 
     # Resumed from round 1, round 2 would be each client's third round of DP-SGD: the budget
     # files the first run left make both clients refuse it, so the resumed run cannot go on.
-    proc = simulate(tmp_path, glue_dir, "--num-server-rounds", "2", "--fraction-train", "1.0", "--fraction-evaluate", "0",
-                    "--dp-epsilon", "4", "--max-train-samples-per-client", "64",
-                    "--client-dp-noise", "0.5", "--client-dp-clip", "0.5",
-                    "--resume-from", str(tmp_path / "ckpt" / "run-1" / "round-0001.safetensors"), supernodes=2, wait=False)
-    proc.wait(timeout=600)
+    with pytest.raises(SystemExit, match="simulations.run: run failed: round 2: 0 valid replies, fewer than min-train-nodes"):
+        simulate(tmp_path, glue_dir, "--num-server-rounds", "2", "--fraction-train", "1.0", "--fraction-evaluate", "0",
+                 "--dp-epsilon", "4", "--max-train-samples-per-client", "64",
+                 "--client-dp-noise", "0.5", "--client-dp-clip", "0.5",
+                 "--resume-from", str(tmp_path / "ckpt" / "run-1" / "round-0001.safetensors"), supernodes=2)
     resumed = store.run(2)
     assert resumed["status"] == "failed" and "fewer than min-train-nodes" in resumed["error"]
     refusals = store.replies(2, "refused")
