@@ -36,9 +36,8 @@ ENGINES = ("flower", "inprocess")
 def _options(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(FedConfig):
         kind = {"int": int, "float": float, "str": str}[f.type]
-        about = f.metadata.get("help")  # the model's options say what they do (fedrp.spec)
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None,
-                            help=f"{about} (default {f.default!r})" if about else f"default {f.default!r}")
+                            help=f"{f.metadata['help']} (default {f.default!r})")  # fedrp.spec.option
 
 
 def ray_init_args(address: str | None) -> dict:

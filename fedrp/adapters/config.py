@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from fedrp.inputs import check_pooling
 from fedrp.projection import DISTRIBUTIONS, MODES
+from fedrp.rates import Rates
 from fedrp.spec import ModelSpec
 
 
@@ -15,6 +16,7 @@ class AdapterConfig:
     """What defines an adapter besides its backbone: the projection and the head (defaults: fedrp.spec's)."""
 
     method: ClassVar[str] = ""
+    rates: ClassVar[Rates]  # each method's defaults (fedrp.rates)
     d: int = ModelSpec.d
     seed: int = ModelSpec.seed
     distribution: str = ModelSpec.distribution

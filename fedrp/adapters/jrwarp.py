@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from safetensors.torch import save_file
@@ -13,6 +14,7 @@ from torch import nn
 from fedrp.adapters.base import AdapterModel
 from fedrp.adapters.config import AdapterConfig
 from fedrp.backbone import blocks, hidden_size
+from fedrp.rates import Rates
 
 PROMPT_FILE = "fedrp_prompt.safetensors"  # an export's prompt vectors, (layers, H)
 
@@ -20,6 +22,7 @@ PROMPT_FILE = "fedrp_prompt.safetensors"  # an export's prompt vectors, (layers,
 @dataclasses.dataclass
 class JRWarpConfig(AdapterConfig):
     method = "jrwarp"
+    rates: ClassVar[Rates] = Rates(centralized=1e-2, federated=3e-3)  # federated: chosen for batches of 32, not re-measured
 
     @property
     def position(self) -> str:

@@ -14,10 +14,10 @@ from fedrp import glue
 from fedrp.faults import parse_faults
 from fedrp.methods import federated_local
 from fedrp.privacy.client_level import ClientLevelDP
-from fedrp.privacy.config import PrivacyConfig
+from fedrp.privacy.config import ACCOUNTANTS, PrivacyConfig
 from fedrp.secagg import SecAggConfig
-from fedrp.spec import ModelOptions, ModelSpec
-from fedrp.train import OPTIMIZERS
+from fedrp.spec import ModelOptions, ModelSpec, Vocabulary, check_fields, option
+from fedrp.train import OPTIMIZERS, SCHEDULES
 
 LOCAL_LOSSES = ("logit-adjusted", "ce")
 LR_DECAYS = ("none", "cosine")
@@ -30,92 +30,92 @@ class FedConfig(ModelOptions):
     """The run config ([tool.flwr.app.config] in pyproject.toml; Python names use _ for -): the model's
     options (fedrp.spec.ModelOptions), then the keys below, grouped by concern."""
 
-    task: str = "sst2"
+    task: str = option("sst2", "GLUE task (fedrp.glue.TASKS)")
     # data: where the examples come from and how they are split over clients
-    data_dir: str = ""
-    data_seed: int = 0  # partitions, subsets, local shuffles and client sampling (not the projections: seed)
-    partition_scheme: str = "dirichlet"
-    alpha: float = 0.5
-    min_partition_size: int = 10
-    max_train_samples: int = 0  # 0: the whole training set, before partitioning
-    max_train_samples_per_client: int = 200  # 0: the whole partition
-    max_eval_samples: int = 0  # 0: the whole dev set (server-side evaluation)
-    validation_samples: int = 0  # > 0: hold out this many training examples and evaluate the server on them, not dev
-    max_length: int = 128
+    data_dir: str = option("", "GLUE folder (empty: $FEDRP_GLUE_DIR, else the Hugging Face Hub)")
+    data_seed: int = option(0, "partitions, subsets, local shuffles and client sampling (not the projections: seed)",
+                            minimum=0)
+    partition_scheme: str = option("dirichlet", "how the training examples are split over the clients",
+                                   Vocabulary("fedrp.partition", "SCHEMES"))
+    alpha: float = option(0.5, "Dirichlet concentration of each client's label mix: lower is more skewed")
+    min_partition_size: int = option(10, "fewest examples a client may get", minimum=1)
+    max_train_samples: int = option(0, "a seeded subset of the training set before partitioning; 0: all", minimum=0)
+    max_train_samples_per_client: int = option(200, "cap on a client's examples; 0: its whole partition", minimum=0)
+    max_eval_samples: int = option(0, "dev examples the server evaluates on; 0: the whole dev set", minimum=0)
+    validation_samples: int = option(0, "> 0: hold out this many training examples and evaluate on them, not on dev "
+                                        "(for choosing settings)", minimum=0)
+    max_length: int = option(128, "tokens per example", minimum=8)
     # local training: what each sampled client does in a round
-    local_epochs: float = 1.0
-    lr: float = 0.0  # 0: the method's federated default for its local optimizer (fedrp.methods.federated_local)
-    local_optimizer: str = ""  # "": the method's (fedrp.methods.FEDERATED_OPTIMIZER, AdamW); "adamw" or "sgd" (momentum 0.9)
-    local_loss: str = "logit-adjusted"  # or "ce"; see logit_offsets
-    lr_decay: str = "cosine"  # the clients' rate falls over the rounds (round_lr), or "none"
-    schedule: str = "constant"  # local learning-rate schedule; rounds are short, so no decay by default
-    batch_size: int = 8  # local batches: more steps a round for the same compute (fedrp.methods.FEDERATED_LR)
-    bf16: str = "auto"
-    faulty_clients: str = ""
+    local_epochs: float = option(1.0, "passes over a client's data per round")
+    lr: float = option(0.0, "the clients' rate in round 1; 0: the method's federated default for its local "
+                            "optimizer (fedrp.methods.federated_local)")
+    local_optimizer: str = option("", "empty: the method's (AdamW); or adamw, or sgd (momentum 0.9)",
+                                  ("", *OPTIMIZERS))
+    local_loss: str = option("logit-adjusted", "the clients' loss: cross-entropy with each client's label prior "
+                                               "offset out (logit_offsets), or plain ce", LOCAL_LOSSES)
+    lr_decay: str = option("cosine", "the clients' rate over the rounds (round_lr)", LR_DECAYS)
+    schedule: str = option("constant", "rate schedule within a client's round (rounds are short)", SCHEDULES)
+    batch_size: int = option(8, "local batches: more steps a round for the same compute", minimum=1)
+    bf16: str = option("auto", "bfloat16 autocast where the device has it natively", ("auto", "on", "off"))
+    faulty_clients: str = option("", "testing: partitions that send corrupted replies, as "
+                                     "'0:nan,1:wrong-fingerprint' (fedrp.faults)")
     # server: rounds, sampling, aggregation and the checks on replies
-    num_server_rounds: int = 20
-    fraction_train: float = 0.5
-    fraction_evaluate: float = 0.5
-    min_train_nodes: int = 2
-    eval_every: int = 1  # the server evaluates after every eval-every rounds, and always after the last
-    aggregation: str = "fedavg"  # server.strategy.STRATEGIES (the server checks it: fedrp never imports server/)
-    server_lr: float = 0.01  # fedadam's eta
-    trim_beta: float = 0.2
-    norm_bound: float = 0.0  # 0: off
-    norm_ratio: float = 100.0  # refuse an update over this many times the round's median norm (3+ replies); 0: off
-    round_timeout: float = 600.0
-    store: str = "runs/fedrp.sqlite"
-    checkpoint_dir: str = "runs/checkpoints"
-    resume_from: str = ""
-    dashboard_port: int = 0  # > 0: the ServerApp serves the dashboard over `store` beside the run
-    dashboard_host: str = "127.0.0.1"  # anything but loopback needs $FEDRP_DASHBOARD_TOKEN
+    num_server_rounds: int = option(20, "rounds of training", minimum=1)
+    fraction_train: float = option(0.5, "share of the clients sampled to train each round, in (0, 1]")
+    fraction_evaluate: float = option(0.5, "share of the clients sampled to evaluate each round, in [0, 1]")
+    min_train_nodes: int = option(2, "fewest valid replies a round aggregates; fewer fail the run", minimum=1)
+    eval_every: int = option(1, "the server evaluates after every eval-every rounds, and after the last", minimum=1)
+    aggregation: str = option("fedavg", "the server's rule (server.strategy.STRATEGIES: the server checks it, "
+                                        "since fedrp never imports server/)")
+    server_lr: float = option(0.01, "fedadam's and fedyogi's server rate (eta)")
+    trim_beta: float = option(0.2, "trimmed-mean: the share cut from each end, per coordinate")
+    norm_bound: float = option(0.0, "refuse an update whose L2 norm exceeds this; 0: off")
+    norm_ratio: float = option(100.0, "refuse an update over this many times the round's median norm (3+ replies); "
+                                      "0: off")
+    round_timeout: float = option(600.0, "seconds the server waits for a round's replies")
+    store: str = option("runs/fedrp.sqlite", "the run store (SQLite) the server writes and the dashboard reads")
+    checkpoint_dir: str = option("runs/checkpoints", "where each round's state is saved (run-N/round-NNNN)")
+    resume_from: str = option("", "a checkpoint folder or file to continue a run from")
+    dashboard_port: int = option(0, "> 0: the ServerApp serves the dashboard over the store beside the run",
+                                 minimum=0)
+    dashboard_host: str = option("127.0.0.1", "the dashboard's address; anything but loopback needs "
+                                              "$FEDRP_DASHBOARD_TOKEN")
     # differential privacy: sample-level on each client, client-level on the server
-    dp_epsilon: float = 0.0  # sample-level DP budget of each client over the whole run; 0: off
-    dp_delta: float = 0.0  # 0: 1/(2n) for a client's n examples
-    dp_max_grad_norm: float = 1.0
-    dp_accountant: str = "rdp"
-    dp_count_noise: float = 10.0  # noise of the one-off Gaussian release of a client's label counts, which set its
-    #                               logit offsets and per-class clipping norms under DP; 0: neither (plain loss, one norm)
-    dp_schedule: str = "sampled"  # noise for the rounds the public sampling schedule gives a client, or "all" rounds
-    dp_z_share: float = 0.0  # with dp-count-noise: z's share of the clipping norm squared, the head's the rest; 0: one norm
-    client_dp_noise: float = 0.0  # client-level DP on the server (DP-FedAvg): noise multiplier; 0: off
-    client_dp_clip: float = 1.0  # L2 bound of each client's whole update
-    client_dp_delta: float = 1e-5
+    dp_epsilon: float = option(0.0, "sample-level DP budget of each client over the whole run; 0: off")
+    dp_delta: float = option(0.0, "0: 1/(2n) for a client's n examples")
+    dp_max_grad_norm: float = option(1.0, "per-example clipping norm of DP-SGD")
+    dp_accountant: str = option("rdp", "the privacy accountant", ACCOUNTANTS)
+    dp_count_noise: float = option(10.0, "noise of the one-off Gaussian release of a client's label counts, which "
+                                         "set its logit offsets and per-class clipping norms under DP; 0: neither "
+                                         "(plain loss, one norm)")
+    dp_schedule: str = option("sampled", "noise for the rounds the public sampling schedule gives a client, or for "
+                                         "all rounds", DP_SCHEDULES)
+    dp_z_share: float = option(0.0, "with dp-count-noise: z's share of the clipping norm squared, the head's the "
+                                    "rest; 0: one norm")
+    client_dp_noise: float = option(0.0, "client-level DP on the server (DP-FedAvg): noise multiplier; 0: off")
+    client_dp_clip: float = option(1.0, "client-level DP: L2 bound of each client's whole update")
+    client_dp_delta: float = option(1e-5, "client-level DP: delta of the federation's epsilon")
     # secure aggregation
-    secure_aggregation: str = "none"  # or "secagg+": the server learns only the weighted mean update
-    secagg_clip: float = 8.0  # SecAgg+ clipping range of every update coordinate (times max-weight / weight)
-    secagg_quantization: int = 4194304  # SecAgg+ quantisation levels over [-clip, clip] (2^22)
-    secagg_max_weight: float = 0.0  # cap on a client's weight; 0: max-train-samples-per-client, else 1000
+    secure_aggregation: str = option("none", "secagg+: the server learns only the weighted mean update",
+                                     SECURE_AGGREGATIONS)
+    secagg_clip: float = option(8.0, "SecAgg+ clipping range of every update coordinate (times max-weight / weight)")
+    secagg_quantization: int = option(4194304, "SecAgg+ quantisation levels over [-clip, clip] (2^22)", minimum=2)
+    secagg_max_weight: float = option(0.0, "cap on a client's weight; 0: max-train-samples-per-client, else 1000")
 
     def __post_init__(self) -> None:
-        super().__post_init__()  # the model's options
-        if self.local_loss not in LOCAL_LOSSES:
-            raise ValueError(f"local-loss must be one of {LOCAL_LOSSES}, got {self.local_loss!r}")
-        if self.local_optimizer not in ("", *OPTIMIZERS):
-            raise ValueError(f"local-optimizer must be empty (the method's) or one of {OPTIMIZERS}, "
-                             f"got {self.local_optimizer!r}")
+        check_fields(self, dataclasses.fields(self))  # choices and integer minimums, the model's options too
         if not (math.isfinite(self.lr) and self.lr >= 0):
             raise ValueError(f"lr must be positive, or 0 for the method's federated default; got {self.lr}")
         if not self.lr and federated_local(self.method, self.local_optimizer)[1] is None:
             raise ValueError(f"{self.method} has no measured federated rate for local-optimizer "
                              f"{self.local_optimizer!r}: set lr")
-        if self.lr_decay not in LR_DECAYS:
-            raise ValueError(f"lr-decay must be one of {LR_DECAYS}, got {self.lr_decay!r}")
         glue.get_task(self.task)
         if not 0.0 < self.fraction_train <= 1.0:
             raise ValueError(f"fraction-train must be in (0, 1], got {self.fraction_train}")
         if not 0.0 <= self.fraction_evaluate <= 1.0:
             raise ValueError(f"fraction-evaluate must be in [0, 1], got {self.fraction_evaluate}")
-        if self.num_server_rounds < 1 or self.min_train_nodes < 1 or self.round_timeout <= 0:
-            raise ValueError("num-server-rounds and min-train-nodes must be at least 1 and round-timeout positive")
-        for key, value, low in (("batch-size", self.batch_size, 1), ("min-partition-size",
-                                self.min_partition_size, 1), ("max-length", self.max_length, 8),
-                                ("max-train-samples", self.max_train_samples, 0),
-                                ("max-train-samples-per-client", self.max_train_samples_per_client, 0),
-                                ("max-eval-samples", self.max_eval_samples, 0)):
-            if value < low:
-                raise ValueError(f"{key} must be at least {low}, got {value}")
-        for key, value in (("local-epochs", self.local_epochs), ("server-lr", self.server_lr)):
+        for key, value in (("local-epochs", self.local_epochs), ("server-lr", self.server_lr),
+                           ("round-timeout", self.round_timeout)):
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{key} must be a positive number, got {value}")
         if not (math.isfinite(self.norm_bound) and self.norm_bound >= 0):
@@ -124,9 +124,6 @@ class FedConfig(ModelOptions):
             raise ValueError(f"norm-ratio must be 0 (off) or above 1, got {self.norm_ratio}")
         if not (math.isfinite(self.alpha) and self.alpha > 0):
             raise ValueError(f"alpha must be a positive number (Dirichlet concentration), got {self.alpha}")
-        if self.validation_samples < 0 or self.eval_every < 1:
-            raise ValueError(f"validation-samples must be 0 or more and eval-every at least 1, got "
-                             f"{self.validation_samples} and {self.eval_every}")
         parse_faults(self.faulty_clients)  # a typo fails before any work
         if self.client_dp is not None and self.aggregation != "fedavg":  # client_dp checks the client-dp-* values
             raise ValueError(f"client-level DP (client-dp-noise) averages clipped updates: it needs aggregation "
@@ -137,14 +134,9 @@ class FedConfig(ModelOptions):
             raise ValueError(f"dp-count-noise must be 0 (off) or positive, got {self.dp_count_noise}")
         if not 0.0 <= self.dp_z_share < 1.0:
             raise ValueError(f"dp-z-share must be in [0, 1), got {self.dp_z_share}")
-        if self.dp_schedule not in DP_SCHEDULES:
-            raise ValueError(f"dp-schedule must be one of {DP_SCHEDULES}, got {self.dp_schedule!r}")
         _ = self.secagg, self.privacy  # bad secagg-* and dp-* values fail here, not in round 1
 
     def _secure_aggregation(self) -> SecAggConfig | None:
-        if self.secure_aggregation not in SECURE_AGGREGATIONS:
-            raise ValueError(f"secure-aggregation must be one of {SECURE_AGGREGATIONS}, "
-                             f"got {self.secure_aggregation!r}")
         if self.secure_aggregation == "none":
             return None
         if self.aggregation != "fedavg" or self.norm_bound:

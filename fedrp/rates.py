@@ -1,0 +1,18 @@
+"""A method's learning rates, declared beside the method (its config class, or its baseline entry)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Rates:
+    """Defaults when a user names no rate. Centralized rates are the best of a sweep on SST-2 (1,000
+    training examples, one epoch, batch 32, MiniLM-L6: `python -m simulations.bench_glue --suite sweep`,
+    docs/guide/method.md lists every point). Federated rates are below them: each round restarts the
+    clients' AdamW, whose first steps move every weight by about the rate whatever its gradient, so a
+    restarted head swings under label skew at the centralized rate."""
+
+    centralized: float  # `fedrp train`
+    federated: float  # a federation's clients: AdamW, local batches of 8 (FedConfig.batch_size)
+    federated_sgd: float | None = None  # with local-optimizer sgd (momentum 0.9); None: not measured, lr must be set
