@@ -27,19 +27,17 @@ from fedrp.methods import DEFAULT_LR
 from fedrp.metrics import compute as compute_metrics
 from simulations.cells import CellCache
 from simulations.code_version import ENTRY_POINTS
-from simulations.grid import (
+from simulations.grid import cell_key, changed_since_pin, versions
+from simulations.grid_config import (
     DEFAULT_CONFIG,
     Grid,
-    cell_key,
     cells,
-    changed_since_pin,
     data_dir_for,
     federated_options,
     load_config,
-    read_rows,
     task_label,
-    versions,
 )
+from simulations.qnli_split import read_rows
 
 METRIC_NAMES = {"accuracy": "acc", "f1": "F1", "matthews_correlation": "MCC", "pearson": "Pearson",
                 "spearmanr": "Spearman"}

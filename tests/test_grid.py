@@ -17,19 +17,9 @@ from fedrp import glue
 from fedrp.payload import error_line
 from simulations import results_page
 from simulations.code_version import code_version
-from simulations.grid import (
-    cell_key,
-    cells,
-    held_out_indices,
-    load_config,
-    parse_only,
-    prune_checkpoints,
-    read_rows,
-    select,
-    split_qnli,
-    sweep,
-    task_label,
-)
+from simulations.grid import cell_key, parse_only, prune_checkpoints, select, sweep
+from simulations.grid_config import cells, load_config, task_label
+from simulations.qnli_split import held_out_indices, read_rows, split_qnli
 
 CONFIG = Path(__file__).resolve().parents[1] / "simulations" / "grid.toml"
 
