@@ -32,6 +32,7 @@ class RunConfig(ModelOptions):
     warmup_ratio: float = 0.06
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
+    validation_samples: int = 0  # > 0: hold out these training examples (the federated runs' too) and report on them, not dev
     max_length: int = 128
     bf16: str = "auto"
     device: str = "auto"
@@ -66,23 +67,29 @@ def run(cfg: RunConfig) -> dict:
     for split in task.dev_splits:  # a bad dev file found after training would throw the training away
         glue.load_split(task, split, cfg.data_dir)
     backbone = load_backbone(cfg.model or None)
-    train_data = data.subset(
-        data.load_tokenized(task, "train", backbone.tokenizer, cfg.pooling, cfg.max_length, cfg.data_dir),
-        cfg.max_train_samples, seed=0,  # the same subset for every method and training seed
-    )
+    full = data.load_tokenized(task, "train", backbone.tokenizer, cfg.pooling, cfg.max_length, cfg.data_dir)
+    held_out = None
+    if cfg.validation_samples:  # the same held-out examples and the same subset as a federation's
+        held, rest = data.validation_split(len(full), cfg.validation_samples)
+        full, held_out = full.select(rest), full.select(held)
+    train_data = data.subset(full, cfg.max_train_samples, seed=0)  # the same subset for every method and seed
     model = build(cfg.model_spec(task.num_labels), backbone)
     if cfg.privacy is None:
         result = train(model, train_data, tcfg, device)
     else:
         result = train_private(model, train_data, tcfg, cfg.privacy, device)
-    metrics, n_eval = dev_metrics(model, task, backbone.tokenizer, cfg.pooling, cfg.max_length, cfg.data_dir,
-                                  cfg.max_eval_samples, cfg.batch_size * 2, device)
+    if held_out is None:
+        metrics, n_eval = dev_metrics(model, task, backbone.tokenizer, cfg.pooling, cfg.max_length, cfg.data_dir,
+                                      cfg.max_eval_samples, cfg.batch_size * 2, device)
+    else:
+        metrics, n_eval = evaluate(model, held_out, task, cfg.batch_size * 2, device), len(held_out)
     path = None
-    if isinstance(model, AdapterModel) and cfg.out:
+    if isinstance(model, AdapterModel) and cfg.out and held_out is None:  # an artifact's metric is a dev metric
         art = artifact.from_model(model, task=task.name, label_names=list(task.label_names), metric=metrics)
         path = str(artifact.save(art, Path(cfg.out) / f"{task.name}-{cfg.method}.safetensors"))
     return {
         "task": task.name, "method": cfg.method, "metrics": metrics, "params": model.num_trainable(),
+        "evaluated_on": "dev" if held_out is None else f"{len(held_out)} held-out training examples",
         "bytes_fp32": payload_bytes(model), "samples_per_second": result.samples_per_second,
         "wall_seconds": time.perf_counter() - start, "artifact": path,
         "train_seconds": result.seconds, "train_examples": len(train_data), "eval_examples": n_eval,

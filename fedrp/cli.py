@@ -127,7 +127,8 @@ def _check_pair(task_name: str | None, text_pair: str | None) -> None:
 
 
 def _metrics_text(d: dict) -> str:
-    lines = [f"{d['task']} / {d['method']}: " + ", ".join(f"{k} {v:.4f}" for k, v in d["metrics"].items())]
+    on = "" if d.get("evaluated_on", "dev") == "dev" else f" (on {d['evaluated_on']})"
+    lines = [f"{d['task']} / {d['method']}{on}: " + ", ".join(f"{k} {v:.4f}" for k, v in d["metrics"].items())]
     lines.append(f"trainable parameters {d['params']:,}; update {d['bytes_fp32']:,} B in fp32")
     if "samples_per_second" in d:
         lines.append(f"{d['train_examples']:,} training examples, {d['samples_per_second']:.1f} samples/s, "
@@ -153,8 +154,14 @@ def _check_train(args: argparse.Namespace) -> None:
     from fedrp.train import select_device, use_bf16
 
     use_bf16(args.bf16, select_device(args.device))
+    if args.validation_samples < 0:
+        raise ValueError(f"--validation-samples must be 0 (report on dev) or more, got {args.validation_samples}")
     if glue.data_dir(args.data_dir) is not None:  # `run` checks the dev files first, but reads train.tsv only
-        glue.load_split(args.task, "train", args.data_dir)  # once it has the backbone's tokenizer
+        train = glue.load_split(args.task, "train", args.data_dir)  # once it has the backbone's tokenizer
+        if args.validation_samples:
+            from fedrp.data import validation_split
+
+            validation_split(len(train), args.validation_samples)
     if args.method in ADAPTERS and args.out:
         _check_folder("--out", args.out)
 
@@ -332,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-ratio", type=float, default=0.06)
     p.add_argument("--max-train-samples", type=_positive_int, default=None, help="a seeded random subset, the same for every method")
     p.add_argument("--max-eval-samples", type=_positive_int, default=None, help="the first N dev examples")
+    p.add_argument("--validation-samples", type=int, default=0,
+                   help="hold out N training examples (the ones simulations hold out) and report metrics on them "
+                        "instead of dev: for choosing settings")
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
                    help="bf16 autocast (auto: on CUDA and on CPUs with native bf16)")

@@ -55,6 +55,17 @@ def _load_or_build(path: str, task: str, split: str, data_dir: str | None, token
     return datasets.load_from_disk(path)
 
 
+VALIDATION_SEED = 20261128  # the held-out validation examples do not move with the run seed
+
+
+def validation_split(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out, rest) indices of a training set: a fixed seeded choice, so every run tunes on the same examples."""
+    if not 0 < size < n:
+        raise ValueError(f"validation-samples must be between 1 and {n - 1} for {n} training examples, got {size}")
+    order = np.random.default_rng(VALIDATION_SEED).permutation(n)
+    return np.sort(order[:size]), np.sort(order[size:])
+
+
 def subset(ds: datasets.Dataset, n: int | None, seed: int | None = 0) -> datasets.Dataset:
     """At most n examples: a seeded random subset (seed None: the first n)."""
     if n is None or n >= len(ds):

@@ -107,6 +107,36 @@ def test_train_then_eval_reports_the_same_metrics(glue_env, tmp_path, capsys):
     assert again["metrics"]["accuracy"] == pytest.approx(out["metrics"]["accuracy"], abs=1 / 48 + 1e-9)
 
 
+def test_train_on_a_validation_split_holds_out_what_a_federation_holds_out(glue_env, glue_dir, tmp_path, capsys,
+                                                                          monkeypatch, default_tokenizer):
+    """Settings are chosen on held-out training examples, centrally as in a federation: the same held-out
+    examples, never trained on, and the same training subset as a federation's pool."""
+    from fedrp import centralized
+    from fedrp.federation import FedConfig, client_train_data, validation_data
+
+    seen = {}
+    train, evaluate = centralized.train, centralized.evaluate
+    monkeypatch.setattr(centralized, "train", lambda model, ds, *a: seen.setdefault("train", ds) and train(model, ds, *a))
+    monkeypatch.setattr(centralized, "evaluate", lambda model, ds, *a: seen.setdefault("eval", ds) and evaluate(model, ds, *a))
+    res = fedrp(capsys, "train", "--task", "rte", "--method", "slash", "--d", "64", "--max-train-samples", "64",
+                "--validation-samples", "100", "--out", str(tmp_path), "--bf16", "off", "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["evaluated_on"] == "100 held-out training examples" and out["eval_examples"] == 100
+    assert out["train_examples"] == 64 and out["artifact"] is None and list(tmp_path.iterdir()) == []
+
+    def texts(ds) -> set[tuple[int, ...]]:  # RTE's pairs are distinct, so their token ids name them
+        return {tuple(ids) for ids in ds["input_ids"]}
+
+    fed = FedConfig(task="rte", data_dir=str(glue_dir), validation_samples=100, max_train_samples=64,
+                    max_train_samples_per_client=0)
+    assert texts(seen["eval"]) == texts(validation_data(fed, default_tokenizer))
+    assert texts(seen["train"]) == texts(client_train_data(fed, default_tokenizer, 0, 1))
+    assert not texts(seen["train"]) & texts(seen["eval"])
+    res = fedrp(capsys, "train", "--task", "rte", "--validation-samples", "2490", check=False)
+    assert res.returncode == 2 and "validation-samples must be between 1 and 2489" in res.stderr
+
+
 def test_train_a_baseline_writes_no_artifact(glue_env, tmp_path, capsys):
     res = fedrp(capsys, "train", "--task", "wnli", "--method", "head", "--max-train-samples", "32",
                 "--max-eval-samples", "16", "--out", str(tmp_path), "--json")

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from fedrp import glue
+from fedrp.data import validation_split
 from fedrp.federation import (
     FedConfig,
     client_indices,
     client_train_data,
     local_data_file,
     validation_data,
-    validation_split,
 )
 from fedrp.refusals import LocalDataError
 

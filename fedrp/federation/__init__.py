@@ -12,7 +12,6 @@ from fedrp.federation.clientdata import (
     client_train_data,
     local_data_file,
     validation_data,
-    validation_split,
     warm_caches,
 )
 from fedrp.federation.config import FedConfig, round_lr, round_seed
@@ -28,5 +27,5 @@ from fedrp.federation.model import check_identity, identity, initial_state, mode
 __all__ = [
     "FedConfig", "check_identity", "client_eval_data", "client_indices", "client_train_data", "identity",
     "initial_state", "local_data_file", "local_evaluate", "local_train", "local_train_config", "logit_offsets",
-    "model_for", "round_lr", "round_seed", "server_evaluate", "validation_data", "validation_split", "warm_caches",
+    "model_for", "round_lr", "round_seed", "server_evaluate", "validation_data", "warm_caches",
 ]

@@ -16,7 +16,6 @@ from fedrp.federation.config import FedConfig
 from fedrp.partition import partition, partition_labels
 from fedrp.refusals import LocalDataError
 
-VALIDATION_SEED = 20261128  # the held-out validation examples do not move with the run seed
 PARTITION_CACHE_VERSION = 2  # bump when fedrp.partition changes which indices a client gets
 
 
@@ -31,7 +30,7 @@ def _pool(task: str, tokenizer, pooling: str, max_length: int, glue_dir: str | N
           max_train_samples: int) -> tuple[datasets.Dataset, tuple[int | float, ...]]:
     full = data.load_tokenized(task, "train", tokenizer, pooling, max_length, glue_dir)
     if validation_samples:
-        full = full.select(validation_split(len(full), validation_samples)[1])
+        full = full.select(data.validation_split(len(full), validation_samples)[1])
     pool = data.subset(full, max_train_samples or None, seed=0)  # the centralized runs' subset
     return pool, tuple(np.asarray(pool.with_format("numpy")["label"]).tolist())
 
@@ -39,15 +38,7 @@ def _pool(task: str, tokenizer, pooling: str, max_length: int, glue_dir: str | N
 def validation_data(cfg: FedConfig, tokenizer) -> datasets.Dataset:
     """The training examples held out by validation-samples: where settings are chosen instead of on dev."""
     full = data.load_tokenized(cfg.task, "train", tokenizer, cfg.pooling, cfg.max_length, cfg.glue_dir)
-    return full.select(validation_split(len(full), cfg.validation_samples)[0])
-
-
-def validation_split(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(held-out, rest) indices of a training set: a fixed seeded choice, so every run tunes on the same examples."""
-    if not 0 < size < n:
-        raise ValueError(f"validation-samples must be between 1 and {n - 1} for {n} training examples, got {size}")
-    order = np.random.default_rng(VALIDATION_SEED).permutation(n)
-    return np.sort(order[:size]), np.sort(order[size:])
+    return full.select(data.validation_split(len(full), cfg.validation_samples)[0])
 
 
 @lru_cache(maxsize=4)
