@@ -1,15 +1,16 @@
-"""The privacy benchmark: accuracy and throughput without DP and at epsilon 1, 3, 8, printed as one JSON object.
+"""The privacy benchmark: accuracy with and without sample-level DP, centralized and federated, as one JSON object.
 
-    python -m simulations.bench_privacy --data-dir ../shared/glue
+    python -m simulations.bench_privacy --data-dir ../shared/glue [--no-federated] [--no-centralized]
 
-Centralized: slash, head and lora on the 4,000 SST-2 examples of the earlier benchmarks, one
-epoch, full dev set, sample-level DP-SGD (delta 1/(2n), clipping norm 1). Federated: slash
-over 10 Dirichlet clients (alpha 1.0, and 0.1), 20 rounds, the run config's defaults (its DP
-recipe included), each client's budget epsilon 8 (and 3) over the run, against the same run
-without DP; through the in-process engine (the same apps as Flower's simulation).
-Finished cells are appended to --cache and skipped when asked for again. `--sweep` adds
-slash at epsilon 8 over learning rate, clipping norm and batch size (chosen on the dev set,
-like the non-private rates of bench_glue's sweep).
+Centralized, on equal terms: slash and LoRA on the 4,000 SST-2 examples of the earlier benchmarks.
+Each method's schedule (rate, batch size, epochs, clipping norm) is chosen at epsilon 8 among a
+few candidates on 400 held-out training examples (`fedrp train --validation-samples`, the examples a
+federation holds out), never on dev; then the method runs once per epsilon (0, 3, 8) on dev at
+that same schedule, so private and non-private runs differ only by DP. Federated: slash over 10
+Dirichlet clients (alpha 1.0, and 0.1), 20 rounds, the run config's defaults (its DP recipe
+included), each client's budget epsilon 8 (and 3) over the run, against the same run without
+DP; through the in-process engine (the same apps as Flower's simulation).
+Finished cells are appended to --cache and skipped when asked for again.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import json
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 import datasets
@@ -27,31 +29,37 @@ from fedrp.centralized import RunConfig, run
 from fedrp.privacy.config import PrivacyConfig
 from simulations.cells import CellCache, cell_key, condense, run_federation
 
-METHODS = ("slash", "head", "lora")
-EPSILONS = (0.0, 1.0, 3.0, 8.0)  # 0: no DP
-SWEEP = [dict(lr=lr, max_grad_norm=c, batch_size=b, epochs=e)  # DP likes larger batches (less noise per step)
-         for lr in (3e-2, 1e-1) for c in (0.1, 1.0) for b, e in ((32, 1.0), (128, 3.0))]
-SWEEP += [dict(lr=3e-2, max_grad_norm=1.0, batch_size=256, epochs=6.0)]
-# The sweep's best schedule without DP and for lora at epsilon 8, so neither comparison favours slash's tuning.
-SWEEP_CHECKS = [("slash", 0.0, dict(lr=3e-2, batch_size=128, epochs=3.0)),
-                ("lora", 8.0, dict(max_grad_norm=1.0, batch_size=128, epochs=3.0)),
-                ("lora", 8.0, dict(max_grad_norm=1.0, batch_size=256, epochs=6.0))]
+METHODS = ("slash", "lora")
+EPSILONS = (0.0, 3.0, 8.0)  # 0: no DP
+VALIDATION = 400  # held-out training examples on which each method's schedule is chosen
+CHOSEN_AT = 8.0  # the epsilon at which schedules are compared; every epsilon then runs the chosen one
+# Candidate schedules per method; DP likes larger batches (less noise per step), so each rate is
+# tried at batch 32 for one epoch and at batch 128 for three (the same number of steps' worth of noise).
+CANDIDATES = {
+    method: [dict(lr=lr, batch_size=b, epochs=e, max_grad_norm=c)
+             for lr in rates for b, e in ((32, 1.0), (128, 3.0)) for c in (0.1, 1.0)]
+    for method, rates in (("slash", (3e-2, 1e-1)), ("lora", (1e-2, 3e-2)))
+}
 # Federated cells: (epsilon, alpha, run-config options). Batches of 32: fewer, less noisy DP steps than the
 # run config's 8 (chosen on held-out training examples: docs/guide/privacy.md).
 FEDERATED_VARIANTS = [(0.0, 1.0, {"batch-size": 32}), (8.0, 1.0, {"batch-size": 32}), (3.0, 1.0, {"batch-size": 32}),
                       (8.0, 0.1, {"batch-size": 32})]
-TARGETS = {"slash_eps8_points_below_nonprivate_max": 5.0, "slash_eps8_ahead_of_lora_eps8": True}
+TARGETS = {"slash_eps8_points_below_nonprivate_max": 5.0, "slash_eps8_ahead_of_lora_eps8": True,
+           "slash_eps3_ahead_of_lora_eps3": True}
 
 
-def centralized(method: str, epsilon: float, data_dir: str, bf16: str, lr: float | None = None,
-                max_grad_norm: float = 1.0, batch_size: int = 32, epochs: float = 1.0) -> dict:
+def centralized(method: str, epsilon: float, data_dir: str, bf16: str, lr: float, max_grad_norm: float = 1.0,
+                batch_size: int = 32, epochs: float = 1.0, validation_samples: int = 0) -> dict:
+    """One `fedrp train` run; on dev, or with validation_samples on that many held-out training examples."""
     privacy = PrivacyConfig(epsilon=epsilon, max_grad_norm=max_grad_norm) if epsilon else None
     cfg = RunConfig(task="sst2", method=method, data_dir=data_dir, max_train_samples=4000, bf16=bf16, out=None,
-                    progress=False, privacy=privacy, lr=lr, batch_size=batch_size, epochs=epochs)
+                    progress=False, privacy=privacy, lr=lr, batch_size=batch_size, epochs=epochs,
+                    validation_samples=validation_samples)
     r = run(cfg)
     return {"setting": "centralized", "method": method, "epsilon_target": epsilon, "accuracy": r["metrics"]["accuracy"],
-            "samples_per_second": r["samples_per_second"], "privacy": r.get("privacy"), "lr": r["lr"],
-            "batch_size": batch_size, "epochs": epochs}
+            "evaluated_on": r["evaluated_on"], "samples_per_second": r["samples_per_second"],
+            "privacy": r.get("privacy"), "lr": r["lr"], "batch_size": batch_size, "epochs": epochs,
+            "max_grad_norm": max_grad_norm if epsilon else None}
 
 
 def federated(epsilon: float, alpha: float, data_dir: str, cache: Path, **options) -> dict:
@@ -72,7 +80,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bf16", choices=["auto", "on", "off"], default="off")
     parser.add_argument("--no-federated", action="store_true", help="skip the federated cells")
     parser.add_argument("--no-centralized", action="store_true", help="skip the centralized cells")
-    parser.add_argument("--sweep", action="store_true", help="add the slash epsilon-8 hyperparameter sweep")
     parser.add_argument("--cache", type=Path, default=Path("runs/bench_privacy.jsonl"))
     args = parser.parse_args(argv)
     transformers.utils.logging.set_verbosity_error()
@@ -80,45 +87,55 @@ def main(argv: list[str] | None = None) -> None:
     args.cache.parent.mkdir(parents=True, exist_ok=True)
     data_dir = os.path.abspath(args.data_dir)
     done = CellCache(args.cache)
-    todo = [] if args.no_centralized else [("centralized", m, e, {}) for m in METHODS for e in EPSILONS]
-    if args.sweep:
-        todo += [("sweep", "slash", 8.0, h) for h in SWEEP] + [("sweep", m, e, h) for m, e, h in SWEEP_CHECKS]
-    if not args.no_federated:
-        todo += [("federated", "slash", e, {"alpha": a, **h}) for e, a, h in FEDERATED_VARIANTS]
-    rows = []
-    for setting, method, epsilon, hyper in todo:
+
+    def cell(setting: str, method: str, epsilon: float, hyper: dict, compute) -> dict:
         kind = "federated" if setting == "federated" else "reference"
         key = cell_key(kind, {"setting": setting, "method": method, "epsilon": epsilon, "bf16": args.bf16, **hyper})
         if key not in done:
             print(f"running {key}", file=sys.stderr, flush=True)
-            done.put(key, federated(epsilon, hyper["alpha"], data_dir, args.cache,
-                                    **{k: v for k, v in hyper.items() if k != "alpha"}) if setting == "federated"
-                     else {**centralized(method, epsilon, data_dir, args.bf16, **hyper), "setting": setting})
-        rows.append(done.get(key))
+            done.put(key, compute())
+        return done.get(key)
+
+    rows = []
+    for method in () if args.no_centralized else METHODS:
+        select = partial(centralized, method, CHOSEN_AT, data_dir, args.bf16, validation_samples=VALIDATION)
+        scored = [cell("select", method, CHOSEN_AT, {**h, "validation": VALIDATION},
+                       lambda h=h, select=select: {**select(**h), "setting": "select"}) for h in CANDIDATES[method]]
+        rows += scored
+        best = max(scored, key=lambda r: r["accuracy"])  # on held-out training examples, never dev
+        schedule = {k: best[k] for k in ("lr", "batch_size", "epochs")}
+        for epsilon in EPSILONS:  # each once, on dev, at the chosen schedule
+            hyper = {**schedule, "max_grad_norm": best["max_grad_norm"]} if epsilon else schedule
+            rows.append(cell("centralized", method, epsilon, hyper,
+                             partial(centralized, method, epsilon, data_dir, args.bf16, **hyper)))
+    for epsilon, alpha, options in () if args.no_federated else FEDERATED_VARIANTS:
+        rows.append(cell("federated", "slash", epsilon, {"alpha": alpha, **options},
+                         partial(federated, epsilon, alpha, data_dir, args.cache, **options)))
     json.dump({"targets": TARGETS, "summary": summarize(rows), "rows": rows}, sys.stdout, indent=1)
     print()
 
 
 def summarize(rows: list[dict]) -> dict:
-    acc = {(r["setting"], r["method"], r["epsilon_target"]): r for r in rows}
+    """The targets' figures: dev accuracy at equal schedules, and each method's chosen schedule."""
+    dev = {(r["method"], r["epsilon_target"]): r for r in rows if r["setting"] == "centralized"}
     out = {}
-    plain, private = acc.get(("centralized", "slash", 0.0)), acc.get(("centralized", "slash", 8.0))
-    lora = acc.get(("centralized", "lora", 8.0))
+    for method in METHODS:
+        chosen = dev.get((method, CHOSEN_AT))
+        if chosen:
+            picks = [r for r in rows if r["setting"] == "select" and r["method"] == method]
+            out[f"{method}_schedule"] = {k: chosen[k] for k in ("lr", "batch_size", "epochs", "max_grad_norm")} | {
+                "validation_accuracy": max(r["accuracy"] for r in picks), "candidates": len(picks)}
+        for epsilon in EPSILONS:
+            if (method, epsilon) in dev:
+                out[f"{method}_eps{epsilon:g}_dev"] = dev[(method, epsilon)]["accuracy"]
+    plain, private = dev.get(("slash", 0.0)), dev.get(("slash", 8.0))
     if plain and private:
         out["slash_eps8_points_below_nonprivate"] = 100 * (plain["accuracy"] - private["accuracy"])
         out["dp_throughput_cost_slash"] = private["samples_per_second"] / plain["samples_per_second"]
-    if private and lora:
-        out["slash_eps8_ahead_of_lora_eps8"] = private["accuracy"] > lora["accuracy"]
-    sweep = [r for r in rows if r["setting"] == "sweep" and r["method"] == "slash" and r["epsilon_target"] == 8.0]
-    if plain and sweep:
-        best = max(sweep, key=lambda r: r["accuracy"])
-        out["sweep_best"] = {k: best[k] for k in ("lr", "batch_size", "epochs", "accuracy")} | {
-            "max_grad_norm": best["privacy"]["max_grad_norm"],
-            "points_below_nonprivate": 100 * (plain["accuracy"] - best["accuracy"])}
-        for r in rows:
-            if r["setting"] == "sweep" and (r["method"], r["epsilon_target"]) != ("slash", 8.0):
-                name = f"{r['method']}_eps{r['epsilon_target']:g}_batch{r['batch_size']}_epochs{r['epochs']:g}"
-                out[name] = r["accuracy"]
+    for epsilon in (8.0, 3.0):
+        if ("slash", epsilon) in dev and ("lora", epsilon) in dev:
+            out[f"slash_eps{epsilon:g}_ahead_of_lora_eps{epsilon:g}"] = \
+                dev[("slash", epsilon)]["accuracy"] > dev[("lora", epsilon)]["accuracy"]
     for r in rows:
         if r["setting"] == "federated":
             name = f"federated_slash_alpha{r['alpha']:g}_eps{r['epsilon_target']:g} {json.dumps(r.get('options', {}))}"
