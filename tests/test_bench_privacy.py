@@ -37,3 +37,30 @@ def test_schedules_are_chosen_on_validation_and_every_epsilon_runs_the_chosen_on
     calls.clear()  # a second invocation finds every cell in the cache
     bench_privacy.main(["--no-federated", "--cache", str(tmp_path / "cache.jsonl"), "--data-dir", str(tmp_path)])
     assert calls == []
+
+
+def test_client_level_dp_chooses_its_clip_on_held_out_examples_and_runs_each_noise_once_on_dev(tmp_path, monkeypatch,
+                                                                                             capsys):
+    from simulations import bench_client_dp
+
+    calls = []
+
+    def fake(options: dict) -> dict:
+        calls.append(options)
+        held_out = options.get("validation-samples", 0)
+        accuracy = options["client-dp-clip"] if held_out else 1 / options["client-dp-clip"]  # dev would pick the other
+        rounds = [{"round": r, "metrics": {"accuracy": accuracy}, "bytes_up": 1, "accepted": 30, "refused": 0,
+                   "wall_seconds": 1.0} for r in (0, 1)]
+        return {"status": "completed", "store": "s", "run_id": 1, "rounds": rounds, "final_metrics": {"accuracy": accuracy},
+                "client_dp_epsilon": options["client-dp-noise"] and 1 / options["client-dp-noise"]}
+
+    monkeypatch.setattr(bench_client_dp, "run_federation", fake)
+    monkeypatch.chdir(tmp_path)
+    bench_client_dp.main(["--cache", str(tmp_path / "cells.jsonl"), "--data-dir", str(tmp_path)])
+    out = json.loads(capsys.readouterr().out)
+    selection, dev = calls[:len(bench_client_dp.CLIPS)], calls[len(bench_client_dp.CLIPS):]
+    assert all(c["validation-samples"] == 400 and c["client-dp-noise"] == bench_client_dp.SELECT_NOISE for c in selection)
+    assert out["clip"] == max(bench_client_dp.CLIPS)
+    assert [c["client-dp-noise"] for c in dev] == list(bench_client_dp.NOISES)
+    assert all("validation-samples" not in c and c["client-dp-clip"] == out["clip"] for c in dev)
+    assert all(c["num-supernodes"] == 100 and c["fraction-train"] == 0.3 for c in calls)
