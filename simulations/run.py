@@ -68,7 +68,8 @@ def check_paths(cfg: FedConfig, num_supernodes: int) -> None:
         latest(cfg.resume_from)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> OneLineParser:
+    """The runner's own options, then one per run-config key (FedConfig)."""
     parser = OneLineParser(prog="simulations.run", description=__doc__.splitlines()[0])
     parser.add_argument("--num-supernodes", type=int, default=10, help="virtual clients (one partition each)")
     parser.add_argument("--cpus-per-client", type=float, default=1.0)
@@ -81,6 +82,11 @@ def main(argv: list[str] | None = None) -> dict:
                         help="an existing Ray cluster (HEAD:PORT) to run the clients on; default $RAY_ADDRESS, "
                              "else a local Ray ('local' forces that)")
     _options(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
     args = vars(parser.parse_args(argv))
     overrides = {k.replace("_", "-"): v for k, v in args.items()
                  if v is not None and k.replace("_", "-") in FedConfig().to_run_config()}
