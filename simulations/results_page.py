@@ -423,12 +423,15 @@ def time_lines(grid: Grid, rows: dict[Key, dict]) -> list[str]:
             seconds = None if row is None else row.get("seconds")
             total += seconds or 0.0
             entries.append("–" if seconds is None else f"{seconds:,.0f} s" + ("" if finished(row) else " failed")
-                           + (" ‡" if row is not None and elsewhere(row) else ""))
+                           + (" ‡" if row is not None and elsewhere(row) else "")
+                           + (" §" if row is not None and row.get("cores_shared") else ""))
         lines.append(f"| {name} | {alpha_text} | " + " | ".join(entries) + " |")
     devices = other_devices(rows)
-    return [*lines, "", f"Total over the cached cells: {total / 60:,.0f} min ({total / 3600:.1f} h).",
-            *([f"‡ Ran on {', '.join(devices)}, six cells at a time; every other cell on the 2 CPU cores."]
-              if devices else [])]
+    notes = [f"‡ Ran on {', '.join(devices)}, six cells at a time; every other cell on the 2 CPU cores."] if devices else []
+    if any(r.get("cores_shared") for r in rows.values()):
+        notes.append("§ Ran while other jobs shared the 2 cores (`cores_shared` in its cached row): its time is an "
+                      "upper bound, not what the cell costs on an idle machine.")
+    return [*lines, "", f"Total over the cached cells: {total / 60:,.0f} min ({total / 3600:.1f} h).", *notes]
 
 
 # ---- setup and commands -------------------------------------------------------------------
