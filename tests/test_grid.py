@@ -347,3 +347,14 @@ def test_the_page_names_the_cells_another_machine_ran():
     assert line.strip().startswith("2 federated cells ran on NVIDIA H200")
     assert "cola full α=1, sst2 lora α=1." in line and "slash" not in line and "cpu" not in line
     assert results_page.ran_elsewhere({("sst2", "full", None): {"device": "cpu"}}) == ""
+
+
+def test_cell_times_taken_on_a_shared_machine_are_marked_as_upper_bounds():
+    grid = load_config(CONFIG)
+    rows = {("sst2", "slash", 1.0): {"status": "completed", "seconds": 100.0},
+            ("mrpc", "slash", 1.0): {"status": "completed", "seconds": 300.0, "cores_shared": True}}
+    lines = results_page.time_lines(grid, rows)
+    slash = next(line for line in lines if line.startswith("| slash | 1 |"))
+    assert "| 100 s | 300 s § |" in slash
+    assert any(line.startswith("§ Ran while other jobs shared the 2 cores") for line in lines)
+    assert not any(line.startswith("§") for line in results_page.time_lines(grid, {("sst2", "slash", 1.0): rows[("sst2", "slash", 1.0)]}))
