@@ -10,7 +10,7 @@ from pathlib import Path
 from fedrp import artifact, data, glue
 from fedrp.adapters import AdapterModel
 from fedrp.backbone import load_backbone
-from fedrp.methods import DEFAULT_LR, build, payload_bytes
+from fedrp.methods import RATES, build, payload_bytes
 from fedrp.privacy.config import PrivacyConfig
 from fedrp.privacy.engine import train_private
 from fedrp.spec import ModelOptions
@@ -60,7 +60,7 @@ def run(cfg: RunConfig) -> dict:
     device = select_device(cfg.device)
     if cfg.max_length < 8:
         raise ValueError(f"max-length must be at least 8 tokens, got {cfg.max_length}")
-    lr = cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.method]
+    lr = cfg.lr if cfg.lr is not None else RATES[cfg.method].centralized
     tcfg = TrainConfig(lr=lr, epochs=cfg.epochs, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
                        schedule=cfg.schedule, warmup_ratio=cfg.warmup_ratio, bf16=cfg.bf16, seed=cfg.data_seed,
                        progress=cfg.progress)

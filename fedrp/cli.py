@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-seed", type=int, default=0, help="shuffling seed (the projections follow --seed)")
     p.add_argument("--epochs", type=_positive_float, default=1.0)
     lr = p.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default per method: %(rates)s)")
-    lr.rates = Vocabulary("fedrp.methods", "DEFAULT_LR", lambda rates: [f"{k} {v:g}" for k, v in rates.items()])
+    lr.rates = Vocabulary("fedrp.methods", "RATES", lambda rates: [f"{k} {r.centralized:g}" for k, r in rates.items()])
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
     p.add_argument("--schedule", choices=["linear", "constant"], default="linear", help="after warmup")

@@ -12,10 +12,8 @@ from fedrp.spec import ModelSpec
 
 METHODS = (*ADAPTERS, *BASELINES)
 
-# Each method's rates (fedrp.rates.Rates), declared beside the method; these views are read by name.
+# Each method's rates (fedrp.rates.Rates), declared beside the method.
 RATES: dict[str, Rates] = {**{name: model.config_class.rates for name, model in ADAPTERS.items()}, **BASELINES}
-DEFAULT_LR = {name: r.centralized for name, r in RATES.items()}
-FEDERATED_LR = {name: r.federated for name, r in RATES.items()}
 
 
 def federated_local(method: str, optimizer: str = "") -> tuple[str, float | None]:

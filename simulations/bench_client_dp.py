@@ -21,6 +21,7 @@ import os
 import sys
 from pathlib import Path
 
+from simulations.bench_federation import common_options
 from simulations.cells import CellCache, cell_key, condense, run_federation
 
 CLIPS = (0.5, 2.0)  # candidate client-dp-clip, compared at SELECT_NOISE on held-out examples
@@ -28,14 +29,12 @@ SELECT_NOISE = 1.0
 NOISES = (0.0, 0.5, 1.0, 2.0)  # 0: no client-level DP, the same federation otherwise
 
 
-def common_options(data_dir: str, rounds: int) -> dict:
-    return {
-        "data-dir": os.path.abspath(data_dir), "task": "sst2", "engine": "inprocess", "num-supernodes": 100,
-        "num-server-rounds": rounds, "fraction-train": 0.3, "fraction-evaluate": 0.0, "min-train-nodes": 30,
-        "max-train-samples": 4000, "max-train-samples-per-client": 0, "partition-scheme": "dirichlet",
-        "alpha": 1.0, "min-partition-size": 10, "eval-every": 5, "lr-decay": "cosine",
-        "store": os.path.abspath("runs/bench_client_dp.sqlite"), "checkpoint-dir": os.path.abspath("runs/bench_client_dp_ckpt"),
-    }
+def options(data_dir: str, rounds: int) -> dict:
+    """bench_federation's SST-2 setting, spread over 100 clients, 30 a round, through the in-process engine."""
+    scratch = Path("runs").resolve()
+    return {**common_options(data_dir, rounds, "cosine", scratch / "bench_client_dp.jsonl"),
+            "checkpoint-dir": str(scratch / "bench_client_dp_ckpt"), "engine": "inprocess", "num-supernodes": 100,
+            "fraction-train": 0.3, "min-train-nodes": 30, "alpha": 1.0, "min-partition-size": 10, "eval-every": 5}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,14 +45,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.cache.parent.mkdir(parents=True, exist_ok=True)
     Path("runs").mkdir(exist_ok=True)
-    common, done = common_options(args.data_dir, args.rounds), CellCache(args.cache)
+    common, done = options(args.data_dir, args.rounds), CellCache(args.cache)
 
-    def cell(options: dict) -> dict:
-        key = cell_key("federated", {**common, **options})
-        if key not in done:
-            result = run_federation({**common, **options})
-            done.put(key, {**condense(options, result), "client_dp_epsilon": result.get("client_dp_epsilon")})
-        return done.get(key)
+    def cell(extra: dict) -> dict:
+        def compute() -> dict:
+            result = run_federation({**common, **extra})
+            return {**condense(extra, result), "client_dp_epsilon": result.get("client_dp_epsilon")}
+
+        return done.get_or_run(cell_key("federated", {**common, **extra}), compute)
 
     selection = [cell({"client-dp-noise": SELECT_NOISE, "client-dp-clip": c, "validation-samples": 400}) for c in CLIPS]
     clip = max(selection, key=lambda r: r["final_accuracy"])["client-dp-clip"]  # never chosen on dev

@@ -29,7 +29,7 @@ from fedrp import data, projection
 from fedrp.adapters.base import AdapterModel
 from fedrp.backbone import load_backbone
 from fedrp.glue import get_task
-from fedrp.methods import DEFAULT_LR, build
+from fedrp.methods import RATES, build
 from fedrp.spec import ModelSpec
 from fedrp.train import (
     TrainConfig,
@@ -64,7 +64,7 @@ def _model(method: str, model_name: str, device: torch.device):
 
 
 def _config(method: str, batch_size: int, lr: float | None = None) -> TrainConfig:
-    return TrainConfig(lr=lr or DEFAULT_LR[method], epochs=1.0, batch_size=batch_size, schedule="constant",
+    return TrainConfig(lr=lr or RATES[method].centralized, epochs=1.0, batch_size=batch_size, schedule="constant",
                        warmup_ratio=0.0, bf16="auto", progress=False)
 
 
@@ -122,7 +122,7 @@ def accuracy(batch_sizes: list[int], train_set, dev_set, model_name: str, device
     out = {}
     base = batch_sizes[0]
     for b in batch_sizes:
-        lr = DEFAULT_LR["slash"] * math.sqrt(b / base)
+        lr = RATES["slash"].centralized * math.sqrt(b / base)
         model = _model("slash", model_name, device)
         config = TrainConfig(lr=lr, epochs=1.0, batch_size=b, bf16="auto", progress=False)  # warmup + linear decay
         result = train(model, train_set, config, device)

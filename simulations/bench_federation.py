@@ -75,9 +75,8 @@ def main(argv: list[str] | None = None) -> None:
         for method in args.methods:
             cell = {"method": method, "alpha": alpha}
             key = cell_key("federated", {**common, **cell})
-            if key not in done:
-                done.put(key, condense({**cell, "lr-decay": args.lr_decay}, run_federation({**common, **cell})))
-            cells.append(done.get(key))
+            cells.append(done.get_or_run(key, lambda cell=cell: condense({**cell, "lr-decay": args.lr_decay},
+                                                                         run_federation({**common, **cell}))))
     json.dump({"targets": TARGETS, "reference_centralized_full": args.reference,
                "summary": summarize(cells, args.reference), "cells": cells}, sys.stdout, indent=1)
     print()

@@ -2,7 +2,7 @@
 
     python -m simulations.bench_glue                       # SST-2 4,000 + MRPC, RTE, CoLA full
     python -m simulations.bench_glue --suite sst2          # only the SST-2 comparison
-    python -m simulations.bench_glue --suite sweep         # the learning-rate sweep behind DEFAULT_LR
+    python -m simulations.bench_glue --suite sweep         # the learning-rate sweep behind the centralized rates (fedrp.rates)
 
 Each finished cell is appended to --cache (JSON lines) and skipped when the same cell is asked
 for again, so an interrupted run resumes.
@@ -46,10 +46,7 @@ def run_cells(todo: list[dict], common: dict, cache: Path) -> list[dict]:
     results = []
     for cell in todo:
         key = cell_key("reference", {**cell, **{k: v for k, v in common.items() if k != "data_dir"}})
-        if key not in done:
-            print(f"running {key}", file=sys.stderr, flush=True)
-            done.put(key, run(RunConfig(**cell, **common, out=None, progress=False)))
-        results.append(done.get(key))
+        results.append(done.get_or_run(key, lambda cell=cell: run(RunConfig(**cell, **common, out=None, progress=False))))
     return results
 
 

@@ -91,10 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     def cell(setting: str, method: str, epsilon: float, hyper: dict, compute) -> dict:
         kind = "federated" if setting == "federated" else "reference"
         key = cell_key(kind, {"setting": setting, "method": method, "epsilon": epsilon, "bf16": args.bf16, **hyper})
-        if key not in done:
-            print(f"running {key}", file=sys.stderr, flush=True)
-            done.put(key, compute())
-        return done.get(key)
+        return done.get_or_run(key, compute)
 
     rows = []
     for method in () if args.no_centralized else METHODS:

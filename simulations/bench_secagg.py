@@ -38,9 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     for extra in CELLS:
         cell = {"method": "slash", "alpha": 1.0, **extra}
         key = cell_key("federated", {**common, **cell})
-        if key not in done:
-            done.put(key, condense({**cell, "lr-decay": "none"}, run_federation({**common, **cell})))
-        rows.append({"secure-aggregation": "none", **done.get(key)})
+        row = done.get_or_run(key, lambda cell=cell: condense({**cell, "lr-decay": "none"}, run_federation({**common, **cell})))
+        rows.append({"secure-aggregation": "none", **row})
     clear = rows[0]["final_accuracy"]
     summary = {json.dumps({k: v for k, v in r.items() if k.startswith("secagg") or k == "secure-aggregation"}):
                {"final_accuracy": r["final_accuracy"], "points_vs_clear": 100 * (r["final_accuracy"] - clear),

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from simulations.code_version import code_version
@@ -46,6 +47,13 @@ class CellCache:
 
     def get(self, key: str) -> dict | None:
         return self.done.get(key)
+
+    def get_or_run(self, key: str, compute: Callable[[], dict]) -> dict:
+        """The cached cell, or compute's result, recorded first: what every benchmark does per cell."""
+        if key not in self.done:
+            print(f"running {key}", file=sys.stderr, flush=True)
+            self.put(key, compute())
+        return self.done[key]
 
     def put(self, key: str, cell: dict) -> None:
         """Record a finished cell: one line, flushed to disk before the next cell starts."""

@@ -23,7 +23,7 @@ import numpy as np
 
 from fedrp import glue
 from fedrp.federation import FedConfig
-from fedrp.methods import DEFAULT_LR
+from fedrp.methods import RATES
 from fedrp.metrics import compute as compute_metrics
 from simulations.cells import CellCache
 from simulations.code_version import ENTRY_POINTS
@@ -513,7 +513,7 @@ def reference_line(grid: Grid) -> str:
     """The centralized references' command, epochs and rates."""
     opts = {k: v for k, v in grid.reference_options.items() if k != "methods"}
     methods = grid.reference_options["methods"]
-    rates = ", ".join(f"{m} {opts.get('lr') or DEFAULT_LR[m]:g}" for m in methods)
+    rates = ", ".join(f"{m} {opts.get('lr') or RATES[m].centralized:g}" for m in methods)
     shown = ", ".join(f"`{k}={v}`" for k, v in opts.items() if k not in ("epochs", "lr"))
     return (f"- Centralized references: `fedrp train --method M` for M in {', '.join(methods)}, "
             f"{opts.get('epochs', 1.0):g} epochs, learning rates {rates} (linear decay after warmup), other "

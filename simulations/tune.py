@@ -79,10 +79,8 @@ def main(argv: list[str] | None = None) -> dict:
         options = {"task": task.name, "method": args.method, "validation-samples": args.validation_samples,
                    **fixed, **combo}
         key = cell_key("federated", {**common, **options})
-        if key not in done:
-            result = run_federation({**common, **options})
-            done.put(key, condense({"settings": options}, result))  # the key holds the code version
-        row = done.get(key)
+        row = done.get_or_run(key, lambda options=options: condense({"settings": options},  # the key holds the code version
+                                                                    run_federation({**common, **options})))
         rows.append({"settings": combo, "score": round(score(row, metric), 4),
                      "validation": [round(m[metric], 4) for m in row["metrics"] if metric in m],
                      "seconds": round(sum(row["wall_seconds"]), 1)})

@@ -10,7 +10,7 @@ import tomllib
 from fedrp.faults import parse_faults
 from fedrp.federation import FedConfig, round_seed
 from fedrp.federation.config import sample_partitions as sample
-from fedrp.methods import FEDERATED_LR
+from fedrp.methods import RATES
 from server import checkpoint
 from server.store import RunStore
 from server.strategy import FedAdamRP, from_record, make_strategy, to_record
@@ -36,7 +36,7 @@ def test_run_config_refuses_unknown_keys_and_bad_values():
         FedConfig.from_run_config({"faulty-clients": "0:melt"})
     with pytest.raises(ValueError, match="local-loss must be one of"):
         FedConfig.from_run_config({"local-loss": "focal"})
-    assert FedConfig.from_run_config({"lr": 0.0, "method": "full"}).learning_rate == FEDERATED_LR["full"] == 1e-4
+    assert FedConfig.from_run_config({"lr": 0.0, "method": "full"}).learning_rate == RATES["full"].federated == 1e-4
     assert FedConfig.from_run_config({"lr": 0.5}).learning_rate == 0.5
 
 
