@@ -16,10 +16,14 @@ METHODS = (*ADAPTERS, *BASELINES)
 RATES: dict[str, Rates] = {**{name: model.config_class.rates for name, model in ADAPTERS.items()}, **BASELINES}
 
 
-def federated_local(method: str, optimizer: str = "") -> tuple[str, float | None]:
-    """A method's local optimizer in a federation (given, or AdamW) and that optimizer's rate (None: unmeasured)."""
-    optimizer = optimizer or "adamw"
-    return optimizer, RATES[method].federated_sgd if optimizer == "sgd" else RATES[method].federated
+def federated_local(method: str, optimizer: str = "", private: bool = False) -> tuple[str, float | None]:
+    """A method's local optimizer in a federation (given; else SGD under sample-level DP, AdamW without)
+    and that optimizer's rate (None: unmeasured)."""
+    rates = RATES[method]
+    optimizer = optimizer or ("sgd" if private else "adamw")
+    if optimizer == "adamw":
+        return optimizer, rates.federated
+    return optimizer, rates.federated_dp if private else rates.federated_sgd
 
 
 def build(spec: ModelSpec, backbone: Backbone) -> Classifier:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
+FEDERATED_BATCH_SIZE = 8  # a federation's local batches: 25 steps on a client's 200 examples
+DP_BATCH_SIZE = 32  # under DP-SGD: fewer steps, each with less noise per example (docs/guide/privacy.md)
+
 
 @dataclasses.dataclass(frozen=True)
 class Rates:
@@ -16,3 +19,6 @@ class Rates:
     centralized: float  # `fedrp train`
     federated: float  # a federation's clients: AdamW, local batches of 8 (FedConfig.batch_size)
     federated_sgd: float | None = None  # with local-optimizer sgd (momentum 0.9); None: not measured, lr must be set
+    # Under sample-level DP (dp-epsilon): local SGD (momentum 0.9) in batches of DP_BATCH_SIZE, the
+    # clients' default there; None: not measured, lr must be set.
+    federated_dp: float | None = None

@@ -13,8 +13,8 @@ Each is a fresh process, timed from its start to its exit. `train` compares trai
 own clock, centralized, against the sum of the round times, federated (which also holds the one
 dev evaluation after the last round, so it favours centralized); `end_to_end` compares whole
 processes: imports, model build, data, training, evaluation. Both sides train in batches of
---batch-size (default: the federated clients' default, FedConfig.batch_size), so the ratio
-measures what the federation costs, not what a batch size does.
+--batch-size (default: the federated clients' default without DP, fedrp.rates.FEDERATED_BATCH_SIZE),
+so the ratio measures what the federation costs, not what a batch size does.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 
-from fedrp.federation import FedConfig
+from fedrp.rates import FEDERATED_BATCH_SIZE
 
 TARGET = 0.8  # federated examples per second over centralized, at least
 
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--task", default="sst2")
     parser.add_argument("--examples", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=FedConfig.batch_size, help="both sides' batches")
+    parser.add_argument("--batch-size", type=int, default=FEDERATED_BATCH_SIZE, help="both sides' batches")
     parser.add_argument("--engines", nargs="+", default=["inprocess", "flower"], choices=["inprocess", "flower"])
     args = parser.parse_args(argv)
     if args.examples < 10 or args.epochs < 2 or args.batch_size < 1:

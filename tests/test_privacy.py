@@ -304,3 +304,23 @@ def test_under_dp_the_logit_offsets_come_only_from_the_released_counts(glue_dir)
     assert local_train_config(private, data, 1, 0).logit_offsets is None  # exact counts would escape the accounting
     assert local_train_config(private, data, 1, 0, counts=(28.3, 12.9)).logit_offsets == pytest.approx(
         prior_offsets((28.3, 12.9)))
+
+
+def test_under_dp_clients_default_to_the_measured_sgd_recipe_and_set_options_win():
+    """dp-epsilon alone gives the setting measured under DP (SGD, momentum 0.9, at slash's DP rate, batches of 32);
+    without DP the AdamW defaults stay; an option the user sets wins; an unmeasured DP rate must be set."""
+    from fedrp.federation import FedConfig, local_train_config
+    from fedrp.methods import RATES
+
+    data = {"label": [0, 1] * 20}
+    private = local_train_config(FedConfig(dp_epsilon=8.0), data, 1, 0)
+    assert (private.optimizer, private.lr, private.batch_size) == ("sgd", RATES["slash"].federated_dp, 32)
+    assert RATES["slash"].federated_dp == 0.05  # docs/guide/privacy.md: chosen on held-out examples
+    plain = local_train_config(FedConfig(), data, 1, 0)
+    assert (plain.optimizer, plain.lr, plain.batch_size) == ("adamw", RATES["slash"].federated, 8)
+    chosen = local_train_config(FedConfig(dp_epsilon=8.0, local_optimizer="adamw", batch_size=16), data, 1, 0)
+    assert (chosen.optimizer, chosen.lr, chosen.batch_size) == ("adamw", RATES["slash"].federated, 16)
+    with pytest.raises(ValueError, match="jrwarp has no measured federated rate for local-optimizer 'sgd' under "
+                                         "dp-epsilon: set lr"):
+        FedConfig(method="jrwarp", dp_epsilon=8.0)
+    assert FedConfig(method="jrwarp", dp_epsilon=8.0, lr=0.01).learning_rate == 0.01

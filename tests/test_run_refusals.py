@@ -21,7 +21,7 @@ BAD = [
     (["--d", "0"], "d must be an integer of at least 1, got 0"),
     (["--max-length", "0"], "max-length must be an integer of at least 8, got 0"),
     (["--local-epochs", "0"], "local-epochs must be a positive number"),
-    (["--batch-size", "0"], "batch-size must be an integer of at least 1, got 0"),
+    (["--batch-size", "-1"], "batch-size must be an integer of at least 0, got -1"),
     (["--lr", "nan"], "lr must be positive"),
     (["--lr", "-1"], "lr must be positive"),
     (["--data-dir", "/nonexistent"], "no GLUE file at /nonexistent"),

@@ -15,6 +15,7 @@ from fedrp.faults import parse_faults
 from fedrp.methods import federated_local
 from fedrp.privacy.client_level import ClientLevelDP
 from fedrp.privacy.config import ACCOUNTANTS, PrivacyConfig
+from fedrp.rates import DP_BATCH_SIZE, FEDERATED_BATCH_SIZE
 from fedrp.secagg import SecAggConfig
 from fedrp.spec import ModelOptions, ModelSpec, Vocabulary, check_fields, option
 from fedrp.train import OPTIMIZERS, SCHEDULES
@@ -48,14 +49,16 @@ class FedConfig(ModelOptions):
     # local training: what each sampled client does in a round
     local_epochs: float = option(1.0, "passes over a client's data per round")
     lr: float = option(0.0, "the clients' rate in round 1; 0: the method's federated default for its local "
-                            "optimizer (fedrp.methods.federated_local)")
-    local_optimizer: str = option("", "empty: the method's (AdamW); or adamw, or sgd (momentum 0.9)",
+                            "optimizer, with or without dp-epsilon (fedrp.methods.federated_local)")
+    local_optimizer: str = option("", "empty: AdamW, or SGD (momentum 0.9) with dp-epsilon; or adamw, or sgd",
                                   ("", *OPTIMIZERS))
     local_loss: str = option("logit-adjusted", "the clients' loss: cross-entropy with each client's label prior "
                                                "offset out (logit_offsets), or plain ce", LOCAL_LOSSES)
     lr_decay: str = option("cosine", "the clients' rate over the rounds (round_lr)", LR_DECAYS)
     schedule: str = option("constant", "rate schedule within a client's round (rounds are short)", SCHEDULES)
-    batch_size: int = option(8, "local batches: more steps a round for the same compute", minimum=1)
+    batch_size: int = option(0, f"local batches; 0: {FEDERATED_BATCH_SIZE} (more steps a round for the same "
+                                f"compute), or {DP_BATCH_SIZE} with dp-epsilon (fewer, less noisy DP-SGD steps)",
+                             minimum=0)
     bf16: str = option("auto", "bfloat16 autocast where the device has it natively", ("auto", "on", "off"))
     faulty_clients: str = option("", "testing: partitions that send corrupted replies, as "
                                      "'0:nan,1:wrong-fingerprint' (fedrp.faults)")
@@ -106,9 +109,10 @@ class FedConfig(ModelOptions):
         check_fields(self, dataclasses.fields(self))  # choices and integer minimums, the model's options too
         if not (math.isfinite(self.lr) and self.lr >= 0):
             raise ValueError(f"lr must be positive, or 0 for the method's federated default; got {self.lr}")
-        if not self.lr and federated_local(self.method, self.local_optimizer)[1] is None:
+        if not self.lr and self._local()[1] is None:
+            dp = " under dp-epsilon" if self.dp_epsilon else ""
             raise ValueError(f"{self.method} has no measured federated rate for local-optimizer "
-                             f"{self.local_optimizer!r}: set lr")
+                             f"{self._local()[0]!r}{dp}: set lr")
         glue.get_task(self.task)
         if not 0.0 < self.fraction_train <= 1.0:
             raise ValueError(f"fraction-train must be in (0, 1], got {self.fraction_train}")
@@ -164,14 +168,23 @@ class FedConfig(ModelOptions):
     def to_run_config(self) -> dict:
         return {k.replace("_", "-"): v for k, v in dataclasses.asdict(self).items()}
 
+    def _local(self) -> tuple[str, float | None]:
+        return federated_local(self.method, self.local_optimizer, private=self.dp_epsilon > 0)
+
     @property
     def learning_rate(self) -> float:
-        return self.lr if self.lr > 0 else federated_local(self.method, self.local_optimizer)[1]
+        """The clients' rate in round 1: the one set, else the method's for its optimizer, with or without DP."""
+        return self.lr if self.lr > 0 else self._local()[1]
 
     @property
     def optimizer(self) -> str:
-        """The clients' local optimizer: the one set, else the method's."""
-        return federated_local(self.method, self.local_optimizer)[0]
+        """The clients' local optimizer: the one set, else the method's default, with or without DP."""
+        return self._local()[0]
+
+    @property
+    def local_batch_size(self) -> int:
+        """The clients' batch: the one set, else the default with or without DP."""
+        return self.batch_size or (DP_BATCH_SIZE if self.dp_epsilon > 0 else FEDERATED_BATCH_SIZE)
 
     @cached_property
     def client_dp(self) -> ClientLevelDP | None:

@@ -57,7 +57,7 @@ def local_train_config(cfg: FedConfig, train_data: datasets.Dataset, server_roun
         counts = tuple(np.bincount(np.asarray(train_data["label"], dtype=np.int64), minlength=task.num_labels)
                        [:task.num_labels])
     return TrainConfig(lr=round_lr(cfg, server_round), optimizer=cfg.optimizer, epochs=cfg.local_epochs,
-                       batch_size=cfg.batch_size,
+                       batch_size=cfg.local_batch_size,
                        bf16=cfg.bf16, schedule=cfg.schedule, warmup_ratio=0.0,
                        logit_offsets=prior_offsets(counts) if adjust and counts is not None else None,
                        seed=round_seed(cfg.data_seed, server_round, partition_id), progress=False)
@@ -124,7 +124,7 @@ def local_evaluate(cfg: FedConfig, state: dict[str, np.ndarray], eval_data: data
     model = model_for(cfg)
     load_trainable_state(model, state)
     task = glue.get_task(cfg.task)
-    return {"num-examples": float(len(eval_data)), **evaluate(model, eval_data, task, cfg.batch_size * 2, select_device(device))}
+    return {"num-examples": float(len(eval_data)), **evaluate(model, eval_data, task, cfg.local_batch_size * 2, select_device(device))}
 
 
 def server_evaluate(cfg: FedConfig, model: Classifier, state: dict[str, np.ndarray]) -> dict[str, float]:
@@ -133,7 +133,7 @@ def server_evaluate(cfg: FedConfig, model: Classifier, state: dict[str, np.ndarr
     load_trainable_state(model, state)
     task = glue.get_task(cfg.task)
     if cfg.validation_samples:
-        return evaluate(model, validation_data(cfg, model.tokenizer), task, cfg.batch_size * 2, select_device("auto"))
+        return evaluate(model, validation_data(cfg, model.tokenizer), task, cfg.local_batch_size * 2, select_device("auto"))
     metrics, _ = dev_metrics(model, task, model.tokenizer, cfg.pooling, cfg.max_length, cfg.glue_dir,
-                             cfg.max_eval_samples or None, cfg.batch_size * 2, select_device("auto"))
+                             cfg.max_eval_samples or None, cfg.local_batch_size * 2, select_device("auto"))
     return metrics
