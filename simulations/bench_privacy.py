@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bf16", choices=["auto", "on", "off"], default="off")
     parser.add_argument("--no-federated", action="store_true", help="skip the federated cells")
     parser.add_argument("--no-centralized", action="store_true", help="skip the centralized cells")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                        help="the centralized methods to run (the summary compares those cached)")
     parser.add_argument("--cache", type=Path, default=Path("runs/bench_privacy.jsonl"))
     args = parser.parse_args(argv)
     transformers.utils.logging.set_verbosity_error()
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         return done.get_or_run(key, compute)
 
     rows = []
-    for method in () if args.no_centralized else METHODS:
+    for method in () if args.no_centralized else args.methods:
         select = partial(centralized, method, CHOSEN_AT, data_dir, args.bf16, validation_samples=VALIDATION)
         scored = [cell("select", method, CHOSEN_AT, {**h, "validation": VALIDATION},
                        lambda h=h, select=select: {**select(**h), "setting": "select"}) for h in CANDIDATES[method]]
