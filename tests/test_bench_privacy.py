@@ -11,8 +11,12 @@ def test_schedules_are_chosen_on_validation_and_every_epsilon_runs_the_chosen_on
 
     def fake(method, epsilon, data_dir, bf16, lr, max_grad_norm=1.0, batch_size=32, epochs=1.0, validation_samples=0):
         calls.append((method, epsilon, lr, max_grad_norm, batch_size, epochs, validation_samples))
-        # On validation the largest rate and batch win; on dev the opposite would, so a dev-chosen pick shows.
-        score = lr * batch_size * max_grad_norm if validation_samples else 1 / (lr * batch_size)
+        # On validation the largest rate and batch win under DP and the smallest rate without; on dev the
+        # opposite would, so a dev-chosen pick shows.
+        if validation_samples:
+            score = lr * batch_size * max_grad_norm if epsilon else batch_size / lr
+        else:
+            score = 1 / (lr * batch_size)
         return {"setting": "centralized", "method": method, "epsilon_target": epsilon, "accuracy": score,
                 "samples_per_second": 1.0, "lr": lr, "batch_size": batch_size, "epochs": epochs,
                 "max_grad_norm": max_grad_norm if epsilon else None}
@@ -22,16 +26,22 @@ def test_schedules_are_chosen_on_validation_and_every_epsilon_runs_the_chosen_on
     out = json.loads(capsys.readouterr().out)
     selection = [c for c in calls if c[-1]]
     dev = [c for c in calls if not c[-1]]
-    assert len(selection) == sum(len(v) for v in bench_privacy.CANDIDATES.values())
-    assert all(c[1] == bench_privacy.CHOSEN_AT and c[-1] == bench_privacy.VALIDATION for c in selection)
-    assert sorted((c[0], c[1]) for c in dev) == sorted((m, e) for m in bench_privacy.METHODS
-                                                        for e in bench_privacy.EPSILONS)  # dev once each
-    for method, top_lr in (("slash", 1e-1), ("lora", 3e-2)):
+    assert len(selection) == sum(len(v) for v in bench_privacy.CANDIDATES.values()) + sum(
+        len(v) for v in bench_privacy.NONPRIVATE_CANDIDATES.values())
+    assert all(c[1] in (bench_privacy.CHOSEN_AT, 0.0) and c[-1] == bench_privacy.VALIDATION for c in selection)
+    assert sorted((c[0], c[1]) for c in dev) == sorted([(m, e) for m in bench_privacy.METHODS
+                                                        for e in bench_privacy.EPSILONS] +
+                                                       [(m, 0.0) for m in bench_privacy.METHODS])  # dev once each
+    for method, (low_lr, top_lr) in bench_privacy.TRIED_RATES.items():
         runs = [c for c in dev if c[0] == method]
-        assert {(c[2], c[4], c[5]) for c in runs} == {(top_lr, 128, 3.0)}  # one schedule for every epsilon
+        assert {(c[2], c[4], c[5]) for c in runs} == {(top_lr, 128, 3.0), (low_lr, 128, 3.0)}
+        assert {(c[2], c[4], c[5]) for c in runs if c[1]} == {(top_lr, 128, 3.0)}  # one schedule for every epsilon
         assert {c[3] for c in runs if c[1]} == {1.0}  # the chosen clipping norm under DP
+        assert out["summary"][f"{method}_nonprivate_own_schedule"] == {"lr": low_lr, "batch_size": 128, "epochs": 3.0}
     assert out["summary"]["slash_schedule"]["lr"] == 1e-1
-    assert set(out["summary"]) >= {"slash_eps8_points_below_nonprivate", "slash_eps8_ahead_of_lora_eps8",
+    own, private = out["summary"]["slash_nonprivate_own_schedule_dev"], out["summary"]["slash_eps8_dev"]
+    assert out["summary"]["slash_eps8_points_below_nonprivate"] == 100 * (own - private)  # against its own schedule
+    assert set(out["summary"]) >= {"slash_eps8_points_below_nonprivate_same_schedule", "slash_eps8_ahead_of_lora_eps8",
                                    "slash_eps3_ahead_of_lora_eps3"}
 
     calls.clear()  # a second invocation finds every cell in the cache
