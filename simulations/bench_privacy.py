@@ -69,11 +69,13 @@ def centralized(method: str, epsilon: float, data_dir: str, bf16: str, lr: float
             "max_grad_norm": max_grad_norm if epsilon else None}
 
 
-def federated(epsilon: float, alpha: float, data_dir: str, cache: Path, **options) -> dict:
+def federated(epsilon: float, alpha: float, data_dir: str, **options) -> dict:
     from simulations.bench_federation import common_options
 
-    common = {**common_options(data_dir, 20, "cosine", cache), "dp-epsilon": epsilon, "engine": "inprocess",
-              "checkpoint-dir": str(cache.parent / "bench_privacy_ckpt")}
+    scratch = Path("runs").resolve()  # the run store and checkpoints; the cells' cache is in docs/results
+    scratch.mkdir(exist_ok=True)
+    common = {**common_options(data_dir, 20, "cosine", scratch / "bench_privacy.jsonl"), "dp-epsilon": epsilon,
+              "engine": "inprocess", "checkpoint-dir": str(scratch / "bench_privacy_ckpt")}
     result = run_federation({**common, "method": "slash", "alpha": alpha, **options})
     row = condense({"method": "slash", "alpha": alpha, "lr-decay": "cosine"}, result)
     return {"setting": "federated", "method": "slash", "epsilon_target": epsilon, "alpha": alpha,
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-centralized", action="store_true", help="skip the centralized cells")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                         help="the centralized methods to run (the summary compares those cached)")
-    parser.add_argument("--cache", type=Path, default=Path("runs/bench_privacy.jsonl"))
+    parser.add_argument("--cache", type=Path, default=Path("docs/results/bench_privacy.jsonl"))
     args = parser.parse_args(argv)
     transformers.utils.logging.set_verbosity_error()
     datasets.disable_progress_bars()
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
                          lambda own=own, plain=plain: {**plain(**own), "setting": "nonprivate"}))
     for epsilon, alpha, options in () if args.no_federated else FEDERATED_VARIANTS:
         rows.append(cell("federated", "slash", epsilon, {"alpha": alpha, **options},
-                         partial(federated, epsilon, alpha, data_dir, args.cache, **options)))
+                         partial(federated, epsilon, alpha, data_dir, **options)))
     json.dump({"targets": TARGETS, "summary": summarize(rows), "rows": rows}, sys.stdout, indent=1)
     print()
 
