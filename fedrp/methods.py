@@ -17,13 +17,13 @@ RATES: dict[str, Rates] = {**{name: model.config_class.rates for name, model in 
 
 
 def federated_local(method: str, optimizer: str = "", private: bool = False) -> tuple[str, float | None]:
-    """A method's local optimizer in a federation (given; else SGD under sample-level DP, AdamW without)
-    and that optimizer's rate (None: unmeasured)."""
+    """A method's local optimizer in a federation (given, or AdamW) and that optimizer's rate, with or
+    without sample-level DP (None: unmeasured)."""
     rates = RATES[method]
-    optimizer = optimizer or ("sgd" if private else "adamw")
+    optimizer = optimizer or "adamw"
     if optimizer == "adamw":
-        return optimizer, rates.federated
-    return optimizer, rates.federated_dp if private else rates.federated_sgd
+        return optimizer, rates.federated_dp if private else rates.federated
+    return optimizer, None if private else rates.federated_sgd
 
 
 def build(spec: ModelSpec, backbone: Backbone) -> Classifier:

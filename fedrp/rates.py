@@ -19,6 +19,5 @@ class Rates:
     centralized: float  # `fedrp train`
     federated: float  # a federation's clients: AdamW, local batches of FEDERATED_BATCH_SIZE
     federated_sgd: float | None = None  # with local-optimizer sgd (momentum 0.9); None: not measured, lr must be set
-    # Under sample-level DP (dp-epsilon): local SGD (momentum 0.9) in batches of DP_BATCH_SIZE, the
-    # clients' default there; None: not measured, lr must be set.
+    # Under sample-level DP (dp-epsilon): local AdamW in batches of DP_BATCH_SIZE; None: not measured, lr must be set.
     federated_dp: float | None = None

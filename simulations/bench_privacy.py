@@ -48,8 +48,8 @@ CANDIDATES = {method: [dict(lr=lr, batch_size=b, epochs=e, max_grad_norm=c)
 NONPRIVATE_CANDIDATES = {method: [dict(lr=lr, batch_size=b, epochs=e) for lr in rates for b, e in SCHEDULES]
                          for method, rates in TRIED_RATES.items()}
 # Federated cells: (epsilon, alpha, run-config options). Under DP the run config's defaults are the recipe
-# chosen on held-out training examples (SGD at slash's DP rate, batches of 32: docs/guide/privacy.md); the
-# run without DP trains in the same batches, so the two differ by DP and the optimizer DP needs.
+# chosen on held-out training examples (AdamW at slash's DP rate, batches of 32: docs/guide/privacy.md); the
+# run without DP trains in the same batches, so the two differ by DP and DP's rate.
 FEDERATED_VARIANTS = [(0.0, 1.0, {"batch-size": 32}), (8.0, 1.0, {}), (3.0, 1.0, {}), (8.0, 0.1, {})]
 TARGETS = {"slash_eps8_points_below_nonprivate_max": 5.0, "slash_eps8_ahead_of_lora_eps8": True,
            "slash_eps3_ahead_of_lora_eps3": True}

@@ -306,21 +306,42 @@ def test_under_dp_the_logit_offsets_come_only_from_the_released_counts(glue_dir)
         prior_offsets((28.3, 12.9)))
 
 
-def test_under_dp_clients_default_to_the_measured_sgd_recipe_and_set_options_win():
-    """dp-epsilon alone gives the setting measured under DP (SGD, momentum 0.9, at slash's DP rate, batches of 32);
-    without DP the AdamW defaults stay; an option the user sets wins; an unmeasured DP rate must be set."""
+def test_under_dp_clients_default_to_the_measured_recipe_and_set_options_win():
+    """dp-epsilon alone gives the setting measured under DP (AdamW at slash's DP rate, batches of 32); without DP
+    the federated defaults stay; an option the user sets wins; an unmeasured DP rate must be set."""
     from fedrp.federation import FedConfig, local_train_config
     from fedrp.methods import RATES
 
     data = {"label": [0, 1] * 20}
     private = local_train_config(FedConfig(dp_epsilon=8.0), data, 1, 0)
-    assert (private.optimizer, private.lr, private.batch_size) == ("sgd", RATES["slash"].federated_dp, 32)
+    assert (private.optimizer, private.lr, private.batch_size) == ("adamw", RATES["slash"].federated_dp, 32)
     assert RATES["slash"].federated_dp == 0.05  # docs/guide/privacy.md: chosen on held-out examples
     plain = local_train_config(FedConfig(), data, 1, 0)
     assert (plain.optimizer, plain.lr, plain.batch_size) == ("adamw", RATES["slash"].federated, 8)
-    chosen = local_train_config(FedConfig(dp_epsilon=8.0, local_optimizer="adamw", batch_size=16), data, 1, 0)
-    assert (chosen.optimizer, chosen.lr, chosen.batch_size) == ("adamw", RATES["slash"].federated, 16)
-    with pytest.raises(ValueError, match="jrwarp has no measured federated rate for local-optimizer 'sgd' under "
+    chosen = local_train_config(FedConfig(dp_epsilon=8.0, local_optimizer="sgd", lr=0.1, batch_size=16), data, 1, 0)
+    assert (chosen.optimizer, chosen.lr, chosen.batch_size) == ("sgd", 0.1, 16)
+    with pytest.raises(ValueError, match="jrwarp has no measured federated rate for local-optimizer 'adamw' under "
                                          "dp-epsilon: set lr"):
         FedConfig(method="jrwarp", dp_epsilon=8.0)
+    with pytest.raises(ValueError, match="local-optimizer 'sgd' under dp-epsilon: set lr"):
+        FedConfig(dp_epsilon=8.0, local_optimizer="sgd")
     assert FedConfig(method="jrwarp", dp_epsilon=8.0, lr=0.01).learning_rate == 0.01
+
+
+def test_dp_training_uses_the_optimizer_it_is_given(default_backbone, sst2_slice, monkeypatch):
+    """DP-SGD wraps the configured optimizer (it once wrapped AdamW whatever the config said)."""
+    from fedrp.privacy import engine
+    from fedrp.train import TrainConfig
+
+    real, wrapped = engine.DPOptimizer, []
+
+    def spy(optimizer, **options):
+        wrapped.append(type(optimizer))
+        return real(optimizer, **options)
+
+    monkeypatch.setattr(engine, "DPOptimizer", spy)
+    model = build(ModelSpec(method="slash"), default_backbone)
+    for name, kind in (("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW)):
+        cfg = TrainConfig(lr=1e-2, optimizer=name, batch_size=32, epochs=0.25, bf16="off", progress=False)
+        engine.train_private(model, sst2_slice, cfg, PrivacyConfig(epsilon=8.0), torch.device("cpu"))
+        assert wrapped[-1] is kind

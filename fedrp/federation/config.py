@@ -50,7 +50,7 @@ class FedConfig(ModelOptions):
     local_epochs: float = option(1.0, "passes over a client's data per round")
     lr: float = option(0.0, "the clients' rate in round 1; 0: the method's federated default for its local "
                             "optimizer, with or without dp-epsilon (fedrp.methods.federated_local)")
-    local_optimizer: str = option("", "empty: AdamW, or SGD (momentum 0.9) with dp-epsilon; or adamw, or sgd",
+    local_optimizer: str = option("", "empty: the method's (AdamW); or adamw, or sgd (momentum 0.9)",
                                   ("", *OPTIMIZERS))
     local_loss: str = option("logit-adjusted", "the clients' loss: cross-entropy with each client's label prior "
                                                "offset out (logit_offsets), or plain ce", LOCAL_LOSSES)

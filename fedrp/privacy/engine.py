@@ -21,6 +21,7 @@ from fedrp.train import (
     _to,
     autocast,
     loss_fn,
+    make_optimizer,
     make_scheduler,
     select_device,
     store_frozen_in_bf16,
@@ -76,7 +77,7 @@ def train_private(model: Classifier, data: datasets.Dataset, config: TrainConfig
     sample_rate, steps = poisson_schedule(n, config.batch_size, config.epochs)
     sigma = noise_for(privacy, delta, sample_rate, steps)
     params = model.trainable_parameters()
-    optimizer = DPOptimizer(torch.optim.AdamW(list(params.values()), lr=config.lr, weight_decay=config.weight_decay),
+    optimizer = DPOptimizer(make_optimizer(list(params.values()), config),  # config.optimizer, as without DP
                             noise_multiplier=sigma, max_grad_norm=privacy.max_grad_norm,
                             expected_batch_size=max(1, round(sample_rate * n)), loss_reduction="mean",
                             generator=torch.Generator(device).manual_seed(config.seed))
