@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from server import checkpoint
 from server.store import RunStore
@@ -30,7 +31,18 @@ def metrics(stored_round: dict) -> tuple:
     return (stored_round["server_metrics"], stored_round["eval_metrics"], stored_round["train_metrics"].get("train-loss"))
 
 
-def test_flower_engine_cut_by_ctrl_c_matches_inprocess_bit_for_bit_and_resumes_to_the_same_vector(tmp_path, glue_dir):
+@pytest.fixture
+def threads_of_a_ray_client():
+    """Torch at the one thread a Ray client actor gets (cpus-per-client 1): sums split over two threads
+    differ from one thread's in the last bits on some CPUs (AVX-512 here), so bit-for-bit needs the same count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_flower_engine_cut_by_ctrl_c_matches_inprocess_bit_for_bit_and_resumes_to_the_same_vector(
+        tmp_path, glue_dir, threads_of_a_ray_client):
     whole = simulate(tmp_path / "whole", glue_dir, *CASE)
     assert whole["status"] == "completed" and [r["accepted"] for r in whole["rounds"][1:]] == [3, 3, 3]
 
