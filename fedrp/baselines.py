@@ -9,6 +9,7 @@ from torch import nn
 from fedrp.backbone import Backbone, family_of
 from fedrp.classifier import Classifier
 from fedrp.rates import Rates
+from fedrp.train import seeded
 
 # Each baseline and its rates; the federated ones were chosen for batches of 32 and not measured again.
 BASELINES: dict[str, Rates] = {
@@ -37,7 +38,8 @@ class BaselineModel(Classifier):
                 raise ValueError(f"LoRA rank must be a positive integer, got {lora_rank}")
             config = peft.LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.0,
                                      target_modules=list(family_of(model).lora_targets))
-            model = peft.get_peft_model(model, config)
+            with seeded(seed):  # PEFT draws LoRA's A from torch's global generator
+                model = peft.get_peft_model(model, config)
         head = nn.Linear(backbone.hidden_size, num_labels)
         std = getattr(backbone.model.config, "initializer_range", 0.02)
         with torch.no_grad():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 import datasets
 import numpy as np
@@ -36,7 +37,7 @@ class TrainConfig:
     max_grad_norm: float | None = 1.0
     logit_offsets: tuple[float, ...] | None = None  # added to the logits in training only (logit adjustment)
     bf16: str = "auto"  # auto | on | off
-    seed: int = 0
+    seed: int = 0  # shuffles, and dropout through seeded()
     progress: bool | None = None  # None: only on a terminal
 
     def __post_init__(self) -> None:
@@ -157,6 +158,15 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Dropout (and any other draw from torch's global generator) follows `seed`, not what ran before in
+    this process: a federated client trains alike in a Ray actor and in-process, and so do bench cells."""
+    with torch.random.fork_rng():  # the caller's generator state comes back afterwards
+        torch.manual_seed(seed)
+        yield
+
+
 def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW, or SGD with momentum: a federated client restarts its optimizer every round, and Adam's
     first steps move every weight by about the rate whatever the size of its gradient."""
@@ -188,35 +198,36 @@ def train(model: Classifier, data: datasets.Dataset, config: TrainConfig, device
     examples, step, seen, window = 0, 0, 0, []
     start = time.perf_counter()
     epoch = 0
-    while seen < micro_batches:
-        if epoch > 0:  # reshuffle per epoch, still determined by the seed
-            batches = loader(data, model.tokenizer, config.batch_size, shuffle=True, seed=config.seed + epoch,
-                             pin_memory=pin)
-        for batch in batches:
-            if seen >= micro_batches:
-                break
-            batch = _to(batch, device)
-            labels = batch.pop("labels")
-            with autocast(device, bf16):
-                logits = model(**batch)
-            loss = loss_fn(with_offsets(logits, offsets), labels)
-            (loss / config.grad_accum).backward()
-            window.append(loss.detach())
-            examples += len(labels)
-            seen += 1
-            if seen % config.grad_accum == 0 or seen == micro_batches:
-                if config.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                bar.update(1)
-                losses.add(torch.stack(window).mean())
-                window = []
-                if step % read_every == 0:
-                    losses.read()
-        epoch += 1
+    with seeded(config.seed):
+        while seen < micro_batches:
+            if epoch > 0:  # reshuffle per epoch, still determined by the seed
+                batches = loader(data, model.tokenizer, config.batch_size, shuffle=True, seed=config.seed + epoch,
+                                 pin_memory=pin)
+            for batch in batches:
+                if seen >= micro_batches:
+                    break
+                batch = _to(batch, device)
+                labels = batch.pop("labels")
+                with autocast(device, bf16):
+                    logits = model(**batch)
+                loss = loss_fn(with_offsets(logits, offsets), labels)
+                (loss / config.grad_accum).backward()
+                window.append(loss.detach())
+                examples += len(labels)
+                seen += 1
+                if seen % config.grad_accum == 0 or seen == micro_batches:
+                    if config.max_grad_norm:
+                        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    step += 1
+                    bar.update(1)
+                    losses.add(torch.stack(window).mean())
+                    window = []
+                    if step % read_every == 0:
+                        losses.read()
+            epoch += 1
     last_loss = losses.read()
     bar.close()
     if device.type == "cuda":

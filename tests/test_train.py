@@ -8,6 +8,8 @@ from fedrp import data, glue
 from fedrp.backbone import load_backbone
 from fedrp.federation import logit_offsets
 from fedrp.methods import METHODS, build, payload_bytes
+from fedrp.privacy.config import PrivacyConfig
+from fedrp.privacy.engine import train_private
 from fedrp.spec import ModelSpec
 from fedrp.train import TrainConfig, evaluate, loss_fn, predictions, select_device, train
 
@@ -95,6 +97,27 @@ def test_same_seed_same_result(sst2):
         train(model, train_ds.select(range(48)), _config(lr=1e-2), CPU)
         runs.append(model.z.detach().clone())
     assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("private", [False, True])
+def test_lora_init_and_dropout_follow_the_seed_not_what_ran_before_in_the_process(sst2, private):
+    """LoRA's A and the backbone's dropout draw from torch's global generator: two runs with other draws
+    between them (an earlier bench cell, another client in-process) must still agree to the bit."""
+    train_ds, _ = sst2
+    runs = []
+    for draws in (1, 1000):
+        torch.rand(draws)  # what an earlier run in this process might have drawn
+        model = build(ModelSpec(method="lora"), load_backbone())
+        init = {n: p.detach().clone() for n, p in model.trainable_parameters().items()}
+        if private:
+            train_private(model, train_ds.select(range(16)), _config(lr=1e-3), PrivacyConfig(epsilon=8.0), CPU)
+        else:
+            train(model, train_ds.select(range(16)), _config(lr=1e-3), CPU)
+        runs.append((init, {n: p.detach().clone() for n, p in model.trainable_parameters().items()}))
+    for first, second in zip(*runs):  # the initial weights, then the trained ones
+        assert first.keys() == second.keys() and all(torch.equal(first[n], second[n]) for n in first)
+    trained = runs[0][1]
+    assert not torch.equal(runs[0][0]["head.weight"], trained["head.weight"])  # the runs did train
 
 
 EXPECTED_PARAMS = {

@@ -23,6 +23,7 @@ from fedrp.train import (
     loss_fn,
     make_optimizer,
     make_scheduler,
+    seeded,
     select_device,
     store_frozen_in_bf16,
     use_bf16,
@@ -93,7 +94,7 @@ def train_private(model: Classifier, data: datasets.Dataset, config: TrainConfig
         return loss_fn(logits, labels, reduction="none")
 
     examples, last_loss, start = 0, float("nan"), time.perf_counter()
-    with per_sample_engine(model) as per_sample:
+    with per_sample_engine(model) as per_sample, seeded(config.seed):
         for batch in poisson_loader(data, model.tokenizer, sample_rate, steps, config.seed):
             if batch is None:  # Poisson sampling can draw no example: the step is noise only
                 grads = {k: torch.zeros((0, *p.shape), device=device, dtype=p.dtype) for k, p in params.items()}
