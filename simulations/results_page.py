@@ -35,9 +35,10 @@ from simulations.grid_config import (
     data_dir_for,
     federated_options,
     load_config,
+    qnli_source,
     task_label,
 )
-from simulations.qnli_split import read_rows
+from simulations.qnli_split import read_rows, split_qnli
 
 METRIC_NAMES = {"accuracy": "acc", "f1": "F1", "matthews_correlation": "MCC", "pearson": "Pearson",
                 "spearmanr": "Spearman"}
@@ -605,6 +606,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         grid = load_config(args.config, args.data_dir)
         versions(grid)  # a pinned commit that git lacks (a shallow clone): one line
+        if "qnli" in grid.tasks:  # the split sits in gitignored scratch; QNLI's majority-class row reads it
+            split_qnli(qnli_source(grid), grid.qnli.dir, grid.qnli.held_out, grid.qnli.seed)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     cache = args.cache or grid.cache

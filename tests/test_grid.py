@@ -358,3 +358,13 @@ def test_cell_times_taken_on_a_shared_machine_are_marked_as_upper_bounds():
     assert "| 100 s | 300 s § |" in slash
     assert any(line.startswith("§ Ran while other jobs shared the 2 cores") for line in lines)
     assert not any(line.startswith("§") for line in results_page.time_lines(grid, {("sst2", "slash", 1.0): rows[("sst2", "slash", 1.0)]}))
+
+
+def test_results_page_writes_the_qnli_split_it_reads_on_a_fresh_checkout(tmp_path, glue_dir, monkeypatch):
+    """The split lives in gitignored scratch: without it QNLI's majority-class cell read '–' on a fresh clone."""
+    monkeypatch.chdir(tmp_path)  # the config's relative scratch, runs/grid/glue-derived, is empty here
+    out = tmp_path / "RESULTS.md"
+    results_page.main(["--config", str(CONFIG), "--cache", str(CONFIG.parents[1] / "docs" / "results" / "cells.jsonl"),
+                       "--out", str(out), "--figures", str(tmp_path / "figures"), "--data-dir", str(glue_dir)])
+    majority = next(line for line in out.read_text().splitlines() if line.startswith("| majority class |"))
+    assert majority.split(" | ")[5] == "50.5"  # 505 of the 1,000 held-out examples carry the training part's majority label
