@@ -42,10 +42,9 @@ from simulations.grid_config import (
     cells,
     data_dir_for,
     load_config,
-    qnli_source,
     task_label,
+    write_qnli_split,
 )
-from simulations.qnli_split import split_qnli
 
 FILTER_FIELDS = ("kind", "task", "method", "alpha")
 
@@ -282,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     if reason := unpinned_code(grid):
         parser.error(reason)
     if any(c["task"] == "qnli" for c in todo):
-        n_train, n_held = split_qnli(qnli_source(grid), grid.qnli.dir, grid.qnli.held_out, grid.qnli.seed)
+        n_train, n_held = write_qnli_split(grid)
         print(f"QNLI (dev split: {n_train} train / {n_held} held out) in {grid.qnli.dir}", file=sys.stderr)
     record = {"command": shlex.join(["python", "-m", "simulations.grid", *argv]),
               "config_sha256": hashlib.sha256(args.config.read_bytes()).hexdigest()}

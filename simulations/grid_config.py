@@ -17,7 +17,7 @@ from fedrp import glue
 from fedrp.centralized import RunConfig
 from fedrp.federation import FedConfig
 from fedrp.methods import METHODS
-from simulations.qnli_split import read_rows
+from simulations.qnli_split import read_rows, split_qnli
 
 DEFAULT_CONFIG = Path("simulations/grid.toml")
 SECTIONS = {"grid", "federated", "federated-override", "reference", "qnli"}
@@ -287,6 +287,11 @@ def task_label(grid: Grid, task: str) -> str:
     source = qnli_source(grid)
     train = len(read_rows(source)) - 1 - grid.qnli.held_out if source.is_file() else "?"
     return f"QNLI (dev split: {train} train / {grid.qnli.held_out} held out)"
+
+
+def write_qnli_split(grid: Grid) -> tuple[int, int]:
+    """The config's QNLI split, written to its (gitignored) folder: (train rows, held-out rows)."""
+    return split_qnli(qnli_source(grid), grid.qnli.dir, grid.qnli.held_out, grid.qnli.seed)
 
 
 def data_dir_for(grid: Grid, task: str) -> Path:

@@ -35,10 +35,10 @@ from simulations.grid_config import (
     data_dir_for,
     federated_options,
     load_config,
-    qnli_source,
     task_label,
+    write_qnli_split,
 )
-from simulations.qnli_split import read_rows, split_qnli
+from simulations.qnli_split import read_rows
 
 METRIC_NAMES = {"accuracy": "acc", "f1": "F1", "matthews_correlation": "MCC", "pearson": "Pearson",
                 "spearmanr": "Spearman"}
@@ -461,7 +461,7 @@ def setup_lines(grid: Grid) -> list[str]:
     if "qnli" in grid.tasks:
         lines.append(f"- {task_label(grid, 'qnli')}: only QNLI's dev set is available here, so it is split by a "
                      f"seeded hash (seed {grid.qnli.seed}), stratified by label, into a federated training part and "
-                     f"a held-out evaluation part, written to `{grid.qnli.dir}` (`simulations.grid.split_qnli`). "
+                     f"a held-out evaluation part, written to `{grid.qnli.dir}` (`simulations.qnli_split.split_qnli`). "
                      "Its numbers are not comparable with the official QNLI dev results.")
     lines.append(f"- Code versions {version_text(grid)}: sha256 of the docstring-free syntax trees of the project modules "
                  f"that the entry points import ({', '.join(f'`{m}`' for e in ENTRY_POINTS.values() for m in e)}; "
@@ -607,7 +607,7 @@ def main(argv: list[str] | None = None) -> None:
         grid = load_config(args.config, args.data_dir)
         versions(grid)  # a pinned commit that git lacks (a shallow clone): one line
         if "qnli" in grid.tasks:  # the split sits in gitignored scratch; QNLI's majority-class row reads it
-            split_qnli(qnli_source(grid), grid.qnli.dir, grid.qnli.held_out, grid.qnli.seed)
+            write_qnli_split(grid)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     cache = args.cache or grid.cache
