@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import transformers
@@ -11,6 +13,29 @@ from fedrp.backbone import Backbone, freeze, load_backbone
 
 transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
+
+# Modules whose tests start Ray (Flower's simulation engine, `flwr run`, a `ray start` cluster) or the
+# deployment engine's processes: under pytest-xdist they share one worker, one test at a time, so two
+# Rays never meet (a bare ray.init() joins the newest `ray start` cluster on the machine).
+PROCESS_MODULES = {"test_dashboard.py", "test_engines.py", "test_inprocess.py", "test_ray_cluster.py"}
+
+
+def pytest_configure(config):
+    """Under `pytest -n N`, each worker's torch (and its subprocesses') gets its share of the cores:
+    two workers of two threads each on two cores spin-wait on each other and run several times slower."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+def pytest_collection_modifyitems(config, items):
+    """One xdist group per module (module fixtures run once), one for all the process-starting modules."""
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group("processes" if name in PROCESS_MODULES else name))
+
 
 _TINY = dict(num_hidden_layers=2, num_attention_heads=2, intermediate_size=48, vocab_size=30522, type_vocab_size=2)
 
@@ -54,8 +79,6 @@ PAIRS = ["it was good", "not at all", "yes"]
 @pytest.fixture(scope="session", autouse=True)
 def _fresh_token_cache(tmp_path_factory):
     """Tests build their own tokenization cache instead of reading a developer's."""
-    import os
-
     old = os.environ.get("FEDRP_CACHE")
     os.environ["FEDRP_CACHE"] = str(tmp_path_factory.mktemp("fedrp-cache"))
     yield
@@ -68,7 +91,6 @@ def _fresh_token_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def glue_dir():
     """The shared GLUE copy (official layout); its absence is an error, not a skip."""
-    import os
     from pathlib import Path
 
     path = Path(os.environ.get("FEDRP_GLUE_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "glue")
