@@ -12,7 +12,6 @@ from collections.abc import Sequence
 
 import datasets
 import numpy as np
-from flwr_datasets import partitioner as fp
 
 SCHEMES = ("iid", "dirichlet", "quantity", "pathological")
 STSB_BINS = 5  # scores 0..5 binned as [0,1), [1,2), [2,3), [3,4), [4,5]
@@ -95,6 +94,10 @@ def _inner_dirichlet(classes: np.ndarray, sizes: np.ndarray, alpha: float, rng: 
 
 
 def _make(scheme: str, num_clients: int, alpha: float, seed: int, min_size: int, classes_per_client: int, n: int):
+    # Imported here: flwr_datasets brings its plotting stack (matplotlib, seaborn, scipy), seconds of start-up
+    # that a client reading its partition from the cache never needs.
+    from flwr_datasets import partitioner as fp
+
     if scheme == "iid":
         return fp.IidPartitioner(num_partitions=num_clients), True
     if scheme == "quantity":

@@ -14,10 +14,12 @@ from fedrp.backbone import Backbone, freeze, load_backbone
 transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
 
-# Modules whose tests start Ray (Flower's simulation engine, `flwr run`, a `ray start` cluster) or the
-# deployment engine's processes: under pytest-xdist they share one worker, one test at a time, so two
-# Rays never meet (a bare ray.init() joins the newest `ray start` cluster on the machine).
-PROCESS_MODULES = {"test_dashboard.py", "test_engines.py", "test_inprocess.py", "test_ray_cluster.py"}
+# The longest tests, mostly Flower's and Ray's processes at work; under `pytest -n N` they start first.
+LONGEST_FIRST = ("test_dashboard.py", "test_engines.py", "test_inprocess.py", "test_ray_cluster.py")
+# Modules whose module-scoped fixtures are costly (a federated run, a warm worker, tokenized data): their
+# tests share one worker so that each fixture runs once. Every other test goes wherever a worker is free.
+SHARED_FIXTURE_MODULES = {"test_cli.py", "test_dashboard.py", "test_partition.py", "test_privacy.py",
+                          "test_train.py", "test_warm_worker.py"}
 
 
 def pytest_configure(config):
@@ -30,11 +32,26 @@ def pytest_configure(config):
         torch.set_num_threads(threads)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the test ids
 def pytest_collection_modifyitems(config, items):
-    """One xdist group per module (module fixtures run once), one for all the process-starting modules."""
-    for item in items:
+    """Under `-n N`, work in large pieces first and in small ones last, so that the workers end together:
+    the longest tests, then the modules of SHARED_FIXTURE_MODULES (one xdist group each), then every other
+    test on its own (pyproject's --no-loadscope-reorder keeps this order; xdist would put the groups of most
+    tests first).
+
+    Two Rays may run side by side: each local Ray is a fresh one (simulations.run asks for address
+    "local", Flower's SuperLink finds no /tmp/ray/ray_current_cluster), and the `ray start` cluster of
+    test_ray_cluster writes its address only into its own temp dir."""
+    def rank(item) -> int:
         name = item.path.name
-        item.add_marker(pytest.mark.xdist_group("processes" if name in PROCESS_MODULES else name))
+        if name in LONGEST_FIRST:
+            return LONGEST_FIRST.index(name)
+        return len(LONGEST_FIRST) + (name not in SHARED_FIXTURE_MODULES)
+
+    items.sort(key=rank)  # stable: within a rank, collection order
+    for item in items:
+        if item.path.name in SHARED_FIXTURE_MODULES:
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
 
 
 _TINY = dict(num_hidden_layers=2, num_attention_heads=2, intermediate_size=48, vocab_size=30522, type_vocab_size=2)
@@ -78,9 +95,13 @@ PAIRS = ["it was good", "not at all", "yes"]
 
 @pytest.fixture(scope="session", autouse=True)
 def _fresh_token_cache(tmp_path_factory):
-    """Tests build their own tokenization cache instead of reading a developer's."""
+    """Tests build their own tokenization cache instead of reading a developer's: one per pytest run, shared by
+    its xdist workers (the cache writes each file atomically), so SST-2's 67k rows are tokenized once, not per worker."""
     old = os.environ.get("FEDRP_CACHE")
-    os.environ["FEDRP_CACHE"] = str(tmp_path_factory.mktemp("fedrp-cache"))
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "fedrp-cache"
+    folder.mkdir(exist_ok=True)
+    os.environ["FEDRP_CACHE"] = str(folder)
     yield
     if old is None:
         os.environ.pop("FEDRP_CACHE", None)

@@ -37,7 +37,7 @@ def live_run(tmp_path_factory, glue_dir):
     proc = simulate(tmp, glue_dir, "--num-server-rounds", str(ROUNDS), "--fraction-train", "1.0",
                     "--fraction-evaluate", "0", "--faulty-clients", "2:wrong-fingerprint", "--dp-epsilon", "8",
                     "--dashboard-port", str(port), supernodes=3, wait=False,
-                    engine="flower")  # Ray's rounds leave the browser time to see the run in progress
+                    engine="inprocess")  # no Ray to start; a DP round takes seconds, time for the browser to look
     yield SimpleNamespace(proc=proc, store=tmp / "store.sqlite", port=port, tmp=tmp)
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)

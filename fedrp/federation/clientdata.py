@@ -4,10 +4,10 @@ validation examples, or a deployed node's own file."""
 from __future__ import annotations
 
 from functools import lru_cache
+from importlib.metadata import version
 from pathlib import Path
 
 import datasets
-import flwr_datasets
 import numpy as np
 
 from fedrp import cache, data, glue
@@ -51,7 +51,7 @@ def _partitions(task: str, labels: tuple, num_partitions: int, scheme: str, alph
         parts = partition(bins, num_partitions, scheme, alpha, seed, min_size)
         return {str(i): np.asarray(p, dtype=np.int64) for i, p in enumerate(parts)}
 
-    name = cache.key(PARTITION_CACHE_VERSION, flwr_datasets.__version__, task, num_partitions, scheme, alpha, seed,
+    name = cache.key(PARTITION_CACHE_VERSION, version("flwr-datasets"), task, num_partitions, scheme, alpha, seed,
                      min_size, cache.digest({"labels": np.asarray(bins)}))
     arrays = cache.load_or_build("partitions", name, build)
     return tuple(arrays[str(i)] for i in range(num_partitions))
