@@ -22,6 +22,7 @@ from fedrp.federation import (
     check_identity,
     client_eval_data,
     client_train_data,
+    label_counts,
     local_data_file,
     local_evaluate,
     local_train,
@@ -160,7 +161,15 @@ def build_client_app(overrides: dict | None = None) -> ClientApp:
         pid, n = _partition(context)
         if "data-file" in context.node_config and "partition-id" not in context.node_config:
             pid = -1  # no GLUE partition: the server samples this node by its node id
-        return Message(RecordDict({"partition": ConfigRecord({"partition-id": pid, "num-partitions": n})}), reply_to=msg)
+        reply = {"partition-id": pid, "num-partitions": n}
+        try:
+            cfg = FedConfig.from_run_config(context.run_config, overrides)
+            if cfg.reports_label_counts:  # for the prior the server evaluates with; never under DP or SecAgg+
+                reply["label-counts"] = label_counts(_data(cfg, context, "train")["label"],
+                                                     glue.get_task(cfg.task).num_labels)
+        except (OSError, ValueError):  # no usable data or config here: no counts; the training round says why
+            pass
+        return Message(RecordDict({"partition": ConfigRecord(reply)}), reply_to=msg)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:

@@ -42,13 +42,13 @@ class RunConfig(ModelOptions):
 
 
 def dev_metrics(model, task: glue.Task, tokenizer, pooling: str, max_length: int, data_dir, max_samples: int | None,
-                batch_size: int, device) -> tuple[dict[str, float], int]:
+                batch_size: int, device, logit_offsets=None) -> tuple[dict[str, float], int]:
     """Official metrics on every dev split (MNLI: matched, then `mismatched_`-prefixed)."""
     metrics, count = {}, 0
     for i, split in enumerate(task.dev_splits):
         dev = data.subset(data.load_tokenized(task, split, tokenizer, pooling, max_length, data_dir), max_samples, seed=None)
         prefix = "" if i == 0 else f"{split.removeprefix('dev_')}_"
-        metrics.update({prefix + k: v for k, v in evaluate(model, dev, task, batch_size, device).items()})
+        metrics.update({prefix + k: v for k, v in evaluate(model, dev, task, batch_size, device, logit_offsets).items()})
         count += len(dev)
     return metrics, count
 

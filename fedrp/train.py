@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 
 import datasets
@@ -267,9 +267,12 @@ class _StepLosses:
 
 @torch.no_grad()
 def predictions(model: Classifier, data: datasets.Dataset, batch_size: int = 64,
-                device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, predictions): class ids, or scores for a single-output head."""
+                device: torch.device | None = None,
+                logit_offsets: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, predictions): class ids, or scores for a single-output head; `logit_offsets` are added to
+    the logits before the argmax (a label prior, for a model trained with logit adjustment)."""
     device = device or select_device()
+    offsets = None if logit_offsets is None else torch.tensor(logit_offsets, dtype=torch.float32, device=device)
     model.to(device).eval()
     preds, labels = [], []
     bf16 = use_bf16("auto", device)
@@ -277,13 +280,13 @@ def predictions(model: Classifier, data: datasets.Dataset, batch_size: int = 64,
         labels.append(batch.pop("labels"))
         batch = _to(batch, device)
         with autocast(device, bf16):
-            logits = model(**batch).float()
+            logits = with_offsets(model(**batch).float(), offsets)
         preds.append(logits.squeeze(-1) if logits.shape[-1] == 1 else logits.argmax(-1))
     return torch.cat(labels).numpy(), torch.cat(preds).cpu().numpy()  # one read back, not one per batch
 
 
 def evaluate(model: Classifier, data: datasets.Dataset, task: Task, batch_size: int = 64,
-             device: torch.device | None = None) -> dict[str, float]:
-    """The task's official metrics on `data`."""
-    labels, preds = predictions(model, data, batch_size, device)
+             device: torch.device | None = None, logit_offsets: Sequence[float] | None = None) -> dict[str, float]:
+    """The task's official metrics on `data` (predictions with `logit_offsets` added, if any)."""
+    labels, preds = predictions(model, data, batch_size, device, logit_offsets)
     return glue_metrics.compute(task.metrics, labels, preds)

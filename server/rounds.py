@@ -17,7 +17,15 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fedrp import glue, payload
-from fedrp.federation import FedConfig, identity, initial_state, model_for, round_lr, server_evaluate
+from fedrp.federation import (
+    FedConfig,
+    federation_offsets,
+    identity,
+    initial_state,
+    model_for,
+    round_lr,
+    server_evaluate,
+)
 from fedrp.privacy.client_level import epsilon_after
 from fedrp.secagg import server_state
 from server import checkpoint, secagg
@@ -33,8 +41,9 @@ class TooFewReplies(RuntimeError):
 
 
 def discover(grid: Grid, known: dict[int, int | None], timeout: float, wait: float = 60.0,
-             minimum: int = 1) -> dict[int, int | None]:
-    """Ask nodes not seen yet for their partition id (node id -> partition id, None for a node's own data)."""
+             minimum: int = 1, counts: dict[int, list[int]] | None = None) -> dict[int, int | None]:
+    """Ask nodes not seen yet for their partition id (node id -> partition id, None for a node's own data);
+    the label counts that some report go into `counts` (node id -> counts)."""
     deadline = time.time() + wait
     while len(list(grid.get_node_ids())) < minimum and time.time() < deadline:
         time.sleep(0.5)
@@ -44,8 +53,11 @@ def discover(grid: Grid, known: dict[int, int | None], timeout: float, wait: flo
                         message_type=MessageType.QUERY) for n in new]
         for reply in grid.send_and_receive(msgs, timeout=timeout):
             if not reply.has_error():
-                pid = int(reply.content["partition"]["partition-id"])
+                answer = reply.content["partition"]
+                pid = int(answer["partition-id"])
                 known[reply.metadata.src_node_id] = pid if pid >= 0 else None
+                if counts is not None and "label-counts" in answer:
+                    counts[reply.metadata.src_node_id] = [int(c) for c in answer["label-counts"]]
     return dict(known)
 
 
@@ -72,17 +84,21 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
     folder = Path(cfg.checkpoint_dir) / f"run-{run_id}"
     log.info("run %d: %s / %s, rounds %d..%d, store %s", run_id, task.name, cfg.method, start_round + 1,
              cfg.num_server_rounds, cfg.store)
+    counts: dict[int, list[int]] = {}  # node id -> the label counts it reported (FedConfig.eval_prior)
     try:
+        nodes = discover(grid, {}, cfg.round_timeout, minimum=cfg.min_train_nodes, counts=counts)
+        prior = _federation_prior(counts, None)  # before round 0, whose evaluation uses it too
         if start_round == 0:
-            initial = server_evaluate(cfg, model, state)
+            initial = server_evaluate(cfg, model, state, prior)
             store.add_round(run_id, 0, initial)
             log.info("round %*d/%d  %s  (before training)", len(str(cfg.num_server_rounds)), 0, cfg.num_server_rounds,
                      format_metrics(initial))
-        nodes: dict[int, int | None] = {}
         for rnd in range(start_round + 1, cfg.num_server_rounds + 1):
-            nodes = discover(grid, nodes, cfg.round_timeout, minimum=cfg.min_train_nodes)
+            nodes = discover(grid, nodes, cfg.round_timeout, minimum=cfg.min_train_nodes, counts=counts)
+            prior = _federation_prior(counts, prior)
             strategy.prepare(nodes, cfg.data_seed, ident.get("fingerprint"), cfg.norm_bound, cfg.client_dp, cfg.norm_ratio)
-            state = _one_round(grid, cfg, strategy, store, run_id, rnd, state, model, {**ident, "run-lineage": lineage})
+            state = _one_round(grid, cfg, strategy, store, run_id, rnd, state, model, {**ident, "run-lineage": lineage},
+                               prior)
             checkpoint.save(folder, rnd, state, strategy.server_state(), {
                 "method": cfg.method, "fingerprint": ident.get("fingerprint"), "run_id": run_id, "lineage": lineage})
     except (KeyboardInterrupt, Interrupted):
@@ -95,11 +111,24 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
         store.end_run(run_id, "failed", f"{type(err).__name__}: {err}")
         raise
     store.end_run(run_id, "completed")
-    return summary(store, run_id)
+    out = summary(store, run_id)
+    if prior is not None:
+        out["label_prior"] = [round(float(p), 4) for p in np.exp(prior)]
+    return out
+
+
+def _federation_prior(counts: dict[int, list[int]], before: tuple[float, ...] | None) -> tuple[float, ...] | None:
+    """The logit offsets of the clients' reported label counts, logged when they change (new nodes reported)."""
+    prior = federation_offsets([counts[n] for n in sorted(counts)])
+    if prior is not None and prior != before:
+        log.info("label prior from %d clients' reported counts: %s (added to the logits when the server evaluates)",
+                 len(counts), ", ".join(f"{p:.3f}" for p in np.exp(prior)))
+    return prior
 
 
 def _one_round(grid: Grid, cfg: FedConfig, strategy: Validating, store: RunStore, run_id: int, rnd: int,
-               state: dict[str, np.ndarray], model, ident: dict) -> dict[str, np.ndarray]:
+               state: dict[str, np.ndarray], model, ident: dict,
+               prior: tuple[float, ...] | None = None) -> dict[str, np.ndarray]:
     start = time.time()
     config = ConfigRecord({**ident, "local-epochs": cfg.local_epochs, "lr": round_lr(cfg, rnd)})
     messages = list(strategy.configure_train(rnd, to_record(state), config, grid))
@@ -120,7 +149,7 @@ def _one_round(grid: Grid, cfg: FedConfig, strategy: Validating, store: RunStore
         train_metrics["client-dp-epsilon"] = epsilon_after(cfg.client_dp, len(messages) / len(strategy.nodes), rnd)
     evaluated = rnd % cfg.eval_every == 0 or rnd == cfg.num_server_rounds
     eval_metrics = _client_evaluation(grid, cfg, strategy, rnd, new_state, config) if evaluated else {}
-    server_metrics = server_evaluate(cfg, model, new_state) if evaluated else {}
+    server_metrics = server_evaluate(cfg, model, new_state, prior) if evaluated else {}
     store.add_round(run_id, rnd, server_metrics, train_metrics, eval_metrics,
                     bytes_up=sum(r.get("bytes", 0) for r in records), bytes_down=bytes_down, accepted=accepted,
                     refused=len(records) - accepted, wall_seconds=time.time() - start)

@@ -16,7 +16,16 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from fedrp.federation import FedConfig, client_train_data, initial_state, local_train, model_for
+from fedrp.federation import (
+    FedConfig,
+    client_train_data,
+    federation_offsets,
+    initial_state,
+    label_counts,
+    local_train,
+    model_for,
+    server_evaluate,
+)
 from server import checkpoint
 from server.store import RunStore
 
@@ -99,6 +108,28 @@ def test_faulty_clients_are_refused_and_recorded(tmp_path, glue_dir):
     for k in state:
         assert np.max(np.abs(state[k] - start[k])) > 100 * 2e-6, k  # the rounds moved it far beyond the tolerance
         np.testing.assert_allclose(got[k], state[k], rtol=0, atol=2e-6, err_msg=k)
+
+
+def test_server_evaluates_with_the_label_prior_the_clients_report(tmp_path, glue_dir):
+    """Logit-adjusted clients train for a uniform prior; the server adds the log of the label mix they report
+    (their counts summed, add-one smoothed) to the logits of every evaluation, round 0 included."""
+    out = simulate(tmp_path, glue_dir, "--task", "mrpc", "--num-server-rounds", "1", "--fraction-train", "1.0",
+                   "--fraction-evaluate", "0", supernodes=3)
+    cfg = FedConfig(task="mrpc", data_dir=str(glue_dir), max_train_samples=480, max_train_samples_per_client=80,
+                    max_eval_samples=200, bf16="off", local_optimizer="adamw", lr=0.01, batch_size=32,
+                    lr_decay="none")  # as SMALL
+    model = model_for(cfg)
+    counts = np.sum([label_counts(client_train_data(cfg, model.tokenizer, pid, 3)["label"], 2) for pid in range(3)],
+                    axis=0)
+    assert counts.sum() == 240 and counts[1] > 1.5 * counts[0]  # MRPC: about two paraphrases to one
+    expected = (counts + 1) / (counts.sum() + 2)
+    assert out["label_prior"] == pytest.approx(expected.tolist(), abs=1e-4)
+    offsets = federation_offsets([counts.tolist()])
+    _, final, _, _ = checkpoint.load(tmp_path / "ckpt" / f"run-{out['run_id']}")
+    for rnd, state in ((0, initial_state(cfg)), (1, final)):
+        with_prior = server_evaluate(cfg, model, state, offsets)
+        assert out["rounds"][rnd]["metrics"] == pytest.approx(with_prior, abs=1e-12), rnd
+    assert with_prior != server_evaluate(cfg, model, final, None)  # the prior changed answers: the check can fail
 
 
 def test_too_few_valid_replies_fail_the_run_cleanly(tmp_path, glue_dir):

@@ -40,6 +40,15 @@ def test_run_config_refuses_unknown_keys_and_bad_values():
     assert FedConfig.from_run_config({"lr": 0.5}).learning_rate == 0.5
 
 
+def test_clients_report_label_counts_only_where_no_guarantee_forbids_it():
+    """The counts set the prior the server evaluates a logit-adjusted model with; under sample-level DP,
+    client-level DP or SecAgg+ they would be exact data released outside the guarantee, so none are sent."""
+    assert FedConfig().reports_label_counts
+    for off in ({"dp-epsilon": 4.0}, {"client-dp-noise": 0.5}, {"secure-aggregation": "secagg+"},
+                {"local-loss": "ce"}, {"eval-prior": "uniform"}, {"task": "stsb"}):
+        assert not FedConfig.from_run_config(off).reports_label_counts, off
+
+
 def test_fault_spec_parses():
     assert parse_faults("0:nan, 3:wrong-fingerprint,5:scaled-1000") == {0: "nan", 3: "wrong-fingerprint", 5: "scaled-1000"}
     assert parse_faults("") == {}

@@ -216,6 +216,21 @@ def test_logit_offsets_are_the_smoothed_log_prior_and_enter_only_training(sst2):
     assert not torch.allclose(states["skew-adjusted"]["z"], states["skew-plain"]["z"], atol=1e-4)
 
 
+def test_evaluation_adds_the_logit_offsets_before_the_argmax(sst2):
+    """What the server does with the federation's prior: a large offset decides every answer, a zero one none."""
+    _, dev = sst2
+    model = build(ModelSpec(method="slash"), load_backbone())
+    labels, plain = predictions(model, dev, 64, CPU)
+    for cls in (0, 1):
+        offsets = tuple(50.0 if c == cls else 0.0 for c in range(2))
+        _, shifted = predictions(model, dev, 64, CPU, offsets)
+        assert (shifted == cls).all(), cls
+        assert evaluate(model, dev, glue.get_task("sst2"), 64, CPU, offsets)["accuracy"] == pytest.approx(
+            float(np.mean(labels == cls)))
+    _, unshifted = predictions(model, dev, 64, CPU, (0.0, 0.0))
+    assert (unshifted == plain).all()
+
+
 def test_device_selection_and_config_checks():
     assert select_device("cpu") == CPU
     assert select_device().type in ("cuda", "mps", "cpu")

@@ -33,7 +33,7 @@ from flwr.app import (
 )
 
 from clients import client_app, warm
-from fedrp.federation import FedConfig, identity, initial_state, model_for
+from fedrp.federation import FedConfig, client_train_data, identity, initial_state, label_counts, model_for
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE = 7
@@ -113,8 +113,12 @@ def test_a_query_through_the_worker_gets_the_real_apps_reply(worker, glue_dir, m
     want = client_app.app(msg, node_context(run_config))
     monkeypatch.setattr(client_app, "app", not_here)
     got = warm.app(message=msg, context=node_context(run_config, worker))
+    cfg = tiny(glue_dir)
+    counts = label_counts(client_train_data(cfg, model_for(cfg).tokenizer, 2, 4)["label"], 2)
+    assert sum(counts) == 16  # the partition's examples, what the server's label prior sums
     assert dict(got.content["partition"]) == dict(want.content["partition"]) == {"partition-id": 2,
-                                                                                 "num-partitions": 4}
+                                                                                 "num-partitions": 4,
+                                                                                 "label-counts": counts}
     assert got.metadata.reply_to_message_id == msg.metadata.message_id != ""
     assert (got.metadata.src_node_id, got.metadata.dst_node_id, got.metadata.message_type, got.metadata.group_id) \
         == (NODE, 1, MessageType.QUERY, "3")

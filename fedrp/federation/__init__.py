@@ -16,6 +16,8 @@ from fedrp.federation.clientdata import (
 )
 from fedrp.federation.config import FedConfig, round_lr, round_seed
 from fedrp.federation.local import (
+    federation_offsets,
+    label_counts,
     local_evaluate,
     local_train,
     local_train_config,
@@ -25,7 +27,7 @@ from fedrp.federation.local import (
 from fedrp.federation.model import check_identity, identity, initial_state, model_for
 
 __all__ = [
-    "FedConfig", "check_identity", "client_eval_data", "client_indices", "client_train_data", "identity",
-    "initial_state", "local_data_file", "local_evaluate", "local_train", "local_train_config", "logit_offsets",
+    "FedConfig", "check_identity", "client_eval_data", "client_indices", "client_train_data", "federation_offsets",
+    "identity", "initial_state", "label_counts", "local_data_file", "local_evaluate", "local_train", "local_train_config", "logit_offsets",
     "model_for", "round_lr", "round_seed", "server_evaluate", "validation_data", "warm_caches",
 ]

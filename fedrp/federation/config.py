@@ -21,6 +21,7 @@ from fedrp.spec import ModelOptions, ModelSpec, Vocabulary, check_fields, option
 from fedrp.train import OPTIMIZERS, SCHEDULES
 
 LOCAL_LOSSES = ("logit-adjusted", "ce")
+EVAL_PRIORS = ("reported", "uniform")
 LR_DECAYS = ("none", "cosine")
 SECURE_AGGREGATIONS = ("none", "secagg+")
 DP_SCHEDULES = ("sampled", "all")
@@ -54,6 +55,10 @@ class FedConfig(ModelOptions):
                                   ("", *OPTIMIZERS))
     local_loss: str = option("logit-adjusted", "the clients' loss: cross-entropy with each client's label prior "
                                                "offset out (logit_offsets), or plain ce", LOCAL_LOSSES)
+    eval_prior: str = option("reported", "the label prior the server adds to a logit-adjusted model's logits when "
+                                         "it evaluates: the clients' reported label counts, summed (each reports "
+                                         "them once, in its first query; none under dp-epsilon, client-level DP or "
+                                         "SecAgg+), or uniform (the plain logits)", EVAL_PRIORS)
     lr_decay: str = option("cosine", "the clients' rate over the rounds (round_lr)", LR_DECAYS)
     schedule: str = option("constant", "rate schedule within a client's round (rounds are short)", SCHEDULES)
     batch_size: int = option(0, f"local batches; 0: {FEDERATED_BATCH_SIZE} (more steps a round for the same "
@@ -205,6 +210,16 @@ class FedConfig(ModelOptions):
             return None
         return PrivacyConfig(epsilon=self.dp_epsilon, delta=self.dp_delta or None,
                              max_grad_norm=self.dp_max_grad_norm, accountant=self.dp_accountant)
+
+    @property
+    def reports_label_counts(self) -> bool:
+        """Whether clients tell the server their label counts, for the prior it evaluates with (eval_prior).
+
+        Never under DP, client-level DP or SecAgg+: exact counts would escape their guarantees.
+        """
+        return (self.eval_prior == "reported" and self.local_loss == "logit-adjusted"
+                and not glue.get_task(self.task).is_regression
+                and self.privacy is None and self.client_dp is None and self.secagg is None)
 
     @property
     def glue_dir(self) -> str | None:

@@ -54,8 +54,7 @@ def local_train_config(cfg: FedConfig, train_data: datasets.Dataset, server_roun
     task = glue.get_task(cfg.task)
     adjust = cfg.local_loss == "logit-adjusted" and not task.is_regression
     if adjust and cfg.privacy is None:
-        counts = tuple(np.bincount(np.asarray(train_data["label"], dtype=np.int64), minlength=task.num_labels)
-                       [:task.num_labels])
+        counts = tuple(label_counts(train_data["label"], task.num_labels))
     return TrainConfig(lr=round_lr(cfg, server_round), optimizer=cfg.optimizer, epochs=cfg.local_epochs,
                        batch_size=cfg.local_batch_size,
                        bf16=cfg.bf16, schedule=cfg.schedule, warmup_ratio=0.0,
@@ -92,14 +91,20 @@ def _train_private_round(cfg: FedConfig, model: Classifier, train_data: datasets
     return result
 
 
+def label_counts(labels, num_labels: int) -> list[int]:
+    """How many examples of each class: what a client reports for the federation's prior (FedConfig.eval_prior)."""
+    return np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_labels)[:num_labels].tolist()
+
+
 def logit_offsets(labels, num_labels: int) -> tuple[float, ...]:
     """log of this client's label prior (add-one smoothed), added to the logits in local training.
 
     The local optimum then no longer encodes the client's own label mix, so the averaged heads
     swing less with the round's sampled clients (logit adjustment against label skew: Menon
-    et al. 2021; FedLC, Zhang et al. 2022). Evaluation and inference use the plain logits.
+    et al. 2021; FedLC, Zhang et al. 2022). The global model so trained answers for a uniform
+    prior; the server evaluates it with the federation's prior added (federation_offsets).
     """
-    return prior_offsets(np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_labels)[:num_labels])
+    return prior_offsets(label_counts(labels, num_labels))
 
 
 def smoothed_counts(counts) -> np.ndarray:
@@ -111,6 +116,14 @@ def prior_offsets(counts) -> tuple[float, ...]:
     """log of the label prior from counts: the logit offsets."""
     kept = smoothed_counts(counts)
     return tuple(float(x) for x in np.log(kept / kept.sum()))
+
+
+def federation_offsets(reported: list[list[int]]) -> tuple[float, ...] | None:
+    """log of the label prior of the clients' reported counts, summed: what turns a logit-adjusted model's
+    uniform-prior answer into one for the federation's label mix (Menon et al. 2021). None: no reports."""
+    if not reported:
+        return None
+    return prior_offsets(np.sum(np.asarray(reported, dtype=np.float64), axis=0))
 
 
 def class_weights(counts) -> tuple[float, ...]:
@@ -127,13 +140,16 @@ def local_evaluate(cfg: FedConfig, state: dict[str, np.ndarray], eval_data: data
     return {"num-examples": float(len(eval_data)), **evaluate(model, eval_data, task, cfg.local_batch_size * 2, select_device(device))}
 
 
-def server_evaluate(cfg: FedConfig, model: Classifier, state: dict[str, np.ndarray]) -> dict[str, float]:
+def server_evaluate(cfg: FedConfig, model: Classifier, state: dict[str, np.ndarray],
+                    prior: tuple[float, ...] | None = None) -> dict[str, float]:
     """Centralized evaluation of the global state on the task's dev set (all dev splits), or on the
-    held-out training examples when validation-samples is set."""
+    held-out training examples when validation-samples is set; `prior`: logit offsets added before the argmax
+    (federation_offsets)."""
     load_trainable_state(model, state)
     task = glue.get_task(cfg.task)
     if cfg.validation_samples:
-        return evaluate(model, validation_data(cfg, model.tokenizer), task, cfg.local_batch_size * 2, select_device("auto"))
+        return evaluate(model, validation_data(cfg, model.tokenizer), task, cfg.local_batch_size * 2,
+                        select_device("auto"), prior)
     metrics, _ = dev_metrics(model, task, model.tokenizer, cfg.pooling, cfg.max_length, cfg.glue_dir,
-                             cfg.max_eval_samples or None, cfg.local_batch_size * 2, select_device("auto"))
+                             cfg.max_eval_samples or None, cfg.local_batch_size * 2, select_device("auto"), prior)
     return metrics
