@@ -42,7 +42,7 @@ class RunConfig(ModelOptions):
 
 
 def dev_metrics(model, task: glue.Task, tokenizer, pooling: str, max_length: int, data_dir, max_samples: int | None,
-                batch_size: int, device, logit_offsets=None) -> tuple[dict[str, float], int]:
+                batch_size: int, device, logit_offsets: tuple[float, ...] | None = None) -> tuple[dict[str, float], int]:
     """Official metrics on every dev split (MNLI: matched, then `mismatched_`-prefixed)."""
     metrics, count = {}, 0
     for i, split in enumerate(task.dev_splits):

@@ -66,6 +66,11 @@ def validation_split(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[:size]), np.sort(order[size:])
 
 
+def label_counts(labels, num_labels: int) -> list[int]:
+    """How many examples of each class (logit offsets, the released DP counts, the federation's prior)."""
+    return np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_labels)[:num_labels].tolist()
+
+
 def subset(ds: datasets.Dataset, n: int | None, seed: int | None = 0) -> datasets.Dataset:
     """At most n examples: a seeded random subset (seed None: the first n)."""
     if n is None or n >= len(ds):

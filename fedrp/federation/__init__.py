@@ -6,6 +6,7 @@ config (the run config and the round schedule), model (the model a client builds
 identity it proves), clientdata (a client's examples) and local (a client's round).
 """
 
+from fedrp.data import label_counts
 from fedrp.federation.clientdata import (
     client_eval_data,
     client_indices,
@@ -17,7 +18,6 @@ from fedrp.federation.clientdata import (
 from fedrp.federation.config import FedConfig, round_lr, round_seed
 from fedrp.federation.local import (
     federation_offsets,
-    label_counts,
     local_evaluate,
     local_train,
     local_train_config,
@@ -28,6 +28,7 @@ from fedrp.federation.model import check_identity, identity, initial_state, mode
 
 __all__ = [
     "FedConfig", "check_identity", "client_eval_data", "client_indices", "client_train_data", "federation_offsets",
-    "identity", "initial_state", "label_counts", "local_data_file", "local_evaluate", "local_train", "local_train_config", "logit_offsets",
-    "model_for", "round_lr", "round_seed", "server_evaluate", "validation_data", "warm_caches",
+    "identity", "initial_state", "label_counts", "local_data_file", "local_evaluate", "local_train",
+    "local_train_config", "logit_offsets", "model_for", "round_lr", "round_seed", "server_evaluate", "validation_data",
+    "warm_caches",
 ]

@@ -10,6 +10,7 @@ import numpy as np
 from fedrp import glue
 from fedrp.centralized import dev_metrics
 from fedrp.classifier import Classifier
+from fedrp.data import label_counts
 from fedrp.federation.clientdata import validation_data
 from fedrp.federation.config import FedConfig, round_lr, round_seed, rounds_sampled
 from fedrp.federation.model import model_for
@@ -89,11 +90,6 @@ def _train_private_round(cfg: FedConfig, model: Classifier, train_data: datasets
                            cfg.dp_z_share)
     budget.history = [tuple(h) for h in accountant.history]
     return result
-
-
-def label_counts(labels, num_labels: int) -> list[int]:
-    """How many examples of each class: what a client reports for the federation's prior (FedConfig.eval_prior)."""
-    return np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_labels)[:num_labels].tolist()
 
 
 def logit_offsets(labels, num_labels: int) -> tuple[float, ...]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from opacus.accountants import IAccountant
 
+from fedrp.data import label_counts
 from fedrp.files import write_text
 from fedrp.privacy.accounting import make_accountant, noise_after, noise_for
 from fedrp.privacy.config import PrivacyConfig
@@ -38,8 +39,7 @@ class ClientBudget:
         Everything computed from the released counts (logit offsets, per-class clipping norms) is
         post-processing. The noise comes from the OS, never from a seed a participant could know.
         """
-        exact = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_labels)[:num_labels]
-        noisy = exact + np.random.default_rng().normal(0.0, noise, size=num_labels)
+        noisy = np.asarray(label_counts(labels, num_labels)) + np.random.default_rng().normal(0.0, noise, size=num_labels)
         self.history.append((float(noise), COUNT_RELEASE_RATE, 1))
         self.counts = tuple(float(x) for x in noisy)
         return self.counts
