@@ -1,6 +1,6 @@
 """Flower strategies that validate every reply before aggregating, and sample clients by seed.
 
-Each aggregation rule is Flower's own (FedAvg, FedAdam, FedMedian, FedTrimmedAvg); the mixin
+Each aggregation rule is Flower's own (FedAvg, FedAvgM, FedAdam, FedMedian, FedTrimmedAvg); the mixin
 in front of it refuses bad replies (recorded with their reason) and picks the round's
 clients from the run seed and the round number, by partition id, so that a resumed run
 trains exactly the clients the uninterrupted run would have.
@@ -14,7 +14,7 @@ from typing import ClassVar
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedMedian, FedTrimmedAvg
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedMedian, FedTrimmedAvg
 from flwr.serverapp.strategy.fedopt import FedOpt
 
 from fedrp import payload
@@ -135,6 +135,38 @@ class FedAvgRP(Validating, FedAvg):
     """FedAvg weighted by examples: exact for SLaSh, whose shifts are linear in z."""
 
 
+class FedAvgMRP(Validating, FedAvgM):
+    """FedAvgM (Hsu et al., 2019): the server steps along a momentum of the rounds' averaged updates, so the
+    swing that each round's sample of label-skewed clients gives the global vector averages out over rounds.
+    Its rate is 1 - momentum: a steady update moves the model as far as FedAvg's would."""
+
+    settings: ClassVar[dict[str, str]] = {"server_momentum": "server_momentum"}
+
+    def __init__(self, *, server_momentum: float, **kwargs) -> None:
+        super().__init__(server_momentum=server_momentum, server_learning_rate=1.0 - server_momentum, **kwargs)
+        self.saved_momentum: dict[str, np.ndarray] | None = None
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        # Flower's FedAvgM takes its base vector from the first round only; the mixin builds the messages
+        # itself, so the vector that this round sends is set here, and a resumed momentum is put in its order.
+        self.current_arrays = arrays
+        if self.saved_momentum is not None:
+            self.momentum_vector = [self.saved_momentum[k] for k in arrays]
+            self.saved_momentum = None
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def server_state(self) -> dict[str, np.ndarray]:
+        """The momentum, by array name (Flower keeps it as a list in the arrays' order)."""
+        if self.momentum_vector is None:
+            return {}
+        return {f"momentum/{k}": np.asarray(v) for k, v in zip(self.current_arrays.keys(), self.momentum_vector,
+                                                                 strict=True)}
+
+    def load_server_state(self, state: dict[str, np.ndarray]) -> None:
+        saved = {k.split("/", 1)[1]: v for k, v in state.items() if k.startswith("momentum/")}
+        self.saved_momentum = saved or None
+
+
 class FedAdamRP(Validating, FedAdam):
     """FedAdam: the averaged update drives a server-side Adam step."""
 
@@ -152,8 +184,8 @@ class FedTrimmedAvgRP(Validating, FedTrimmedAvg):
 
 
 # The run config's `aggregation` values. A rule is a class here and one line in this registry.
-STRATEGIES: dict[str, type[Validating]] = {"fedavg": FedAvgRP, "fedadam": FedAdamRP, "median": FedMedianRP,
-                                           "trimmed-mean": FedTrimmedAvgRP}
+STRATEGIES: dict[str, type[Validating]] = {"fedavg": FedAvgRP, "fedavgm": FedAvgMRP, "fedadam": FedAdamRP,
+                                           "median": FedMedianRP, "trimmed-mean": FedTrimmedAvgRP}
 
 
 def check_aggregation(name: str) -> type[Validating]:

@@ -30,12 +30,14 @@ def test_run_config_refuses_unknown_keys_and_bad_values():
         FedConfig.from_run_config({"rounds": 3})
     with pytest.raises(ValueError, match="'num-server-rounds' expects int"):
         FedConfig.from_run_config({"num-server-rounds": "many"})
-    with pytest.raises(ValueError, match=r"aggregation must be one of \['fedavg', 'fedadam', 'median', 'trimmed-mean'\]"):
+    with pytest.raises(ValueError, match=r"aggregation must be one of \['fedavg', 'fedavgm', 'fedadam', 'median', 'trimmed-mean'\]"):
         make_strategy(FedConfig.from_run_config({"aggregation": "krum"}))  # the server's vocabulary
     with pytest.raises(ValueError, match="PARTITION:KIND"):
         FedConfig.from_run_config({"faulty-clients": "0:melt"})
     with pytest.raises(ValueError, match="local-loss must be one of"):
         FedConfig.from_run_config({"local-loss": "focal"})
+    with pytest.raises(ValueError, match=r"server-momentum must be in \[0, 1\), got 1.0"):
+        FedConfig.from_run_config({"server-momentum": 1.0})  # rate 1 - momentum = 0: the model would never move
     assert FedConfig.from_run_config({"lr": 0.0, "method": "full"}).learning_rate == RATES["full"].federated == 1e-4
     assert FedConfig.from_run_config({"lr": 0.5}).learning_rate == 0.5
 
@@ -214,7 +216,7 @@ def test_norm_ratio_refuses_a_runaway_update_and_spares_skewed_honest_ones():
         FedConfig(norm_ratio=0.5)
 
 
-def _replies(strategy, sent: dict, updates: dict) -> list:
+def _replies(strategy, sent: dict, updates: dict, rnd: int = 1) -> list:
     """One round's replies as Flower delivers them: a state per partition, an error for a crashed client
     (None), or a refusal (a string: its reason)."""
     from flwr.app import ConfigRecord, Error, Message, MetricRecord, RecordDict
@@ -223,7 +225,7 @@ def _replies(strategy, sent: dict, updates: dict) -> list:
 
     strategy.prepare({100 + pid: pid for pid in updates}, seed=0, fingerprint="f", norm_bound=0.0)
     replies = []
-    for msg in strategy.configure_train(1, to_record(sent), ConfigRecord(), grid=None):
+    for msg in strategy.configure_train(rnd, to_record(sent), ConfigRecord(), grid=None):
         msg.metadata.__dict__["_message_id"] = msg.object_id  # as the grid sets it when the message is pushed
         update = updates[strategy.nodes[msg.metadata.dst_node_id]]
         if update is None:
@@ -236,6 +238,46 @@ def _replies(strategy, sent: dict, updates: dict) -> list:
                               "meta": ConfigRecord({"fingerprint": "f"})})
         replies.append(Message(content, reply_to=msg))
     return replies
+
+
+@pytest.fixture
+def in_a_server_app(monkeypatch):
+    """Replies can be built only where Flower believes it runs a ServerApp."""
+    from flwr.common.constant import SUPERLINK_NODE_ID
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for name, value in (("_task_id", 1), ("_run_id", 1), ("_node_id", SUPERLINK_NODE_ID)):
+        monkeypatch.setattr(TaskIdentity, name, value)
+
+
+def test_fedavgm_steps_along_the_momentum_of_the_rounds_and_a_resumed_run_keeps_it(in_a_server_app):
+    """x_t = x_{t-1} - (1 - b) m_t with m_t = b m_{t-1} + (x_{t-1} - mean of the replies); the momentum is
+    checkpointed, so a strategy restarted from round 1's checkpoint ends round 2 on the same vector."""
+    beta, rng = 0.9, np.random.default_rng(1)
+    cfg = FedConfig(aggregation="fedavgm", server_momentum=beta, fraction_train=1.0, fraction_evaluate=0.0)
+    x0 = {"z": rng.normal(size=5).astype(np.float32), "head.weight": rng.normal(size=(2, 3)).astype(np.float32)}
+    steps = [{pid: {k: rng.normal(size=v.shape).astype(np.float32) for k, v in x0.items()} for pid in (0, 1)}
+             for _ in range(2)]
+
+    def round_of(strategy, rnd, x):
+        updates = {pid: {k: x[k] + d[k] for k in x} for pid, d in steps[rnd - 1].items()}
+        arrays, _ = strategy.aggregate_train(rnd, _replies(strategy, x, updates, rnd))
+        return from_record(arrays)
+
+    strategy = make_strategy(cfg)
+    x1 = round_of(strategy, 1, x0)
+    saved = {k: v.copy() for k, v in strategy.server_state().items()}
+    x2 = round_of(strategy, 2, x1)
+    m1 = {k: -(steps[0][0][k] + steps[0][1][k]) / 2 for k in x0}
+    m2 = {k: beta * m1[k] - (steps[1][0][k] + steps[1][1][k]) / 2 for k in x0}
+    for k, start in x0.items():
+        np.testing.assert_allclose(x1[k], start - (1 - beta) * m1[k], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(x2[k], x1[k] - (1 - beta) * m2[k], rtol=1e-5, atol=1e-6)
+    assert sorted(saved) == ["momentum/head.weight", "momentum/z"]
+    resumed = make_strategy(cfg)
+    resumed.load_server_state(saved)
+    again = round_of(resumed, 2, x1)
+    assert all(np.array_equal(again[k], x2[k]) for k in x0)
 
 
 @pytest.mark.parametrize("aggregation", ["median", "trimmed-mean"])

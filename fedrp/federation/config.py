@@ -75,7 +75,9 @@ class FedConfig(ModelOptions):
     eval_every: int = option(1, "the server evaluates after every eval-every rounds, and after the last", minimum=1)
     aggregation: str = option("fedavg", "the server's rule (server.strategy.STRATEGIES: the server checks it, "
                                         "since fedrp never imports server/)")
-    server_lr: float = option(0.01, "fedadam's and fedyogi's server rate (eta)")
+    server_lr: float = option(0.01, "fedadam's server rate (eta)")
+    server_momentum: float = option(0.9, "fedavgm: the server's momentum on the averaged update, in [0, 1) (its "
+                                         "rate is 1 - momentum, so a steady update moves as far as fedavg's)")
     trim_beta: float = option(0.2, "trimmed-mean: the share cut from each end, per coordinate")
     norm_bound: float = option(0.0, "refuse an update whose L2 norm exceeds this; 0: off")
     norm_ratio: float = option(100.0, "refuse an update over this many times the round's median norm (3+ replies); "
@@ -127,6 +129,8 @@ class FedConfig(ModelOptions):
                            ("round-timeout", self.round_timeout)):
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{key} must be a positive number, got {value}")
+        if not (math.isfinite(self.server_momentum) and 0.0 <= self.server_momentum < 1.0):
+            raise ValueError(f"server-momentum must be in [0, 1), got {self.server_momentum}")
         if not (math.isfinite(self.norm_bound) and self.norm_bound >= 0):
             raise ValueError(f"norm-bound must be 0 (off) or positive, got {self.norm_bound}")
         if not (math.isfinite(self.norm_ratio) and (self.norm_ratio == 0 or self.norm_ratio > 1)):
