@@ -281,14 +281,9 @@ def test_fedavgm_steps_along_the_momentum_of_the_rounds_and_a_resumed_run_keeps_
 
 
 @pytest.mark.parametrize("aggregation", ["median", "trimmed-mean"])
-def test_robust_rules_outvote_a_scaled_update_and_refuse_a_crash(aggregation, monkeypatch):
+def test_robust_rules_outvote_a_scaled_update_and_refuse_a_crash(aggregation, in_a_server_app):
     """Six sampled clients: one sends x1000, one crashes, one refuses the round; the rule takes the middle of
     the four accepted, and the crash and the refusal are stored apart."""
-    from flwr.common.constant import SUPERLINK_NODE_ID
-    from flwr.supercore.task_identity import TaskIdentity
-
-    for name, value in (("_task_id", 1), ("_run_id", 1), ("_node_id", SUPERLINK_NODE_ID)):  # as in a ServerApp process
-        monkeypatch.setattr(TaskIdentity, name, value)
     rng = np.random.default_rng(0)
     sent = {"z": np.zeros(6, np.float32), "head.weight": np.zeros((2, 3), np.float32)}
     honest = {pid: {k: rng.normal(size=v.shape).astype(np.float32) for k, v in sent.items()} for pid in (2, 3, 4)}
