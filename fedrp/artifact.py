@@ -75,10 +75,17 @@ def from_model(model: AdapterModel, task: str | None = None, label_names: list[s
     )
 
 
-def save(artifact: Artifact, path: str | os.PathLike) -> Path:
-    """Write atomically: a crash mid-write never leaves a torn file where a good one was."""
+def save(artifact: Artifact, path: str | os.PathLike, overwrite: bool = True) -> Path:
+    """Write atomically: a crash mid-write never leaves a torn file where a good one was. Non-finite
+    weights are refused (load would refuse them anyway); overwrite=False never replaces an existing file."""
     path = Path(path)
-    with atomic_path(path, mode=0o644) as tmp:  # an adapter is meant to be shared
+    bad = [k for k, t in sorted(artifact.tensors.items()) if not torch.isfinite(t).all()]
+    if bad:
+        raise ValueError(f"refusing to write {path}: non-finite values in {bad} (training diverged); expected "
+                         "finite weights")
+    if not overwrite and path.exists():
+        raise FileExistsError(f"{path} exists: pass --overwrite to replace it, or write elsewhere")
+    with atomic_path(path, mode=0o644, replace=overwrite) as tmp:  # an adapter is meant to be shared
         save_file(artifact.tensors, tmp, metadata={"fedrp": json.dumps(artifact.metadata(), sort_keys=True)})
     return path
 

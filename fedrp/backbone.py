@@ -42,14 +42,15 @@ class Family:
     blocks: str
     targets: dict[str, str]
     lora_targets: tuple[str, ...] = ("query", "value")  # attention query and value projections
+    pad_positions: bool = False  # position ids count from padding_idx + 1, and pad-id tokens take none (RoBERTa)
 
 
 _BERT_LIKE = {"output": "output.dense", "intermediate": "intermediate.dense", "attention": "attention.output.dense"}
 
 FAMILIES: dict[str, Family] = {
     "bert": Family("bert", "encoder.layer", _BERT_LIKE),
-    "roberta": Family("roberta", "encoder.layer", _BERT_LIKE),
-    "xlm-roberta": Family("xlm-roberta", "encoder.layer", _BERT_LIKE),
+    "roberta": Family("roberta", "encoder.layer", _BERT_LIKE, pad_positions=True),
+    "xlm-roberta": Family("xlm-roberta", "encoder.layer", _BERT_LIKE, pad_positions=True),
     "electra": Family("electra", "encoder.layer", _BERT_LIKE),
     "deberta-v2": Family("deberta-v2", "encoder.layer", _BERT_LIKE, ("query_proj", "value_proj")),
     "distilbert": Family(
@@ -142,16 +143,45 @@ def freeze(model: PreTrainedModel) -> PreTrainedModel:
     return model.eval()
 
 
-def load_backbone(name: str | None = None, dtype: torch.dtype = torch.float32) -> Backbone:
-    """Load any transformers encoder (hub id or local path); the default needs no network."""
-    canonical, source = resolve(name)
+def load_config(name: str | None = None) -> PretrainedConfig:
+    """The backbone's config alone (no weights): what the checks made before a model loads read."""
+    _, source = resolve(name)
     local = Path(source).is_dir()
     if not local:
         log.info("loading %s from the Hugging Face hub (or its cache)", source)
     try:
-        AutoConfig.from_pretrained(source, local_files_only=local)
+        return AutoConfig.from_pretrained(source, local_files_only=local)
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot load backbone {source!r}: expected a transformers model name or folder ({err})") from err
+
+
+def max_tokens(config: PretrainedConfig, prompt_tokens: int = 0) -> int | None:
+    """The longest input, in tokens, that the position embeddings take beside `prompt_tokens` prepended slots
+    of the pad id (JR-WARP's); None where the model has no absolute positions (DeBERTa-v2 without them)."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is None or (config.model_type == "deberta-v2" and not config.position_biased_input):
+        return None
+    family = FAMILIES.get(config.model_type)
+    if family is not None and family.pad_positions:  # the slots sit at padding_idx, the text after it
+        return positions - config.pad_token_id - 1
+    return positions - prompt_tokens
+
+
+def check_positions(max_length: int, config: PretrainedConfig, prompt_tokens: int = 0,
+                     option: str = "--max-length") -> None:
+    """Refuse a max length the backbone cannot embed: the first longer example would fail mid-run."""
+    limit = max_tokens(config, prompt_tokens)
+    if limit is not None and max_length > limit:
+        beside = " beside the prompt token" if limit < max_tokens(config) else ""
+        raise ValueError(f"{option} {max_length} is more than the backbone takes: its {config.max_position_embeddings} "
+                         f"position embeddings hold {limit} tokens{beside}; expected {option} of at most {limit}")
+
+
+def load_backbone(name: str | None = None, dtype: torch.dtype = torch.float32) -> Backbone:
+    """Load any transformers encoder (hub id or local path); the default needs no network."""
+    canonical, source = resolve(name)
+    local = Path(source).is_dir()
+    load_config(name)  # one line for a name that is no model
     model = AutoModel.from_pretrained(source, dtype=dtype, local_files_only=local)
     family_of(model)  # refuse unsupported architectures before any work
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)

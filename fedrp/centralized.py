@@ -7,10 +7,13 @@ import os
 import time
 from pathlib import Path
 
+import torch
+
 from fedrp import artifact, data, glue
-from fedrp.adapters import AdapterModel
+from fedrp.adapters import METHODS as ADAPTERS
 from fedrp.backbone import load_backbone
-from fedrp.methods import RATES, build, payload_bytes
+from fedrp.files import check_writable_folder
+from fedrp.methods import RATES, build, check_max_length, payload_bytes
 from fedrp.privacy.config import PrivacyConfig
 from fedrp.privacy.engine import train_private
 from fedrp.spec import ModelOptions
@@ -37,6 +40,7 @@ class RunConfig(ModelOptions):
     bf16: str = "auto"
     device: str = "auto"
     out: str | None = "runs"
+    overwrite: bool = False  # replace an adapter an earlier run left at the same path
     progress: bool | None = None
     privacy: PrivacyConfig | None = None  # sample-level DP-SGD
 
@@ -66,6 +70,8 @@ def run(cfg: RunConfig) -> dict:
                        progress=cfg.progress)
     for split in task.dev_splits:  # a bad dev file found after training would throw the training away
         glue.load_split(task, split, cfg.data_dir)
+    out = check_out(cfg, task)  # so would an adapter that cannot be written
+    check_max_length(cfg.max_length, cfg.model or None, cfg.method)  # and the first example too long to embed
     backbone = load_backbone(cfg.model or None)
     full = data.load_tokenized(task, "train", backbone.tokenizer, cfg.pooling, cfg.max_length, cfg.data_dir)
     held_out = None
@@ -78,15 +84,16 @@ def run(cfg: RunConfig) -> dict:
         result = train(model, train_data, tcfg, device)
     else:
         result = train_private(model, train_data, tcfg, cfg.privacy, device)
+    check_finite(model)
     if held_out is None:
         metrics, n_eval = dev_metrics(model, task, backbone.tokenizer, cfg.pooling, cfg.max_length, cfg.data_dir,
                                       cfg.max_eval_samples, cfg.batch_size * 2, device)
     else:
         metrics, n_eval = evaluate(model, held_out, task, cfg.batch_size * 2, device), len(held_out)
     path = None
-    if isinstance(model, AdapterModel) and cfg.out and held_out is None:  # an artifact's metric is a dev metric
+    if out is not None:
         art = artifact.from_model(model, task=task.name, label_names=list(task.label_names), metric=metrics)
-        path = str(artifact.save(art, Path(cfg.out) / f"{task.name}-{cfg.method}.safetensors"))
+        path = str(artifact.save(art, out, overwrite=cfg.overwrite))
     return {
         "task": task.name, "method": cfg.method, "metrics": metrics, "params": model.num_trainable(),
         "evaluated_on": "dev" if held_out is None else f"{len(held_out)} held-out training examples",
@@ -97,6 +104,35 @@ def run(cfg: RunConfig) -> dict:
         "batch_size": cfg.batch_size, "seed": cfg.seed, "data_seed": cfg.data_seed, "backbone": backbone.name, "device": device.type,
         "bf16": use_bf16(cfg.bf16, device), **({"privacy": result.privacy} if result.privacy else {}),
     }
+
+
+def artifact_path(cfg: RunConfig, task: glue.Task) -> Path | None:
+    """Where the run writes its adapter: None for a baseline, without --out, or when it reports on held-out
+    training examples (an artifact's metric is a dev metric)."""
+    if cfg.method not in ADAPTERS or not cfg.out or cfg.validation_samples:
+        return None
+    return Path(cfg.out) / f"{task.name}-{cfg.method}.safetensors"
+
+
+def check_out(cfg: RunConfig, task: glue.Task) -> Path | None:
+    """The adapter's path, refused before training when it could not be written or would replace an earlier
+    adapter without --overwrite."""
+    path = artifact_path(cfg, task)
+    if path is None:
+        return None
+    check_writable_folder(path.parent, "--out", "the adapter")
+    if path.is_dir() or (path.exists() and not cfg.overwrite):
+        raise FileExistsError(f"--out {cfg.out} already holds {path.name}: pass --overwrite to replace it, or choose "
+                              "another --out")
+    return path
+
+
+def check_finite(model) -> None:
+    """A diverged run ends here, in one line, rather than reporting metrics of NaN weights or saving them."""
+    bad = sorted(k for k, p in model.trainable_parameters().items() if not torch.isfinite(p).all())
+    if bad:
+        raise FloatingPointError(f"training ended with non-finite values in {bad[:4]}; nothing was saved: lower "
+                                 "the learning rate")
 
 
 def evaluate_artifact(path: str | os.PathLike, task_name: str | None = None, data_dir: str | None = None,
@@ -112,6 +148,7 @@ def evaluate_artifact(path: str | os.PathLike, task_name: str | None = None, dat
                          f"{task.name} has labels {list(task.label_names) or '(a regression score)'}")
     for split in task.dev_splits:
         glue.load_split(task, split, data_dir)
+    check_max_length(max_length, model_name or art.backbone, art.method)
     model, art = artifact.load_model(path, model_name=model_name)
     if task.num_labels != model.config.num_labels:
         raise ValueError(f"adapter has {model.config.num_labels} outputs, task {task.name} needs {task.num_labels}")

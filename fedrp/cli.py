@@ -35,12 +35,17 @@ def _finite(value):
 def cmd_init(args: argparse.Namespace) -> None:
     from fedrp import artifact
     from fedrp.backbone import load_backbone
+    from fedrp.files import check_writable_folder
     from fedrp.methods import build
 
     if Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} is a folder: expected the adapter file to write (.safetensors)")
+    if Path(args.out).exists() and not args.overwrite:
+        raise FileExistsError(f"--out {args.out} exists: pass --overwrite to replace it, or choose another --out")
+    check_writable_folder(Path(args.out).parent, "--out", "the adapter")
     model = build(_model_options(args).model_spec(len(args.labels)), load_backbone(args.model or None))
-    path = artifact.save(artifact.from_model(model, task=args.task, label_names=args.labels), args.out)
+    path = artifact.save(artifact.from_model(model, task=args.task, label_names=args.labels), args.out,
+                         overwrite=args.overwrite)
     _emit(args, {"artifact": str(path), "method": args.method, "params": model.num_trainable(),
                  "fingerprint": model.fingerprint}, lambda d: f"wrote {d['artifact']} ({d['params']} parameters)")
 
@@ -97,15 +102,18 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from fedrp.predict import predict
 
     if args.exported:
-        from fedrp.export import ExportedClassifier
+        from fedrp.export import ExportedClassifier, check_max_length
 
+        check_max_length(args.exported, args.max_length)  # from its config, before the weights load
         model = ExportedClassifier(args.exported)
         labels = model.label_names
     else:
         from fedrp import artifact
+        from fedrp.methods import check_max_length
 
         art = artifact.load(args.adapter)  # checked before the backbone loads
         _check_pair(art.task, args.text_pair)
+        check_max_length(args.max_length, args.model or art.backbone, art.method)
         model, art = artifact.load_model(args.adapter, model_name=args.model)
         labels = art.label_names
     pairs = [args.text_pair] if args.text_pair is not None else None
@@ -150,7 +158,6 @@ def cmd_train(args: argparse.Namespace) -> None:
 def _check_train(args: argparse.Namespace) -> None:
     """What `run` would refuse only once the backbone is loaded, or the training done: refused first."""
     from fedrp import glue
-    from fedrp.adapters import METHODS as ADAPTERS
     from fedrp.train import select_device, use_bf16
 
     use_bf16(args.bf16, select_device(args.device))
@@ -162,15 +169,6 @@ def _check_train(args: argparse.Namespace) -> None:
             from fedrp.data import validation_split
 
             validation_split(len(train), args.validation_samples)
-    if args.method in ADAPTERS and args.out:
-        _check_folder("--out", args.out)
-
-
-def _check_folder(option: str, path: str) -> None:
-    """A folder to write into: it, or else its nearest existing parent, must be a folder."""
-    existing = next(p for p in (Path(path), *Path(path).parents) if p.exists())
-    if not existing.is_dir():
-        raise ValueError(f"{option} {path}: {existing} is a file: expected a folder to write the adapter into")
 
 
 def _privacy(args: argparse.Namespace):
@@ -222,11 +220,12 @@ def _partition_table(d: dict) -> str:
 
 def cmd_partition(args: argparse.Namespace) -> None:
     from fedrp import glue
-    from fedrp.partition import label_counts, mean_label_entropy, partition, partition_labels
+    from fedrp.partition import check_options, label_counts, mean_label_entropy, partition, partition_labels
 
     if args.num_clients < 1 or args.classes_per_client < 1:
         raise ValueError(f"--num-clients and --classes-per-client must be at least 1, got {args.num_clients} and "
                          f"{args.classes_per_client}")
+    check_options(args.scheme, args.alpha, args.min_size, ("--scheme", "--alpha", "--min-size"))  # before the data
     task = glue.get_task(args.task)
     labels = partition_labels(glue.load_split(task, "train", args.data_dir)["label"], task.is_regression)
     clients = partition(labels, args.num_clients, args.scheme, args.alpha, args.seed, args.min_size,
@@ -307,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", nargs="+", default=["0", "1"], help="label names, one per class (one for regression)")
     p.add_argument("--task", default=None)
     p.add_argument("--out", required=True, help="adapter file to write (.safetensors)")
+    p.add_argument("--overwrite", action="store_true", help="replace the file if it exists")
 
     p = command("inspect", cmd_inspect, "Show an adapter's size on the wire, projection spec and metadata.")
     p.add_argument("file", help="adapter .safetensors file")
@@ -346,14 +346,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
                    help="bf16 autocast (auto: on CUDA and on CPUs with native bf16)")
     p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu in that order), or a torch device")
-    p.add_argument("--out", default="runs", help="folder for the adapter file (slash, jrwarp)")
+    p.add_argument("--out", default="runs", help="folder for the adapter file (slash, jrwarp): "
+                                                 "<out>/<task>-<method>.safetensors")
+    p.add_argument("--overwrite", action="store_true", help="replace an adapter an earlier run wrote to the same file")
     dp = p.add_argument_group("differential privacy (sample-level DP-SGD)")
     dp.add_argument("--dp", action="store_true", help="train with DP-SGD: Poisson batches, per-sample clipping, noise")
-    dp.add_argument("--epsilon", type=float, default=None, help="privacy budget of the whole run")
+    dp.add_argument("--epsilon", type=_positive_float, default=None, help="privacy budget of the whole run")
     dp.add_argument("--delta", type=float, default=None, help="default 1/(2n) for n training examples")
-    dp.add_argument("--max-grad-norm", type=float, default=None, help="per-sample clipping norm (default 1.0)")
+    dp.add_argument("--max-grad-norm", type=_positive_float, default=None, help="per-sample clipping norm (default 1.0)")
     dp.add_argument("--accountant", choices=["rdp", "prv"], default="rdp")
-    dp.add_argument("--noise-multiplier", type=float, default=None, help="fix the noise instead of calibrating it")
+    dp.add_argument("--noise-multiplier", type=_positive_float, default=None,
+                    help="fix the noise instead of calibrating it")
 
     p = command("eval", cmd_eval, "Dev metrics of a saved adapter.")
     p.add_argument("--adapter", required=True)

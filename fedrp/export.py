@@ -9,21 +9,26 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from fedrp import artifact as artifacts
 from fedrp.adapters.jrwarp import PROMPT_FILE, attach_prompt, prompted_hidden_states, slot_id
-from fedrp.backbone import freeze
+from fedrp.backbone import check_positions, freeze
 from fedrp.classifier import Classifier
 from fedrp.files import atomic_path
 
 HEAD_FILE = "fedrp_head.safetensors"
 INFO_FILE = "fedrp_head.json"
+T = TypeVar("T")
+INFO_KEYS = ("pooling", "prompt", "label_names")  # what loading an export reads from INFO_FILE
 
 
 def export(adapter_path: str | os.PathLike, out_dir: str | os.PathLike, model_name: str | None = None) -> Path:
@@ -69,26 +74,69 @@ def _make_readable(folder: Path) -> None:
         f.chmod(0o644)
 
 
+def read_info(path: Path) -> dict:
+    """An export's fedrp_head.json, or one line saying why the folder is no readable export."""
+    if not (path / INFO_FILE).is_file():
+        raise FileNotFoundError(f"{path} is not a fedrp export: expected {INFO_FILE} beside a transformers model")
+    try:
+        info = json.loads((path / INFO_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # a truncated file, or not UTF-8
+        raise ValueError(f"{path / INFO_FILE} is unreadable ({_first_line(err)}): export the adapter again") from None
+    missing = [k for k in INFO_KEYS if not isinstance(info, dict) or k not in info]
+    if missing:
+        raise ValueError(f"{path / INFO_FILE} lacks {missing}: export the adapter again")
+    return info
+
+
+def check_max_length(path: str | os.PathLike, max_length: int, option: str = "--max-length") -> None:
+    """Refuse, from the export's config alone (no weights), a max length its backbone cannot embed."""
+    path = Path(path)
+    prompt = 1 if read_info(path)["prompt"] else 0  # JR-WARP's exported prompt token
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}'s config.json is unreadable ({_first_line(err)}): export the adapter again") from None
+    check_positions(max_length, config, prompt, option)
+
+
+def _first_line(err: Exception) -> str:
+    """What a one-line error shows of a library's (often multi-line) message."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def _read(path: Path, what: str, load: Callable[[], T]) -> T:
+    """One part of an export; a truncated or foreign file is one line naming it, not a library's traceback."""
+    try:
+        return load()
+    except (SafetensorError, OSError, ValueError, KeyError, IndexError, RuntimeError) as err:
+        raise ValueError(f"{path}: {what} is unreadable ({type(err).__name__}: {_first_line(err)}): export the "
+                         "adapter again") from None
+
+
+def _head(tensors: dict[str, torch.Tensor]) -> nn.Linear:
+    """The exported head as a Linear; a tensor of the wrong name or shape raises KeyError or RuntimeError."""
+    head = nn.Linear(tensors["weight"].shape[1], tensors["weight"].shape[0])
+    head.load_state_dict(tensors)
+    return head
+
+
 class ExportedClassifier(Classifier):
     """An exported folder loaded for inference: plain backbone, head, pooling, optional prompt."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         path = Path(path)
-        if not (path / INFO_FILE).is_file():
-            raise FileNotFoundError(f"{path} is not a fedrp export: expected {INFO_FILE} beside a transformers model")
-        info = json.loads((path / INFO_FILE).read_text())
-        head_tensors = load_file(path / HEAD_FILE)
-        head = nn.Linear(head_tensors["weight"].shape[1], head_tensors["weight"].shape[0])
-        head.load_state_dict(head_tensors)
-        super().__init__(
-            freeze(AutoModel.from_pretrained(path, local_files_only=True)),
-            AutoTokenizer.from_pretrained(path, local_files_only=True),
-            head.requires_grad_(False), info["pooling"],
-        )
+        info = read_info(path)
+        head = _read(path, HEAD_FILE, lambda: _head(load_file(path / HEAD_FILE)))
+        backbone = _read(path, "its model (config.json, model.safetensors)",
+                         lambda: freeze(AutoModel.from_pretrained(path, local_files_only=True)))
+        tokenizer = _read(path, "its tokenizer files",
+                          lambda: AutoTokenizer.from_pretrained(path, local_files_only=True))
+        prompt = _read(path, PROMPT_FILE, lambda: load_file(path / PROMPT_FILE)["prompt"]) if info["prompt"] else None
+        super().__init__(backbone, tokenizer, head.requires_grad_(False), info["pooling"])
         self.info = info
         self.label_names = info["label_names"]
-        if info["prompt"]:
-            self.register_buffer("prompt", load_file(path / PROMPT_FILE)["prompt"])
+        if prompt is not None:
+            self.register_buffer("prompt", prompt)
             self._layers = attach_prompt(self.backbone, lambda i: self.prompt[i])
 
     def hidden_states(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

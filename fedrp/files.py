@@ -55,3 +55,19 @@ def write_text(path: str | os.PathLike, text: str, mode: int = 0o644) -> Path:
     with atomic_path(path, mode=mode) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def check_writable_folder(folder: str | os.PathLike, option: str, what: str = "files") -> None:
+    """A folder to write into later: it, or else its nearest existing parent, must be a folder this process
+    can create files in. Checked before hours of work, and leaves nothing behind."""
+    folder = Path(folder)
+    existing = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"{option} {folder}: {existing} is a file: expected a folder to write {what} into")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".fedrp-probe.", suffix=".tmp")
+    except OSError as err:
+        raise ValueError(f"{option} {folder}: cannot create files in {existing} ({err.strerror}): expected a "
+                         f"writable folder for {what}") from None
+    os.close(fd)
+    os.unlink(probe)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
+import math
 import os
 import sys
 from pathlib import Path
@@ -85,7 +87,10 @@ def _column(header: list[str] | None, key: str | int, path: Path) -> int:
 def _label_value(task: Task, raw: str, path: Path, line: int) -> float | int:
     try:
         if task.is_regression:
-            return float(raw)
+            value = float(raw)  # accepts nan and inf, which would surface only later as a loss error
+            if not math.isfinite(value):
+                raise ValueError
+            return value
         if raw.isdigit():
             value = int(raw)
         else:
@@ -94,7 +99,8 @@ def _label_value(task: Task, raw: str, path: Path, line: int) -> float | int:
             raise ValueError
         return value
     except ValueError:
-        expected = "a number" if task.is_regression else f"one of {list(task.label_names)} or 0..{task.num_labels - 1}"
+        expected = ("a finite number" if task.is_regression
+                    else f"one of {list(task.label_names)} or 0..{task.num_labels - 1}")
         raise ValueError(f"{path} line {line}: label {raw!r} is not {expected}") from None
 
 
@@ -107,11 +113,22 @@ def tsv_path(task: Task, split: str, folder: Path) -> Path:
     return path
 
 
+def _utf8(path: Path) -> str:
+    """The file's text (MRPC starts with a byte-order mark), or one line naming the file and the line that is
+    not UTF-8: the codec's own error names neither."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise ValueError(f"{path} line {line}: byte {raw[err.start]:#04x} is not UTF-8 ({err.reason}); expected "
+                         "UTF-8 text like the official GLUE files") from None
+
+
 def read_tsv(task: Task, path: Path) -> datasets.Dataset:
     """One official TSV split: quoting off, as the GLUE files need (quotes are literal text)."""
     csv.field_size_limit(sys.maxsize)
-    with path.open(encoding="utf-8-sig", newline="") as f:  # MRPC starts with a byte-order mark
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    rows = list(csv.reader(io.StringIO(_utf8(path), newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
     if not rows:
         raise ValueError(f"{path} is empty: expected {'a header line and ' if task.header else ''}one example per line")
     header = rows.pop(0) if task.header else None
@@ -136,7 +153,11 @@ def read_tsv(task: Task, path: Path) -> datasets.Dataset:
 
 
 def _from_hub(task: Task, split: str) -> datasets.Dataset:
-    ds = datasets.load_dataset(HUB_DATASET, task.name, split=_HUB_SPLITS[split])
+    try:
+        ds = datasets.load_dataset(HUB_DATASET, task.name, split=_HUB_SPLITS[split])
+    except ConnectionError as err:  # offline (HF_HUB_OFFLINE, HF_DATASETS_OFFLINE) or no network
+        raise ValueError(f"no GLUE folder was given and the Hub cannot be reached ({err}): expected --data-dir "
+                         f"(data-dir) or ${GLUE_DIR_ENV} naming a folder with {task.folder}/{split}.tsv") from None
     columns = {task.hub_text: "text", "label": "label"}
     if task.hub_pair:
         columns[task.hub_pair] = "pair"

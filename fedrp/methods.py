@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fedrp.adapters import METHODS as ADAPTERS
 from fedrp.adapters import build_model, get_method
-from fedrp.backbone import Backbone
+from fedrp.backbone import Backbone, check_positions, load_config
 from fedrp.baselines import BASELINES, BaselineModel
 from fedrp.classifier import Classifier
 from fedrp.rates import Rates
@@ -24,6 +24,17 @@ def federated_local(method: str, optimizer: str = "", private: bool = False) -> 
     if optimizer == "adamw":
         return optimizer, rates.federated_dp if private else rates.federated
     return optimizer, None if private else rates.federated_sgd
+
+
+def prompt_tokens(method: str) -> int:
+    """Tokens a method prepends to every input: a max length must leave the backbone positions for them."""
+    return ADAPTERS[method].config_class.prompt_tokens if method in ADAPTERS else 0
+
+
+def check_max_length(max_length: int, model: str | None, method: str, option: str = "--max-length") -> None:
+    """Refuse, from the backbone's config alone, a max length its position embeddings cannot hold with this
+    method's prompt tokens: checked before a model loads, not at the first long example."""
+    check_positions(max_length, load_config(model), prompt_tokens(method), option)
 
 
 def build(spec: ModelSpec, backbone: Backbone) -> Classifier:

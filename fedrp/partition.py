@@ -8,6 +8,8 @@ regression tasks, and a check that every example lands in exactly one client.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 
 import datasets
@@ -15,6 +17,19 @@ import numpy as np
 
 SCHEMES = ("iid", "dirichlet", "quantity", "pathological")
 STSB_BINS = 5  # scores 0..5 binned as [0,1), [1,2), [2,3), [3,4), [4,5]
+
+
+def check_options(scheme: str, alpha: float, min_size: int,
+                  names: tuple[str, str, str] = ("scheme", "alpha", "min-size")) -> None:
+    """A split's options, checked before any data is read: `fedrp partition`, the federated run config and
+    partition() all call this one check. `names`: how the caller spells scheme, alpha and min-size."""
+    scheme_name, alpha_name, size_name = names
+    if scheme not in SCHEMES:
+        raise ValueError(f"{scheme_name} must be one of {list(SCHEMES)}, got {scheme!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not (math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"{alpha_name} must be a positive number (a finite Dirichlet concentration), got {alpha!r}")
+    if isinstance(min_size, bool) or not isinstance(min_size, numbers.Integral) or min_size < 1:
+        raise ValueError(f"{size_name} must be an integer of at least 1, got {min_size!r}")
 
 
 def partition_labels(labels: Sequence, regression: bool = False) -> np.ndarray:
@@ -122,14 +137,11 @@ def partition(
 ) -> list[np.ndarray]:
     """Indices of each client's examples; every index in exactly one client."""
     n = len(labels)
-    if scheme not in SCHEMES:
-        raise ValueError(f"partition scheme must be one of {SCHEMES}, got {scheme!r}")
+    check_options(scheme, alpha, min_size)
     if num_clients < 1:
         raise ValueError(f"num_clients must be at least 1, got {num_clients}")
     if min_size * num_clients > n:
         raise ValueError(f"{n} examples cannot give {num_clients} clients at least {min_size} each")
-    if alpha <= 0:
-        raise ValueError(f"alpha must be positive, got {alpha}")
     if scheme == "dirichlet":
         classes = np.unique(np.asarray(labels), return_inverse=True)[1].reshape(-1)  # ids 0..C-1, none empty
         clients = _inner_dirichlet(classes, _balanced_sizes(n, num_clients), alpha, np.random.default_rng(seed))

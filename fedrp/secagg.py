@@ -11,6 +11,7 @@ any coordinate, and the quantisation step applies to the small update, not to th
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -27,13 +28,13 @@ class SecAggConfig:
     threshold: float = 2 / 3  # shares needed to unmask, as a fraction of the sampled clients
 
     def __post_init__(self) -> None:
-        if not self.clipping_range > 0:
-            raise ValueError(f"secagg-clip must be positive, got {self.clipping_range}")
+        if not (math.isfinite(self.clipping_range) and self.clipping_range > 0):  # inf: every step is inf
+            raise ValueError(f"secagg-clip must be positive and finite, got {self.clipping_range}")
         if not 2 <= self.quantization_range <= 2**24:
             raise ValueError(f"secagg-quantization must be in [2, 2^24] (sums of up to 2^8 clients stay below the "
                              f"2^32 modulus), got {self.quantization_range}")
-        if not self.max_weight >= 1:
-            raise ValueError(f"secagg-max-weight must be at least 1, got {self.max_weight}")
+        if not (math.isfinite(self.max_weight) and self.max_weight >= 1):
+            raise ValueError(f"secagg-max-weight must be a finite number of at least 1, got {self.max_weight}")
         if not 0.5 < self.threshold <= 1:
             raise ValueError(f"secagg-threshold must be in (0.5, 1] (at most half could collude), got {self.threshold}")
 

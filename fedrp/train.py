@@ -48,8 +48,10 @@ class TrainConfig:
         if self.bf16 not in ("auto", "on", "off"):
             raise ValueError(f"bf16 must be auto, on or off, got {self.bf16!r}")
         for name in ("lr", "epochs", "batch_size", "grad_accum"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ValueError(f"{name} must be positive and finite, got {getattr(self, name)!r}")
+        if self.max_grad_norm is not None and not (math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0):
+            raise ValueError(f"max_grad_norm must be 0 or None (off) or a positive number, got {self.max_grad_norm!r}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup-ratio must be in [0, 1), got {self.warmup_ratio!r}")
 

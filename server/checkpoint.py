@@ -39,6 +39,21 @@ def latest(path: str | Path) -> Path:
     return found[-1][1]
 
 
+def check_checkpoint(path: str | Path) -> None:
+    """Refuse, from its header alone, a resume-from that names no fedrp checkpoint (an adapter, say)."""
+    found = latest(path)
+    try:
+        with safe_open(found, framework="numpy") as f:
+            meta = f.metadata() or {}
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for a torn or foreign file
+        raise ValueError(f"resume-from {found} is not a safetensors file ({err}): expected a fedrp checkpoint "
+                         f"(runs/checkpoints/run-N/round-NNNN.safetensors, or its folder)") from None
+    if "fedrp-checkpoint" not in meta:
+        kind = "a fedrp adapter" if "fedrp" in meta else "another program's safetensors file"
+        raise ValueError(f"resume-from {found} is {kind}, not a checkpoint: expected a round-NNNN.safetensors "
+                         f"file of checkpoint-dir/run-N, or its folder")
+
+
 def latest_round(folder: str | Path) -> int:
     """The newest round checkpointed in a folder; 0 when there is none."""
     try:

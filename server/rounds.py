@@ -26,6 +26,8 @@ from fedrp.federation import (
     round_lr,
     server_evaluate,
 )
+from fedrp.federation.config import check_run_max_length
+from fedrp.files import check_writable_folder
 from fedrp.privacy.client_level import epsilon_after
 from fedrp.secagg import server_state
 from server import checkpoint, secagg
@@ -65,6 +67,8 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
     """Run (or resume) a federation; returns the summary `simulations.run --json` prints."""
     task = glue.get_task(cfg.task)
     strategy: Validating = make_strategy(cfg)  # an unknown rule is refused before the model loads
+    check_run_max_length(cfg)  # and what would fail only later: a client's longer example, the first checkpoint
+    check_writable_folder(cfg.checkpoint_dir, "checkpoint-dir", "checkpoints")
     model = model_for(cfg)
     ident = identity(model)
     grid = StoppableGrid(grid)

@@ -13,7 +13,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from fedrp.files import atomic_path
+from fedrp.files import atomic_path, check_writable_folder
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -84,15 +84,26 @@ def create(path: Path) -> None:
         pass
 
 
+def check_store(path: Path) -> None:
+    """Refuse, without writing a byte, a store path fedrp must not or cannot write: a folder, another
+    application's file, a file made read-only, a folder where SQLite cannot make its -wal and -shm files."""
+    if path.is_dir():
+        raise ValueError(f"store {path} is a folder: expected an SQLite file path")
+    reason = foreign_reason(path)
+    if reason:
+        raise ValueError(f"{path} is not a fedrp run store: it {reason}; fedrp writes only stores it created, "
+                         "so name another store")
+    # The mode bits too: root may write any file, but a store its owner made read-only is kept as it is.
+    if path.exists() and not (os.access(path, os.W_OK) and path.stat().st_mode & 0o222):
+        raise ValueError(f"store {path} is read-only: expected a store fedrp may write (chmod u+w it, or name "
+                         f"another store)")
+    check_writable_folder(path.parent, "store", "the run store and its -wal and -shm files")
+
+
 class RunStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        if self.path.is_dir():
-            raise ValueError(f"store {self.path} is a folder: expected an SQLite file path")
-        reason = foreign_reason(self.path)
-        if reason:
-            raise ValueError(f"{self.path} is not a fedrp run store: it {reason}; fedrp writes only stores it created, "
-                             "so name another store")
+        check_store(self.path)
         if not self.path.exists() or self.path.stat().st_size == 0:
             create(self.path)
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)

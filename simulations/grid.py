@@ -188,7 +188,7 @@ def _reference(cell: dict, data_dir: Path, paths: Paths, log) -> dict:
     """One `fedrp train --json` run; its dev metrics and sizes."""
     options = {**cell["options"], "task": cell["task"], "method": cell["method"], "data-dir": str(data_dir),
                "out": str(paths.artifacts.resolve())}
-    cmd = [sys.executable, "-m", "fedrp", "train", "--json", *(f"--{k}={v}" for k, v in options.items())]
+    cmd = [sys.executable, "-m", "fedrp", "train", "--json", "--overwrite", *(f"--{k}={v}" for k, v in options.items())]
     print("running", shlex.join(cmd), file=sys.stderr, flush=True)
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, stderr=log, text=True).stdout
     r = json.loads(out.strip().splitlines()[-1])

@@ -18,6 +18,8 @@ import os
 import signal
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # Read by datasets and huggingface_hub at import, and inherited by Ray's workers: no progress bar
@@ -52,20 +54,29 @@ def ray_init_args(address: str | None) -> dict:
 
 
 def check_paths(cfg: FedConfig, num_supernodes: int) -> None:
-    """What would otherwise fail only after Ray has started: the aggregation rule, clients, the store, the
-    checkpoint to resume."""
-    from server.checkpoint import latest
-    from server.store import foreign_reason
+    """What would otherwise fail only after Ray has started, or after the first round: the aggregation rule,
+    clients, the store, the checkpoint folder, the checkpoint to resume, the backbone's length."""
+    from fedrp.federation.config import check_run_max_length
+    from fedrp.files import check_writable_folder
+    from server.checkpoint import check_checkpoint
+    from server.store import check_store
     from server.strategy import check_aggregation
 
     check_aggregation(cfg.aggregation)
     if num_supernodes < 1:
         raise ValueError(f"num-supernodes must be at least 1, got {num_supernodes}")
-    reason = foreign_reason(Path(cfg.store)) if not Path(cfg.store).is_dir() else "is a folder"
-    if reason:
-        raise ValueError(f"store {cfg.store} is not a fedrp run store: it {reason}; name another store")
+    if cfg.min_train_nodes > num_supernodes:  # every round would end in TooFewReplies after training
+        raise ValueError(f"min-train-nodes {cfg.min_train_nodes} is more than the {num_supernodes} clients a round "
+                         f"can sample; expected at most num-supernodes")
+    check_store(Path(cfg.store))
+    check_writable_folder(cfg.checkpoint_dir, "checkpoint-dir", "checkpoints")
     if cfg.resume_from:
-        latest(cfg.resume_from)
+        check_checkpoint(cfg.resume_from)
+    check_run_max_length(cfg)
+    if cfg.dashboard_port:  # the ServerApp binds it again once this probe has let it go
+        from server.dashboard.app import TOKEN_ENV, listen
+
+        listen(cfg.dashboard_host, cfg.dashboard_port, os.environ.get(TOKEN_ENV)).close()
 
 
 def build_parser() -> OneLineParser:
@@ -101,46 +112,51 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     progress(sys.stderr if args["json"] else sys.stdout)
-    # Tokenize and partition once here, into the on-disk caches, instead of once in every worker.
-    try:
-        warm_caches(cfg, args["num_supernodes"])
-    except (ValueError, FileNotFoundError) as err:
-        parser.error(str(err))
-
-    from clients.client_app import build_client_app
-    from server.rounds import TooFewReplies
-    from server.server_app import build_server_app
-
-    quiet_libraries(args["verbose"])  # after Flower's import, which sets its own logger's level
-
-    results: list[dict] = []
     STOP.clear()  # a run in a process where an earlier one was stopped
-    server_app, client_app = build_server_app(overrides, results), build_client_app(overrides)
-    try:
-        if args["engine"] == "inprocess":
-            from simulations.inprocess import run_in_process
+    RECEIVED.clear()
+    results: list[dict] = []
+    from server.rounds import TooFewReplies
 
-            run_in_process(server_app, client_app, args["num_supernodes"])
-        else:
-            from flwr.simulation import run_simulation
+    # SIGTERM (kill, timeout, systemd, batch schedulers) stops a run as Ctrl-C does.
+    with handling(_interrupt_now, signal.SIGTERM):
+        try:
+            # Tokenize and partition once here, into the on-disk caches, instead of once in every worker.
+            try:
+                warm_caches(cfg, args["num_supernodes"])
+            except (ValueError, FileNotFoundError) as err:
+                parser.error(str(err))
 
-            signal.signal(signal.SIGINT, _stop_on_interrupt)
-            run_simulation(
-                server_app=server_app, client_app=client_app, num_supernodes=args["num_supernodes"],
-                backend_config={"client_resources": {"num_cpus": args["cpus_per_client"], "num_gpus": 0.0},
-                                "init_args": ray_init_args(args["ray_address"])},
-            )
-    except (KeyboardInterrupt, Interrupted):
-        stop_server()
-    except TooFewReplies as err:  # an outcome the store records, not a bug: one line, status 1
-        raise SystemExit(f"simulations.run: run failed: {err}") from None
+            from clients.client_app import build_client_app
+            from server.server_app import build_server_app
+
+            quiet_libraries(args["verbose"])  # after Flower's import, which sets its own logger's level
+            server_app, client_app = build_server_app(overrides, results), build_client_app(overrides)
+            if args["engine"] == "inprocess":
+                from simulations.inprocess import run_in_process
+
+                run_in_process(server_app, client_app, args["num_supernodes"])
+            else:
+                from flwr.simulation import run_simulation
+
+                start_ray(args["ray_address"])
+                with handling(_stop_on_interrupt, signal.SIGINT, signal.SIGTERM):  # after ray.init's own handler
+                    run_simulation(
+                        server_app=server_app, client_app=client_app, num_supernodes=args["num_supernodes"],
+                        backend_config={"client_resources": {"num_cpus": args["cpus_per_client"], "num_gpus": 0.0},
+                                        "init_args": ray_init_args(args["ray_address"])},
+                    )
+        except (KeyboardInterrupt, Interrupted):
+            stop_server()
+        except TooFewReplies as err:  # an outcome the store records, not a bug: one line, status 1
+            raise SystemExit(f"simulations.run: run failed: {err}") from None
     if STOP.is_set() and not results:  # a run that finished before the request stays completed
         print(f"simulations.run: interrupted: {interrupted_line(cfg)}", file=sys.stderr, flush=True)
         sys.stdout.flush()
-        # 130: the shell's code for Ctrl-C. os._exit, not SystemExit: after a second Ctrl-C Flower's worker
-        # threads may wait in ray.get on actors that are gone, and the interpreter would join them. The store
-        # and the checkpoints are already on disk (every write is its own transaction or an atomic rename).
-        os._exit(130)
+        # 128 + the signal: the shell's 130 for Ctrl-C, 143 for SIGTERM. os._exit, not SystemExit: after a
+        # second Ctrl-C Flower's worker threads may wait in ray.get on actors that are gone, and the interpreter
+        # would join them. The store and the checkpoints are already on disk (every write is its own
+        # transaction or an atomic rename).
+        os._exit(128 + (RECEIVED[0] if RECEIVED else signal.SIGINT))
     if not results:
         raise SystemExit(f"the simulation ended without a result; see the log above and the store {cfg.store}")
     result = results[0]
@@ -167,17 +183,53 @@ def stop_server() -> None:
             ray.shutdown()
 
 
+def start_ray(address: str | None) -> None:
+    """Ray started here, as Flower's engine would start it, so that fedrp's signal handlers can be set after
+    ray.init: its own SIGTERM handler exits from wherever the main thread is, inside Flower's engine."""
+    import ray
+
+    # As Flower's Ray backend does: the workers import from this process's path.
+    pythonpath = os.pathsep.join([*sys.path, *filter(None, [os.environ.get("PYTHONPATH")])])
+    os.environ["PYTHONPATH"] = pythonpath
+    ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **ray_init_args(address))
+
+
+@contextmanager
+def handling(handler, *signums: int) -> Iterator[None]:
+    """`handler` for these signals in the block, the previous handlers after it: main() may run in a test's
+    process, whose own handlers must come back."""
+    before = {signum: signal.signal(signum, handler) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, previous in before.items():
+            signal.signal(signum, previous)
+
+
+SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+RECEIVED: list[int] = []  # the signals that stopped this run, first first: its exit status is 128 + the first
+
+
+def _interrupt_now(signum: int, frame) -> None:
+    """SIGTERM before Flower's engine runs, or on the in-process engine: what Ctrl-C does there, a
+    KeyboardInterrupt in the main thread, which the round loop records as an interruption."""
+    RECEIVED.append(signum)
+    raise KeyboardInterrupt
+
+
 def _stop_on_interrupt(signum: int, frame) -> None:
-    """Ctrl-C under Flower's engine asks the ServerApp (a thread) to stop, and nothing more: the
+    """Ctrl-C or SIGTERM under Flower's engine asks the ServerApp (a thread) to stop, and nothing more: the
     ServerApp records the run as interrupted and ends; Flower then lets its workers collect the
     clients in flight and shuts Ray down itself. Raising here instead unwinds Flower's engine while
     its workers still wait on Ray, and Ray's core worker ends the process with status 1.
-    A second Ctrl-C does not wait for the clients in flight."""
+    A second signal does not wait for the clients in flight."""
+    RECEIVED.append(signum)
     if STOP.is_set():
         logging.getLogger("flwr").setLevel(logging.CRITICAL)  # the actors it ends log errors then
         raise KeyboardInterrupt
     STOP.set()
-    print("simulations.run: stopping once the clients in flight reply (Ctrl-C again: now)", file=sys.stderr,
+    name = SIGNAL_NAMES.get(signum, f"signal {signum}")
+    print(f"simulations.run: stopping once the clients in flight reply ({name} again: now)", file=sys.stderr,
           flush=True)
 
 

@@ -15,7 +15,7 @@ transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
 
 # The longest tests, mostly Flower's and Ray's processes at work; under `pytest -n N` they start first.
-LONGEST_FIRST = ("test_dashboard.py", "test_engines.py", "test_inprocess.py", "test_ray_cluster.py")
+LONGEST_FIRST = ("test_dashboard.py", "test_engines.py", "test_inprocess.py", "test_ray_cluster.py", "test_signals.py")
 # Modules whose module-scoped fixtures are costly (a federated run, a warm worker, tokenized data): their
 # tests share one worker so that each fixture runs once. Every other test goes wherever a worker is free.
 SHARED_FIXTURE_MODULES = {"test_cli.py", "test_dashboard.py", "test_partition.py", "test_privacy.py",

@@ -101,7 +101,8 @@ def test_non_finite_weights_are_refused_even_with_a_matching_digest(trained, tmp
     model, _ = trained
     art = artifact.from_model(model)
     art.tensors["z"][3] = value
-    path = artifact.save(art, tmp_path / "nonfinite.safetensors")  # the digest covers the NaN: only the check refuses
+    path = tmp_path / "nonfinite.safetensors"  # written by hand (save refuses it); the digest covers the NaN
+    save_file(art.tensors, path, metadata={"fedrp": json.dumps(art.metadata(), sort_keys=True)})
     with pytest.raises(ValueError, match=r"non-finite values in \['z'\]"):
         artifact.load(path)
 
@@ -158,3 +159,28 @@ def test_failed_save_keeps_the_previous_file(trained):
         artifact.save(art, path)
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_are_never_written(trained, value):
+    """A diverged training must not leave an adapter behind, nor replace the good one already there."""
+    model, path = trained
+    before = path.read_bytes()
+    art = artifact.from_model(model)
+    art.tensors["head.bias"][0] = value
+    with pytest.raises(ValueError, match=r"non-finite values in \['head.bias'\]"):
+        artifact.save(art, path)
+    with pytest.raises(ValueError, match="non-finite"):
+        artifact.save(art, path.with_name("new.safetensors"))
+    assert path.read_bytes() == before and [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_save_without_overwrite_keeps_the_file_there(trained):
+    model, path = trained
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError, match="exists: pass --overwrite"):
+        artifact.save(artifact.from_model(model, task="rte"), path, overwrite=False)
+    assert path.read_bytes() == before
+    other = artifact.save(artifact.from_model(model), path.with_name("b.safetensors"), overwrite=False)
+    assert artifact.load(other).task is None and sorted(p.name for p in path.parent.iterdir()) == [
+        "b.safetensors", path.name]

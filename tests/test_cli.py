@@ -1,9 +1,12 @@
 """The `fedrp` command as a user runs it: offline, on the default backbone, JSON on stdout."""
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from contextlib import nullcontext
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -240,7 +243,26 @@ REFUSED = [
     (["train", "--task", "sst2", "--dp"], "--dp needs --epsilon"),
     (["train", "--task", "sst2", "--dp", "--epsilon", "3", "--method", "bitfit"],
      "DP training supports slash, jrwarp and the baselines ('head', 'lora'); got 'bitfit'"),
-    (["train", "--task", "sst2", "--dp", "--epsilon", "3", "--max-grad-norm", "0"], "max_grad_norm must be positive"),
+    (["train", "--task", "sst2", "--dp", "--epsilon", "3", "--max-grad-norm", "0"],
+     "argument --max-grad-norm: expected a finite number above 0, got '0'"),
+    (["train", "--task", "sst2", "--dp", "--epsilon", "3", "--max-grad-norm", "inf"],
+     "argument --max-grad-norm: expected a finite number above 0, got 'inf'"),
+    (["train", "--task", "sst2", "--dp", "--epsilon", "8", "--noise-multiplier", "inf"],
+     "argument --noise-multiplier: expected a finite number above 0, got 'inf'"),
+    (["train", "--task", "sst2", "--dp", "--epsilon", "inf"], "argument --epsilon: expected a finite number above 0"),
+    (["train", "--task", "sst2", "--dp", "--epsilon", "nan"], "argument --epsilon: expected a finite number above 0"),
+    (["train", "--task", "wnli", "--data-dir", "{glue}", "--max-length", "1024"],
+     ("--max-length 1024 is more than the backbone takes: its 512 position embeddings hold 512 tokens; expected "
+      "--max-length of at most 512")),
+    (["train", "--task", "wnli", "--data-dir", "{glue}", "--method", "jrwarp", "--max-length", "512"],
+     "hold 511 tokens beside the prompt token"),
+    (["train", "--task", "wnli", "--data-dir", "{glue}", "--out", "{unwritable}/sub"], "cannot create files in"),
+    (["eval", "--adapter", "{adapter}", "--data-dir", "{glue}", "--max-length", "600"],
+     "--max-length 600 is more than the backbone takes"),
+    (["predict", "--adapter", "{adapter}", "--text", "a film", "--max-length", "512"],
+     "hold 511 tokens beside the prompt token; expected --max-length of at most 511"),
+    (["init", "--out", "{adapter}"], "exists: pass --overwrite to replace it"),
+    (["init", "--out", "{unwritable}/a.safetensors"], "cannot create files in"),
     (["train", "--task", "sst2", "--max-eval-samples", "0"], "argument --max-eval-samples: expected a positive integer"),
     (["train", "--task", "sst2", "--max-train-samples", "-1"], "argument --max-train-samples: expected a positive"),
     (["train", "--task", "sst2", "--d", "0"], "argument --d: expected a positive integer, got '0'"),
@@ -253,6 +275,17 @@ REFUSED = [
     (["export", "--adapter", "{adapter}", "--out", "{adapter}"], "is a file: expected --out to be a new or empty folder"),
     (["inspect", "{tmp}/lost-pooling.safetensors"], "adapter config lacks ['pooling']"),
 ]
+
+
+def _unwritable(tmp_path) -> Path:
+    """A folder this process cannot create files in: an owner-only read folder, or /sys for root (whom the
+    permission bits do not stop)."""
+    if os.geteuid() == 0:
+        return Path("/sys")
+    folder = tmp_path / "read-only"
+    folder.mkdir(exist_ok=True)
+    folder.chmod(0o500)
+    return folder
 
 
 def _lost_key(adapter, target):
@@ -283,7 +316,8 @@ def test_bad_input_is_one_line_and_exit_2_before_training(tmp_path, glue_dir, ad
                                                           message):
     tsv = _tsv_dirs(tmp_path / "tsv", glue_dir)
     _lost_key(adapter, tmp_path / "lost-pooling.safetensors")
-    args = [a.format(tsv=tsv, glue=glue_dir, tmp=tmp_path, adapter=adapter) for a in argv]
+    args = [a.format(tsv=tsv, glue=glue_dir, tmp=tmp_path, adapter=adapter, unwritable=_unwritable(tmp_path))
+            for a in argv]
     with pytest.raises(SystemExit) if "argument --" in message else nullcontext() as refused:  # argparse's own
         assert main(args) == 2
     assert refused is None or refused.value.code == 2
@@ -323,3 +357,60 @@ def test_no_glue_folder_offline_says_how_to_give_one(capsys, no_backbone, monkey
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and err.startswith(f"fedrp {argv[0]}: error: ConnectionError: "), err
         assert err.endswith("pass --data-dir DIR or set $FEDRP_GLUE_DIR to a local GLUE folder in the official layout")
+
+
+def test_a_second_train_into_the_same_out_needs_overwrite(glue_dir, tmp_path, capsys, no_backbone):
+    """Refused before the backbone loads, the earlier adapter untouched; --overwrite, or a run that writes no
+    adapter, goes on to load it (here: the fixture's AssertionError)."""
+    earlier = tmp_path / "wnli-slash.safetensors"
+    earlier.write_bytes(b"an earlier adapter")
+    base = ["train", "--task", "wnli", "--data-dir", str(glue_dir), "--out", str(tmp_path)]
+    assert main(base) == 2
+    assert capsys.readouterr().err.strip() == (f"fedrp train: error: --out {tmp_path} already holds wnli-slash."
+                                               "safetensors: pass --overwrite to replace it, or choose another --out")
+    assert earlier.read_bytes() == b"an earlier adapter"
+    for more in (["--overwrite"], ["--method", "head"], ["--validation-samples", "100"]):
+        with pytest.raises(AssertionError, match="the backbone loaded"):
+            main(base + more)
+    assert list(tmp_path.iterdir()) == [earlier] and earlier.read_bytes() == b"an earlier adapter"
+    earlier.unlink()
+    earlier.mkdir()  # a folder where the adapter goes: not even --overwrite replaces it
+    assert main(base + ["--overwrite"]) == 2
+    assert "already holds wnli-slash.safetensors" in capsys.readouterr().err
+
+
+def test_a_writable_out_leaves_nothing_behind_before_training(glue_dir, tmp_path, no_backbone):
+    """The writability probe creates no folder and leaves no file: a refused or failed run leaves --out as it was."""
+    with pytest.raises(AssertionError, match="the backbone loaded"):
+        main(["train", "--task", "wnli", "--data-dir", str(glue_dir), "--out", str(tmp_path / "new" / "runs")])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unreadable_export_is_one_line(adapter, tmp_path, capsys, monkeypatch):
+    """A truncated file in an exported folder: one line naming it, exit 2, where a library's traceback was."""
+    from fedrp import export
+
+    out = tmp_path / "exported"
+    fedrp(capsys, "export", "--adapter", adapter, "--out", out)
+    for name, says in (("fedrp_head.json", "fedrp_head.json is unreadable"),
+                       ("config.json", "config.json is unreadable"),
+                       ("fedrp_head.safetensors", "fedrp_head.safetensors is unreadable (SafetensorError"),
+                       ("fedrp_prompt.safetensors", "fedrp_prompt.safetensors is unreadable (SafetensorError"),
+                       ("model.safetensors", "its model (config.json, model.safetensors) is unreadable")):
+        broken = tmp_path / f"broken-{name}"
+        shutil.copytree(out, broken, copy_function=os.link)  # links: cheap, and the export stays whole
+        whole = (out / name).read_bytes()
+        (broken / name).unlink()
+        (broken / name).write_bytes(whole[: len(whole) // 2])
+        res = fedrp(capsys, "predict", "--exported", broken, "--text", "a film", check=False)
+        err = res.stderr.strip()
+        assert res.returncode == 2 and len(err.splitlines()) == 1 and says in err, err
+
+    def unreached(path):
+        raise AssertionError("the exported weights loaded before the max length was checked")
+
+    monkeypatch.setattr(export, "ExportedClassifier", unreached)
+    res = fedrp(capsys, "predict", "--exported", out, "--text", "a film", "--max-length", "512", check=False)
+    assert res.returncode == 2 and res.stderr.strip() == (
+        "fedrp predict: error: --max-length 512 is more than the backbone takes: its 512 position embeddings hold "
+        "511 tokens beside the prompt token; expected --max-length of at most 511")

@@ -63,6 +63,12 @@ def test_a_bad_device_file_is_refused_with_what_was_expected(tmp_path, tokenizer
     unknown.write_text("{not json")
     with pytest.raises(LocalDataError, match="cannot be read as jsonl"):
         local_data_file(str(unknown), task, tokenizer, cfg)
+    scores = tmp_path / "scores.tsv"
+    for bad, message in (("nan", "a label is empty or nan"), ("inf", "label inf is not a finite number"),
+                         ("high", "label 'high' is not a number")):
+        scores.write_text(f"text\tpair\tlabel\na\tb\t3.5\nc\td\t{bad}\n")
+        with pytest.raises(LocalDataError, match=message):
+            local_data_file(str(scores), glue.get_task("stsb"), tokenizer, FedConfig(task="stsb"))
 
 
 def test_glue_partitions_cover_the_pool_once(glue_dir, tokenizer):
@@ -157,3 +163,15 @@ def test_the_data_seed_redraws_the_partitions_and_keeps_the_projections(glue_dir
                    (("base", base), ("redrawn", redrawn), ("reprojected", reprojected))}
     assert fingerprint["redrawn"] == fingerprint["base"] != fingerprint["reprojected"]
     assert round_seed(redrawn.data_seed, 1, 0) != round_seed(base.data_seed, 1, 0)
+
+
+def test_min_partition_size_reaches_the_partitioner(tmp_path, monkeypatch):
+    """Quantity skew at alpha 0.1 over 200 examples: with the run config's min-partition-size of 10 every
+    client gets at least 10; were the setting dropped on the way (min 1), four clients would get 1 or 2."""
+    monkeypatch.setenv("FEDRP_CACHE", str(tmp_path))  # a fresh partition cache: computed, not read back
+    labels = [0, 1] * 100
+    cfg = FedConfig(partition_scheme="quantity", alpha=0.1, min_partition_size=10)
+    sizes = [len(client_indices(cfg, labels, pid, 10)) for pid in range(10)]
+    assert sum(sizes) == 200 and min(sizes) == 10, sizes
+    cfg = dataclasses.replace(cfg, min_partition_size=20)
+    assert min(len(client_indices(cfg, labels, pid, 10)) for pid in range(10)) == 20

@@ -3,10 +3,14 @@
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
+import subprocess
+import sys
 import time
+import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,12 +18,12 @@ import pytest
 from starlette.testclient import TestClient
 
 from fedrp.cli import main as fedrp_main
-from server.dashboard.app import check_binding, create_app, start_in_thread
+from server.dashboard.app import bearer, check_binding, create_app, start_in_thread
 from server.store import RunStore
 from tests.test_federation import simulate
 
 ROUNDS = 3
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+BROWSER_PACKAGES = "apt-get install chromium chromium-driver"
 
 
 def _free_port() -> int:
@@ -62,19 +66,54 @@ def _rounds_done(store: Path) -> tuple[str, int]:
         reader.close()
 
 
+def browser_paths() -> tuple[str, str] | str:
+    """Debian's chromium and chromedriver, or why the browser tests cannot run."""
+    found = {name: shutil.which(name) for name in ("chromium", "chromedriver")}
+    missing = [name for name, path in found.items() if path is None]
+    if missing:
+        return f"no {' or '.join(missing)} on PATH: {BROWSER_PACKAGES} (Debian's packages; .ci/run installs them)"
+    return found["chromium"], found["chromedriver"]
+
+
+def without_browser(reason: str) -> None:
+    """Outside CI a machine without Chromium skips the browser tests, saying what to install; in CI (any
+    non-empty $CI) the same absence is a failure, so that the browser tests never silently stop running."""
+    if os.environ.get("CI"):
+        pytest.fail(f"the browser tests need Chromium in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def browser():
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    assert Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists(), "install Debian's chromium and chromium-driver"
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        without_browser("no selenium: pip install -e '.[test]'")
+    paths = browser_paths()
+    if isinstance(paths, str):
+        without_browser(paths)
     options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
+    options.binary_location = paths[0]
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1800"):
         options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = webdriver.Chrome(service=Service(paths[1]), options=options)
     yield driver
     driver.quit()
+
+
+@pytest.mark.parametrize("ci", ["", "true"])
+def test_a_missing_browser_skips_outside_ci_and_fails_in_ci(monkeypatch, ci):
+    monkeypatch.setattr(shutil, "which", lambda name: None if name == "chromedriver" else f"/usr/bin/{name}")
+    monkeypatch.setenv("CI", ci)
+    reason = browser_paths()
+    assert reason == f"no chromedriver on PATH: {BROWSER_PACKAGES} (Debian's packages; .ci/run installs them)"
+    with pytest.raises(BaseException) as outcome:  # caught whichever it is: an escaped skip would hide a bug
+        without_browser(reason)
+    assert outcome.type is (pytest.fail.Exception if ci else pytest.skip.Exception)
+    outcome.match(BROWSER_PACKAGES)
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+    assert browser_paths() == ("/usr/bin/chromium", "/usr/bin/chromedriver")
 
 
 def _wait(condition, timeout: float = 60.0, what: str = "condition"):
@@ -235,3 +274,132 @@ def test_a_missing_or_foreign_store_gets_a_clear_page(tmp_path, caplog):
         db.execute("CREATE TABLE t (x)")
     page = TestClient(create_app(foreign)).get("/runs/1")
     assert page.status_code == 503 and "is not a fedrp run store" in page.text
+
+
+TOKEN = "s3cret"
+
+
+@pytest.fixture
+def small_store(tmp_path) -> Path:
+    """A finished two-round run written straight into a store: enough for a table and charts, in a second."""
+    path = tmp_path / "s.sqlite"
+    store = RunStore(path)
+    run = store.start_run("sst2", "slash", "b", {}, None, None, 2)
+    for rnd, accuracy in enumerate((0.5, 0.7, 0.8)):
+        store.add_round(run, rnd, {"accuracy": accuracy}, {"train-loss": 1 - accuracy} if rnd else None,
+                        bytes_up=3 * 7176 if rnd else 0, bytes_down=3 * 7176 if rnd else 0, accepted=3 if rnd else 0)
+    store.end_run(run, "completed")
+    store.close()
+    return path
+
+
+def test_an_unknown_run_is_not_found_on_every_per_run_url(small_store):
+    """Run 2 does not exist: its page and downloads are a 404, as its API is, never a 200 with an empty body."""
+    client = TestClient(create_app(small_store))
+    for url in ("/runs/{}", "/api/runs/{}", "/api/runs/{}/rounds.json", "/api/runs/{}/rounds.csv"):
+        assert client.get(url.format(1)).status_code == 200, url
+        missing = client.get(url.format(2))
+        assert missing.status_code == 404 and "no run 2 in" in missing.text, url
+
+
+def test_a_token_visit_sets_a_cookie_that_opens_the_page_assets_and_api(small_store):
+    """A browser gives the token once (?token=) and loads the page's own scripts, styles and data with the
+    cookie it got; a missing or wrong token, or a forged cookie, stays a 401 and never sets the cookie."""
+    gated = TestClient(create_app(small_store, token=TOKEN))
+    assets = ("/static/dashboard.js", "/static/dashboard.css", "/static/plotly.min.js", "/api/runs", "/runs/1")
+    assert all(gated.get(url).status_code == 401 for url in assets)
+    wrong = gated.get("/?token=wrong")
+    assert wrong.status_code == 401 and "set-cookie" not in wrong.headers and not gated.cookies
+    page = gated.get(f"/?token={TOKEN}")
+    assert page.status_code == 200
+    cookie = page.headers["set-cookie"]
+    assert cookie.startswith("fedrp-dashboard-80=") and TOKEN not in cookie
+    assert {"HttpOnly", "SameSite=Strict", "Path=/"} <= {part.strip() for part in cookie.split(";")}
+    assert all(gated.get(url).status_code == 200 for url in assets)  # the cookie alone, as a browser sends it
+    again = gated.get("/api/runs?token=wrong")  # a wrong token is refused even beside a good cookie
+    assert again.status_code == 401 and "set-cookie" not in again.headers
+
+    forged = TestClient(create_app(small_store, token=TOKEN), cookies={"fedrp-dashboard-80": "0" * 64})
+    assert forged.get("/api/runs").status_code == 401
+    other = TestClient(create_app(small_store, token="another"), cookies=dict(gated.cookies))
+    assert other.get("/api/runs").status_code == 401  # a cookie of the old token after a restart with a new one
+
+
+@pytest.mark.parametrize("header, status", [(f"Bearer {TOKEN}", 200), (f"bearer {TOKEN}", 200),
+                                            (f"BEARER {TOKEN}", 200), ("Bearer wrong", 401), (TOKEN, 401),
+                                            (f"Basic {TOKEN}", 401), ("Bearer", 401)])
+def test_the_bearer_scheme_is_case_insensitive(small_store, header, status):
+    """RFC 7235: the scheme of an Authorization header is case-insensitive; only Bearer carries the token."""
+    response = TestClient(create_app(small_store, token=TOKEN)).get("/api/runs", headers={"Authorization": header})
+    assert response.status_code == status and "set-cookie" not in response.headers
+    assert bearer(header) == (TOKEN if header.lower() == f"bearer {TOKEN}" else "wrong" if "wrong" in header else "")
+
+
+@pytest.fixture
+def busy_port():
+    """A port some other program listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+def test_a_busy_port_is_refused_in_one_line_before_uvicorn_starts(small_store, busy_port, capsys):
+    assert fedrp_main(["dashboard", "--store", str(small_store), "--port", str(busy_port)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"fedrp dashboard: error: port {busy_port} on 127.0.0.1 is in use; expected a free port (--port)"]
+
+
+def test_fedrp_dashboard_serves_on_the_socket_it_bound(small_store):
+    """The command binds the port itself and hands that socket to uvicorn: the server must answer on it, and
+    stop on Ctrl-C without a traceback."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "fedrp.cli", "dashboard", "--store", str(small_store), "--port",
+                             str(port), "--token", TOKEN], stderr=subprocess.PIPE, text=True)
+    try:
+        def runs() -> list | None:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/api/runs",
+                                             headers={"Authorization": f"bearer {TOKEN}"})
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    return json.loads(response.read())
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read()
+                return None
+        assert [r["status"] for r in _wait(runs, 60, "fedrp dashboard")] == ["completed"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr.read()
+
+
+@pytest.mark.parametrize("host, starts, ends", [
+    ("no-such-host.invalid", "--host no-such-host.invalid does not resolve (", "a name of this machine"),
+    ("192.0.2.1", "cannot listen on 192.0.2.1:{port} (", "expected an address of this machine (--host)"),  # TEST-NET-1
+])
+def test_a_host_that_cannot_be_bound_is_refused_in_one_line(small_store, capsys, host, starts, ends):
+    port = _free_port()
+    argv = ["dashboard", "--store", str(small_store), "--host", host, "--port", str(port), "--token", TOKEN]
+    assert fedrp_main(argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"fedrp dashboard: error: {starts.format(port=port)}") and line.endswith(ends)
+
+
+def test_token_mode_in_chromium_shows_the_runs_and_charts(small_store, browser):
+    """A browser opens /?token=T once: the cookie it gets loads the page's scripts, plotly and data, on this
+    page and the next, and the token leaves the address bar."""
+    server = start_in_thread(small_store, "127.0.0.1", port := _free_port(), TOKEN)
+    try:
+        _wait(lambda: server.started, 30, "the dashboard")
+        browser.get(f"http://127.0.0.1:{port}/?token={TOKEN}")
+        rows = _wait(lambda: browser.find_elements("css selector", "#runs tbody tr"), 30, "the runs table")
+        assert len(rows) == 1 and "completed" in rows[0].text and "accuracy 0.8000" in rows[0].text
+        assert browser.current_url == f"http://127.0.0.1:{port}/"
+        rows[0].find_element("tag name", "a").click()
+        _wait(lambda: browser.execute_script("return document.body.dataset.rounds") == "2", 30, "the charts")
+        points = _points(browser)
+        assert points["chart-metrics"] == [2, 2] and points["chart-bytes"] == [2, 2]
+        assert "completed" in browser.find_element("id", "summary").text
+        assert browser.find_element("id", "problem").get_attribute("hidden")
+    finally:
+        server.should_exit = True

@@ -94,6 +94,23 @@ def test_a_bad_label_names_file_line_and_expectation(tmp_path):
         glue.load_split("rte", "train", tmp_path)
 
 
+def test_a_file_that_is_not_utf8_names_itself_and_the_line(tmp_path):
+    path = tmp_path / "SST-2" / "train.tsv"
+    path.parent.mkdir()
+    path.write_bytes(b"sentence\tlabel\na fine film\t1\ncaf\xe9 noir\t0\n")  # Latin-1, not UTF-8
+    with pytest.raises(ValueError, match=r"SST-2/train.tsv line 3: byte 0xe9 is not UTF-8"):
+        glue.load_split("sst2", "train", tmp_path)
+
+
+@pytest.mark.parametrize("score", ["nan", "inf", "-Infinity"])
+def test_a_non_finite_score_names_file_and_line(tmp_path, score):
+    """float() reads these; a NaN score would surface only later, as a loss error in training."""
+    _write(tmp_path / "STS-B" / "train.tsv", ["index", "sentence1", "sentence2", "score"],
+           [["0", "a", "b", "3.8"], ["1", "c", "d", score]])
+    with pytest.raises(ValueError, match=rf"STS-B/train.tsv line 3: label '{score}' is not a finite number"):
+        glue.load_split("stsb", "train", tmp_path)
+
+
 def test_environment_variable_names_the_folder(glue_dir, monkeypatch):
     monkeypatch.setenv("FEDRP_GLUE_DIR", str(glue_dir))
     assert len(glue.load_split("wnli", "dev")) == 71

@@ -1,6 +1,7 @@
 """Partitions: disjoint, complete, deterministic by seed, and as skewed as alpha says."""
 
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -133,9 +134,52 @@ def test_stsb_partitions_by_binned_score(glue_dir):
     (dict(scheme="shards"), "scheme must be one of"),
     (dict(num_clients=0), "num_clients must be at least 1"),
     (dict(min_size=1000), "cannot give 10 clients at least 1000"),
-    (dict(alpha=0.0), "alpha must be positive"),
+    (dict(alpha=0.0), "alpha must be a positive number"),
 ])
 def test_bad_requests_are_refused(kwargs, message):
     labels = np.array([0, 1] * 50)
     with pytest.raises(ValueError, match=message):
         partition(labels, **{"num_clients": 10, **kwargs})
+
+
+# Each bad value, refused by the one check that `fedrp partition`, the run config and partition() share.
+BAD_OPTIONS = [
+    ("alpha", float("nan"), r"alpha must be a positive number \(a finite Dirichlet concentration\), got nan"),
+    ("alpha", float("inf"), r"alpha must be a positive number \(a finite Dirichlet concentration\), got inf"),
+    ("alpha", -0.5, "alpha must be a positive number"),
+    ("min_size", -5, "must be an integer of at least 1, got -5"),
+    ("min_size", 0, "must be an integer of at least 1, got 0"),
+    ("scheme", "shards", r"must be one of \['iid', 'dirichlet', 'quantity', 'pathological'\], got 'shards'"),
+]
+
+
+@pytest.mark.parametrize("option, value, message", BAD_OPTIONS)
+def test_bad_options_are_refused_by_partition(option, value, message):
+    with pytest.raises(ValueError, match=message):
+        partition(np.array([0, 1] * 50), 2, **{"scheme": "quantity", option: value})
+
+
+@pytest.mark.parametrize("option, value, message", BAD_OPTIONS)
+def test_bad_options_are_refused_by_the_run_config(option, value, message):
+    from fedrp.federation import FedConfig
+
+    key = {"alpha": "alpha", "min_size": "min-partition-size", "scheme": "partition-scheme"}[option]
+    with pytest.raises(ValueError, match=message) as refused:
+        FedConfig.from_run_config({}, {key: value})
+    assert str(refused.value).startswith(f"{key} must ")
+
+
+@pytest.mark.parametrize("option, value, message", [b for b in BAD_OPTIONS if b[0] != "scheme"])  # argparse: choices
+def test_bad_options_are_refused_by_the_command_before_reading_data(option, value, message, capsys, monkeypatch):
+    from fedrp import glue
+    from fedrp.cli import main
+
+    def unread(*args, **kwargs):
+        raise AssertionError("the training split was read before the bad option was refused")
+
+    monkeypatch.setattr(glue, "load_split", unread)
+    flag = {"alpha": "--alpha", "min_size": "--min-size"}[option]
+    assert main(["partition", "--task", "sst2", "--num-clients", "3", flag, str(value)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"fedrp partition: error: {flag} must "), err
+    assert re.search(message, err), err

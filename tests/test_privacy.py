@@ -345,3 +345,42 @@ def test_dp_training_uses_the_optimizer_it_is_given(default_backbone, sst2_slice
         cfg = TrainConfig(lr=1e-2, optimizer=name, batch_size=32, epochs=0.25, bf16="off", progress=False)
         engine.train_private(model, sst2_slice, cfg, PrivacyConfig(epsilon=8.0), torch.device("cpu"))
         assert wrapped[-1] is kind
+
+
+INF, NAN = float("inf"), float("nan")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(epsilon=INF), "epsilon must be positive and finite, got inf"),
+    (dict(epsilon=NAN), "epsilon must be positive and finite, got nan"),
+    (dict(epsilon=8, noise_multiplier=INF), "noise_multiplier must be positive and finite, got inf"),
+    (dict(epsilon=8, noise_multiplier=NAN), "noise_multiplier must be positive and finite, got nan"),
+    (dict(epsilon=8, max_grad_norm=INF), "max_grad_norm must be positive and finite, got inf"),
+    (dict(epsilon=8, delta=NAN), r"delta must be in \(0, 1\), got nan"),
+])
+def test_dp_settings_must_be_finite(kwargs, message):
+    """Infinite noise trained z and the head to NaN, and an infinite budget calibrated a noise that spent nothing."""
+    with pytest.raises(ValueError, match=message):
+        PrivacyConfig(**kwargs)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("dp-epsilon", INF, "dp-epsilon must be 0 (no DP) or a finite positive budget, got inf"),
+    ("dp-epsilon", NAN, "dp-epsilon must be 0 (no DP) or a finite positive budget, got nan"),
+    ("dp-max-grad-norm", INF, "max_grad_norm must be positive and finite, got inf"),
+    ("client-dp-noise", INF, "client-level DP needs finite client-dp-noise > 0"),
+    ("client-dp-clip", INF, "client-level DP needs finite client-dp-noise > 0"),
+    ("secagg-clip", INF, "secagg-clip must be positive and finite, got inf"),
+    ("secagg-max-weight", INF, "secagg-max-weight must be a finite number of at least 1, got inf"),
+    ("trim-beta", NAN, "trim-beta must be in [0, 0.5) (the share cut from each end), got nan"),
+    ("trim-beta", 0.5, "trim-beta must be in [0, 0.5) (the share cut from each end), got 0.5"),
+])
+def test_the_run_config_refuses_non_finite_settings(key, value, message):
+    """As `python -m simulations.run --KEY VALUE` passes them, with what each needs to take effect."""
+    from fedrp.federation import FedConfig
+
+    needs = {"dp-max-grad-norm": {"dp-epsilon": 8.0}, "client-dp-clip": {"client-dp-noise": 1.0},
+             "secagg-clip": {"secure-aggregation": "secagg+"}, "secagg-max-weight": {"secure-aggregation": "secagg+"}}
+    with pytest.raises(ValueError) as refused:
+        FedConfig.from_run_config({}, {**needs.get(key, {}), key: value})
+    assert message in str(refused.value)

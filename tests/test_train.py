@@ -1,5 +1,7 @@
 """The shared training loop and the baselines, on small real slices of GLUE and the real backbone."""
 
+from contextlib import nullcontext
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from fedrp.privacy.config import PrivacyConfig
 from fedrp.privacy.engine import train_private
 from fedrp.spec import ModelSpec
 from fedrp.train import TrainConfig, evaluate, loss_fn, predictions, select_device, train
+from tests.conftest import TINY_CONFIGS
 
 CPU = torch.device("cpu")
 
@@ -238,6 +241,77 @@ def test_device_selection_and_config_checks():
         TrainConfig(schedule="cosine")
     with pytest.raises(ValueError, match="batch_size must be positive"):
         TrainConfig(batch_size=0)
+    for name, value in (("lr", float("inf")), ("epochs", float("inf")), ("lr", float("nan"))):
+        with pytest.raises(ValueError, match=f"{name} must be positive and finite, got {value}"):
+            TrainConfig(**{name: value})
+    with pytest.raises(ValueError, match="max_grad_norm must be 0 or None"):
+        TrainConfig(max_grad_norm=float("nan"))
+
+
+def test_a_diverged_run_ends_in_one_line_and_saves_nothing(glue_dir, tmp_path, monkeypatch, tiny_backbone):
+    """A NaN state must neither be evaluated as if it were a model nor replace the adapter an earlier run left."""
+    from fedrp import centralized
+    from fedrp.train import TrainResult
+
+    def diverge(model, ds, config, device):
+        with torch.no_grad():
+            model.z.fill_(float("nan"))
+        return TrainResult(steps=1, examples=len(ds), seconds=0.1, loss=float("nan"))
+
+    def unreached(*args, **kwargs):
+        raise AssertionError("a non-finite model was evaluated")
+
+    monkeypatch.setattr(centralized, "load_backbone", lambda name=None: tiny_backbone("bert"))
+    monkeypatch.setattr(centralized, "train", diverge)
+    monkeypatch.setattr(centralized, "dev_metrics", unreached)
+    earlier = tmp_path / "wnli-slash.safetensors"
+    earlier.write_bytes(b"an earlier adapter")
+    cfg = centralized.RunConfig(task="wnli", method="slash", d=16, data_dir=str(glue_dir), max_train_samples=8,
+                                out=str(tmp_path), overwrite=True, bf16="off", device="cpu", progress=False)
+    with pytest.raises(FloatingPointError, match=r"ended with non-finite values in \['z'\]; nothing was saved"):
+        centralized.run(cfg)
+    assert list(tmp_path.iterdir()) == [earlier] and earlier.read_bytes() == b"an earlier adapter"
+
+
+@pytest.mark.parametrize("family", sorted(TINY_CONFIGS))
+@pytest.mark.parametrize("prompt", [0, 1])
+def test_max_tokens_is_the_longest_input_each_family_embeds(family, prompt):
+    """BERT-like models number positions from 0, so JR-WARP's prompt slot takes one; RoBERTa-like ones from
+    padding_idx + 1, skipping pad-id tokens (the slot is the pad id), so it takes none of their 514 - 2."""
+    from transformers import AutoModel
+
+    from fedrp.backbone import max_tokens
+
+    config = TINY_CONFIGS[family]()
+    model = AutoModel.from_config(config).eval()
+    limit = max_tokens(config, prompt)
+    assert limit == {"roberta": 510, "xlm-roberta": 510}.get(family, 512 - prompt)
+    for length, fits in ((limit, True), (limit + 1, False)):
+        ids = torch.cat([torch.full((1, prompt), config.pad_token_id or 0), torch.full((1, length), 1000)], 1)
+        with nullcontext() if fits else pytest.raises(RuntimeError):  # a tensor-size mismatch
+            model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    if family == "deberta-v2":  # relative positions only: no bound
+        config.position_biased_input = False
+        assert max_tokens(config, prompt) is None
+
+
+def test_a_run_configs_max_length_is_checked_against_its_backbone_before_it_loads(monkeypatch):
+    from fedrp.federation import FedConfig, check_run_max_length, clientdata, warm_caches
+
+    check_run_max_length(FedConfig(max_length=512))
+    check_run_max_length(FedConfig(method="jrwarp", max_length=511))
+    with pytest.raises(ValueError, match="max-length 513 is more than the backbone takes: its 512 position embeddings "
+                                         "hold 512 tokens; expected max-length of at most 512"):
+        check_run_max_length(FedConfig(max_length=513))
+    with pytest.raises(ValueError, match="hold 511 tokens beside the prompt token"):
+        check_run_max_length(FedConfig(method="jrwarp", max_length=512))
+
+    def unreached(*args, **kwargs):
+        raise AssertionError("the backbone loaded before the max length was checked")
+
+    monkeypatch.setattr(clientdata, "load_backbone", unreached)  # simulations.run warms the caches before Ray
+    with pytest.raises(ValueError, match="max-length 1024 is more than the backbone takes"):
+        warm_caches(FedConfig(max_length=1024), 2)
 
 
 def test_tokenization_is_cached_on_disk(glue_dir, tmp_path, monkeypatch):

@@ -17,6 +17,7 @@ class AdapterConfig:
 
     method: ClassVar[str] = ""
     rates: ClassVar[Rates]  # each method's defaults (fedrp.rates)
+    prompt_tokens: ClassVar[int] = 0  # tokens the method prepends to every input (they take positions too)
     d: int = ModelSpec.d
     seed: int = ModelSpec.seed
     distribution: str = ModelSpec.distribution

@@ -26,6 +26,7 @@ class JRWarpConfig(AdapterConfig):
     # 20 rounds, batches of 8; docs/results/tuning.jsonl): 3e-2 scored 0.805 against 0.802 (1e-1), 0.796 (1e-2),
     # 0.746 (3e-3, the previous default) and 0.723 (1e-3).
     rates: ClassVar[Rates] = Rates(centralized=1e-2, federated=3e-2)
+    prompt_tokens: ClassVar[int] = 1  # with_prompt_slot's placeholder
 
     @property
     def position(self) -> str:

@@ -15,7 +15,7 @@ from fedrp.federation.clientdata import (
     validation_data,
     warm_caches,
 )
-from fedrp.federation.config import FedConfig, round_lr, round_seed
+from fedrp.federation.config import FedConfig, check_run_max_length, round_lr, round_seed
 from fedrp.federation.local import (
     federation_offsets,
     local_evaluate,
@@ -27,8 +27,8 @@ from fedrp.federation.local import (
 from fedrp.federation.model import check_identity, identity, initial_state, model_for
 
 __all__ = [
-    "FedConfig", "check_identity", "client_eval_data", "client_indices", "client_train_data", "federation_offsets",
-    "identity", "initial_state", "label_counts", "local_data_file", "local_evaluate", "local_train",
-    "local_train_config", "logit_offsets", "model_for", "round_lr", "round_seed", "server_evaluate", "validation_data",
-    "warm_caches",
+    "FedConfig", "check_identity", "check_run_max_length", "client_eval_data", "client_indices", "client_train_data",
+    "federation_offsets", "identity", "initial_state", "label_counts", "local_data_file", "local_evaluate",
+    "local_train", "local_train_config", "logit_offsets", "model_for", "round_lr", "round_seed", "server_evaluate",
+    "validation_data", "warm_caches",
 ]

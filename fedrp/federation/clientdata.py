@@ -12,7 +12,7 @@ import numpy as np
 
 from fedrp import cache, data, glue
 from fedrp.backbone import load_backbone
-from fedrp.federation.config import FedConfig
+from fedrp.federation.config import FedConfig, check_run_max_length
 from fedrp.partition import partition, partition_labels
 from fedrp.refusals import LocalDataError
 
@@ -67,6 +67,7 @@ def client_indices(cfg: FedConfig, labels: list, partition_id: int, num_partitio
 
 def warm_caches(cfg: FedConfig, num_partitions: int) -> None:
     """Tokenize the splits and draw the partitions into the on-disk caches, so that clients only read them."""
+    check_run_max_length(cfg)  # before the backbone loads, and before any client starts
     tokenizer = load_backbone(cfg.model or None).tokenizer
     _, labels = _pool_train(cfg, tokenizer)
     client_indices(cfg, labels, 0, num_partitions)
@@ -110,7 +111,15 @@ def local_data_file(path: str, task: glue.Task, tokenizer, cfg: FedConfig) -> da
     def label(row):
         value = row["label"]
         if task.is_regression:
-            return {"label": float(value)}
+            if value is None:  # an empty cell, or one that pandas reads as missing ("nan", "NA")
+                raise LocalDataError(f"{p}: a label is empty or nan; expected a {task.name} score in every row")
+            try:
+                score = float(value)
+            except (TypeError, ValueError):
+                raise LocalDataError(f"{p}: label {value!r} is not a number; expected a {task.name} score") from None
+            if not np.isfinite(score):  # it would surface rounds later as a non-finite loss
+                raise LocalDataError(f"{p}: label {value!r} is not a finite number; expected a {task.name} score")
+            return {"label": score}
         if isinstance(value, str) and not value.isdigit():
             if value not in task.label_names:
                 raise LocalDataError(f"{p}: label {value!r} is not a {task.name} label; expected one of {task.label_names}")

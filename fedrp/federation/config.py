@@ -12,7 +12,8 @@ import numpy as np
 
 from fedrp import glue
 from fedrp.faults import parse_faults
-from fedrp.methods import federated_local
+from fedrp.methods import check_max_length, federated_local
+from fedrp.partition import check_options as check_partition
 from fedrp.privacy.client_level import ClientLevelDP
 from fedrp.privacy.config import ACCOUNTANTS, PrivacyConfig
 from fedrp.rates import DP_BATCH_SIZE, FEDERATED_BATCH_SIZE
@@ -113,6 +114,9 @@ class FedConfig(ModelOptions):
     secagg_max_weight: float = option(0.0, "cap on a client's weight; 0: max-train-samples-per-client, else 1000")
 
     def __post_init__(self) -> None:
+        # The split's options first, by the check `fedrp partition` makes (check_fields would repeat two of them).
+        check_partition(self.partition_scheme, self.alpha, self.min_partition_size,
+                        ("partition-scheme", "alpha", "min-partition-size"))
         check_fields(self, dataclasses.fields(self))  # choices and integer minimums, the model's options too
         if not (math.isfinite(self.lr) and self.lr >= 0):
             raise ValueError(f"lr must be positive, or 0 for the method's federated default; got {self.lr}")
@@ -135,14 +139,14 @@ class FedConfig(ModelOptions):
             raise ValueError(f"norm-bound must be 0 (off) or positive, got {self.norm_bound}")
         if not (math.isfinite(self.norm_ratio) and (self.norm_ratio == 0 or self.norm_ratio > 1)):
             raise ValueError(f"norm-ratio must be 0 (off) or above 1, got {self.norm_ratio}")
-        if not (math.isfinite(self.alpha) and self.alpha > 0):
-            raise ValueError(f"alpha must be a positive number (Dirichlet concentration), got {self.alpha}")
+        if not (math.isfinite(self.trim_beta) and 0.0 <= self.trim_beta < 0.5):
+            raise ValueError(f"trim-beta must be in [0, 0.5) (the share cut from each end), got {self.trim_beta}")
         parse_faults(self.faulty_clients)  # a typo fails before any work
         if self.client_dp is not None and self.aggregation != "fedavg":  # client_dp checks the client-dp-* values
             raise ValueError(f"client-level DP (client-dp-noise) averages clipped updates: it needs aggregation "
                              f"fedavg, got {self.aggregation!r}")
-        if self.dp_epsilon < 0:
-            raise ValueError(f"dp-epsilon must be 0 (no DP) or a positive budget, got {self.dp_epsilon}")
+        if not (math.isfinite(self.dp_epsilon) and self.dp_epsilon >= 0):
+            raise ValueError(f"dp-epsilon must be 0 (no DP) or a finite positive budget, got {self.dp_epsilon}")
         if not (math.isfinite(self.dp_count_noise) and self.dp_count_noise >= 0):
             raise ValueError(f"dp-count-noise must be 0 (off) or positive, got {self.dp_count_noise}")
         if not 0.0 <= self.dp_z_share < 1.0:
@@ -237,6 +241,12 @@ class FedConfig(ModelOptions):
     def spec(self) -> ModelSpec:
         """The model a client builds for this run; the round's state is loaded into it."""
         return self.model_spec(glue.get_task(self.task).num_labels)
+
+
+def check_run_max_length(cfg: FedConfig) -> None:
+    """Refuse a max-length the run's backbone cannot embed, from its config alone (no weights): call it before a
+    run starts, since a client would otherwise fail on its first longer example, round after round."""
+    check_max_length(cfg.max_length, cfg.model or None, cfg.method, "max-length")
 
 
 def _coerce(cls, name: str, value):

@@ -10,6 +10,7 @@ outside and would clip replies before fedrp's validation has refused the malform
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 from opacus.accountants import RDPAccountant
@@ -22,9 +23,10 @@ class ClientLevelDP:
     delta: float
 
     def __post_init__(self) -> None:
-        if not (self.noise_multiplier > 0 and self.clip > 0 and 0 < self.delta < 1):
-            raise ValueError(f"client-level DP needs client-dp-noise > 0, client-dp-clip > 0 and client-dp-delta in "
-                             f"(0, 1); got {self.noise_multiplier}, {self.clip}, {self.delta}")
+        finite = math.isfinite(self.noise_multiplier) and math.isfinite(self.clip)  # inf noise or clip: no update
+        if not (finite and self.noise_multiplier > 0 and self.clip > 0 and 0 < self.delta < 1):
+            raise ValueError(f"client-level DP needs finite client-dp-noise > 0, client-dp-clip > 0 and "
+                             f"client-dp-delta in (0, 1); got {self.noise_multiplier}, {self.clip}, {self.delta}")
 
 
 def clip_update(update: dict[str, np.ndarray], clip: float) -> dict[str, np.ndarray]:

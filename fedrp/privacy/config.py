@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 ACCOUNTANTS = ("rdp", "prv")
 
@@ -16,16 +17,15 @@ class PrivacyConfig:
     noise_multiplier: float | None = None  # None: the smallest noise that keeps (epsilon, delta)
 
     def __post_init__(self) -> None:
-        if not self.epsilon > 0:
-            raise ValueError(f"epsilon must be positive, got {self.epsilon!r}")
+        # Infinite noise or budget train to NaN or report a meaningless epsilon: both refused with the rest.
+        for name in ("epsilon", "max_grad_norm", "noise_multiplier"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be positive and finite, got {value!r}")
         if self.delta is not None and not 0 < self.delta < 1:
             raise ValueError(f"delta must be in (0, 1), got {self.delta!r}")
-        if not self.max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be positive, got {self.max_grad_norm!r}")
         if self.accountant not in ACCOUNTANTS:
             raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got {self.accountant!r}")
-        if self.noise_multiplier is not None and not self.noise_multiplier > 0:
-            raise ValueError(f"noise_multiplier must be positive, got {self.noise_multiplier!r}")
 
     def delta_for(self, num_examples: int) -> float:
         if num_examples < 1:

@@ -6,9 +6,12 @@ plotly.js, served from the `plotly` PyPI package's own copy, so nothing comes fr
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import hmac
 import ipaddress
 import logging
+import socket
 import threading
 from html import escape
 from importlib import resources
@@ -18,10 +21,12 @@ import plotly
 import uvicorn
 from starlette.applications import Starlette
 from starlette.convertors import IntegerConvertor, register_url_convertor
+from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.dashboard import views
 from server.store import RunStore
@@ -59,12 +64,36 @@ def check_binding(host: str, token: str | None) -> None:
 
 
 def check_port(port: int) -> None:
+    """A port out of range is one line from fedrp, not an OverflowError from the socket layer."""
     if not 1 <= port <= 65535:
         raise ValueError(f"port must be between 1 and 65535, got {port}")
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound as uvicorn binds it but before uvicorn starts: a busy port or an unknown
+    host is then one line and exit 2 from `fedrp dashboard`, where uvicorn would log and exit 1."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise ValueError(_bind_problem(host, port, err)) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _bind_problem(host: str, port: int, err: OSError) -> str:
+    """What a failed bind means to the person who typed --host and --port."""
+    if isinstance(err, socket.gaierror):
+        return f"--host {host} does not resolve ({err.strerror}); expected an address or a name of this machine"
+    if err.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} is in use; expected a free port (--port)"
+    return f"cannot listen on {host}:{port} ({err.strerror}); expected an address of this machine (--host)"
+
+
 def create_app(store_path: str | Path, token: str | None = None) -> Starlette:
-    """The app for one store file; with a token, every request must carry it (header or ?token=)."""
+    """The app for one store file; with a token, every request must carry it (?token=, header or cookie)."""
     store_path = Path(store_path)
     logged: set[str] = set()
 
@@ -91,12 +120,19 @@ def create_app(store_path: str | Path, token: str | None = None) -> Starlette:
                 store.close()
         return endpoint
 
-    def page(name: str):
+    def page(name: str, of_a_run: bool = False):
         async def endpoint(request: Request) -> Response:
             try:
-                open_store().close()
+                store = open_store()
             except (FileNotFoundError, ValueError) as err:
-                return HTMLResponse(_problem_page(str(err)), status_code=503)
+                return HTMLResponse(_problem_page("no run store", str(err)), status_code=503)
+            try:
+                if of_a_run:  # an unknown run is a 404, as its API is
+                    store.run(run_id(request))
+            except ValueError as err:
+                return HTMLResponse(_problem_page("no such run", str(err)), status_code=404)
+            finally:
+                store.close()
             return HTMLResponse((STATIC / name).read_text())
         return endpoint
 
@@ -119,7 +155,7 @@ def create_app(store_path: str | Path, token: str | None = None) -> Starlette:
 
     routes = [
         Route("/", page("index.html")),
-        Route("/runs/{run_id:run_id}", page("run.html")),
+        Route("/runs/{run_id:run_id}", page("run.html", of_a_run=True)),
         Route("/api/runs", api(lambda request, store: JSONResponse(views.run_list(store)))),
         Route("/api/runs/{run_id:run_id}",
               api(lambda request, store: JSONResponse(views.run_view(store, run_id(request))))),
@@ -138,44 +174,89 @@ def _attachment(run_id: int, ext: str) -> dict[str, str]:
     return {"Content-Disposition": f'attachment; filename="run-{run_id}-rounds.{ext}"'}
 
 
-def _problem_page(message: str) -> str:
-    return (f"<!doctype html><html><head><title>fedrp dashboard: no run store</title>"
+def _problem_page(title: str, message: str) -> str:
+    return (f"<!doctype html><html><head><title>fedrp dashboard: {escape(title)}</title>"
             f"<link rel=stylesheet href=/static/dashboard.css></head><body><h1>fedrp dashboard</h1>"
             f"<p class=problem id=problem>{escape(message)}</p></body></html>")
 
 
+COOKIE = "fedrp-dashboard-{port}"  # cookies ignore ports: one name per port keeps two dashboards apart
+
+
+def bearer(header: str) -> str:
+    """The token of an `Authorization: Bearer T` header ("" for any other scheme); RFC 7235 makes the
+    scheme case-insensitive, so `bearer T` counts too."""
+    scheme, _, value = header.strip().partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def cookie_value(token: str) -> str:
+    """What the browser keeps: derived from the token, so the cookie store never holds the token itself."""
+    return hmac.new(token.encode(), b"fedrp dashboard cookie", hashlib.sha256).hexdigest()
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time comparison, so response times do not leak how much of a guess was right."""
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
 class _TokenGate:
-    """ASGI middleware: requests without the token get 401 (Bearer header, or ?token= for browsers)."""
+    """ASGI middleware: requests without the token get 401. A browser gives it once (?token=) and gets an
+    HttpOnly, SameSite=Strict cookie, which its page's scripts, styles and API calls then carry; other clients
+    send ?token= or `Authorization: Bearer`."""
 
-    def __init__(self, app, token: str) -> None:
-        self.app, self.token = app, token
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app, self.token, self.cookie = app, token, cookie_value(token)
 
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http":
-            request = Request(scope)
-            header = request.headers.get("authorization", "").removeprefix("Bearer ")
-            given = request.query_params.get("token") or header
-            if not hmac.compare_digest(given.encode(), self.token.encode()):
-                response = PlainTextResponse(
-                    "this dashboard needs its token: ?token=... or 'Authorization: Bearer ...'", status_code=401)
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        name = COOKIE.format(port=(scope.get("server") or ("", ""))[1])
+        query = request.query_params.get("token")
+        given = query or bearer(request.headers.get("authorization", ""))
+        if not (_same(given, self.token) if given else _same(request.cookies.get(name, ""), self.cookie)):
+            response = PlainTextResponse(
+                "this dashboard needs its token: open it once with ?token=..., or send 'Authorization: Bearer ...'",
+                status_code=401)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, _setting_cookie(send, name, self.cookie) if query else send)
+
+
+def _setting_cookie(send: Send, name: str, value: str) -> Send:
+    """`send` with the cookie added to the response: only after the ?token= given was right."""
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            MutableHeaders(scope=message).append("set-cookie", f"{name}={value}; HttpOnly; SameSite=Strict; Path=/")
+        await send(message)
+    return wrapped
+
+
+def listen(host: str, port: int, token: str | None) -> socket.socket:
+    """Every refusal of an address (port, host, token), then its bound socket."""
+    check_port(port)
+    check_binding(host, token)
+    return bind(host, port)
 
 
 def serve(store_path: str | Path, host: str = "127.0.0.1", port: int = 8050, token: str | None = None) -> None:
-    """Serve until interrupted."""
-    check_port(port)
-    check_binding(host, token)
+    """Serve until interrupted; every refusal (port, host, token) comes before uvicorn starts."""
+    sock = listen(host, port, token)
     log.warning("fedrp dashboard on http://%s:%d/ over %s", host, port, store_path)
-    uvicorn.run(create_app(store_path, token), host=host, port=port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(create_app(store_path, token), host=host, port=port, log_level="warning"))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # Ctrl-C is how it stops: no traceback (uvicorn.run swallows it too)
+        pass
 
 
 def start_in_thread(store_path: str | Path, host: str, port: int, token: str | None) -> uvicorn.Server:
-    """Serve beside a running ServerApp, in a daemon thread that ends with the process."""
-    check_port(port)
-    check_binding(host, token)
+    """Serve beside a running ServerApp, in a daemon thread that ends with the process; a port in use is
+    refused here, before the first round, not logged by uvicorn's thread while the run goes on."""
+    sock = listen(host, port, token)
     server = uvicorn.Server(uvicorn.Config(create_app(store_path, token), host=host, port=port, log_level="warning"))
-    threading.Thread(target=server.run, name="fedrp-dashboard", daemon=True).start()
+    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="fedrp-dashboard", daemon=True).start()
     log.info("fedrp dashboard on http://%s:%d/ over %s", host, port, store_path)
     return server

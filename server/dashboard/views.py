@@ -107,7 +107,9 @@ def clients(replies: list[dict]) -> list[dict]:
 
 
 def rounds_table(store: RunStore, run_id: int) -> list[dict]:
-    """Every stored round as one flat row (the CSV and JSON downloads)."""
+    """Every stored round as one flat row (the CSV and JSON downloads). An unknown run raises ValueError
+    (a 404), as run_view does, rather than giving an empty table."""
+    store.run(run_id)
     out = []
     for r in store.rounds(run_id):
         row = {"round": r["round"]}

@@ -1,12 +1,13 @@
 // fedrp dashboard: polls the JSON API and redraws; no build step, no network beyond this server.
 "use strict";
 const fedrp = (() => {
-  const token = new URLSearchParams(location.search).get("token");
-  const withToken = (url) => (token ? url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token) : url);
+  // With a token, the server answered ?token= with an HttpOnly cookie that every later request carries:
+  // take the token out of the address bar so that it is not copied, shown or kept in this history entry.
+  if (new URLSearchParams(location.search).has("token")) history.replaceState(null, "", location.pathname);
   const LIVE_MS = 2000, IDLE_MS = 10000;
 
   async function getJSON(url) {
-    const response = await fetch(withToken(url), { cache: "no-store" });
+    const response = await fetch(url, { cache: "no-store" });
     const body = await response.json();
     if (!response.ok) throw new Error(body.error || response.statusText);
     return body;
@@ -27,7 +28,7 @@ const fedrp = (() => {
 
   const fmt = (v, digits = 4) => (typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toFixed(digits)) : v ?? "");
   const when = (t) => (t ? new Date(t * 1000).toLocaleString() : "");
-  const link = (href, text) => Object.assign(document.createElement("a"), { href: withToken(href), textContent: text });
+  const link = (href, text) => Object.assign(document.createElement("a"), { href, textContent: text });
   const metricsText = (m) => Object.entries(m || {}).map(([k, v]) => `${k} ${fmt(v)}`).join(", ");
 
   function fill(tbody, rows, columns) {
@@ -116,9 +117,8 @@ const fedrp = (() => {
 
   async function runPage() {
     const id = location.pathname.split("/").filter(Boolean).pop();
-    document.getElementById("back").href = withToken("/");
-    document.getElementById("csv").href = withToken(`/api/runs/${id}/rounds.csv`);
-    document.getElementById("json").href = withToken(`/api/runs/${id}/rounds.json`);
+    document.getElementById("csv").href = `/api/runs/${id}/rounds.csv`;
+    document.getElementById("json").href = `/api/runs/${id}/rounds.json`;
     let status = "running";
     try {
       const view = await getJSON(`/api/runs/${id}`);
