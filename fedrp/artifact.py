@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -17,10 +18,16 @@ from fedrp.adapters import TRAINABLE, AdapterConfig, AdapterModel, build_model, 
 from fedrp.backbone import Backbone, load_backbone
 from fedrp.files import atomic_path
 
-# /2 adds tensors_sha256: the fingerprint covers the projection spec, the digest what was trained.
+if TYPE_CHECKING:
+    from fedrp.tasks import Task
+
+# /2 adds tensors_sha256: the fingerprint covers the projection spec, the digest what was trained. The optional
+# task_definition (the task without its data) came later under /2: a reader that predates it ignores the key.
 FORMAT = "fedrp-adapter/2"
 REQUIRED = ("format", "method", "config", "spec", "fingerprint", "backbone", "backbone_config_hash",
             "tensors_sha256")
+KINDS = ("classification", "regression")
+DEFINITION_KEYS = ("name", "kind", "labels", "text", "pair", "label", "metrics")
 
 
 @dataclasses.dataclass
@@ -36,6 +43,7 @@ class Artifact:
     task: str | None = None
     label_names: list[str] = dataclasses.field(default_factory=list)
     metric: dict = dataclasses.field(default_factory=dict)
+    task_definition: dict | None = None  # the task without its data paths (task_definition()); None: not recorded
 
     @property
     def method(self) -> str:
@@ -52,7 +60,17 @@ class Artifact:
             "backbone_config_hash": self.backbone_config_hash, "pooling": self.config["pooling"],
             "task": self.task, "label_names": self.label_names, "metric": self.metric,
             "tensors_sha256": tensors_digest(self.tensors),
+            **({"task_definition": self.task_definition} if self.task_definition is not None else {}),
         }
+
+
+def task_definition(task: Task) -> dict:
+    """What an adapter records of its task: name, kind, labels, columns and metrics, never where the data is.
+    A GLUE task's columns are named as on the Hub (sentence, question1, premise...): its files number some."""
+    user = task.data is not None
+    return {"name": task.name, "kind": KINDS[task.is_regression], "labels": list(task.label_names),
+            "text": task.text if user else task.hub_text, "pair": task.pair if user else task.hub_pair,
+            "label": task.label if user else "label", "metrics": list(task.metrics)}
 
 
 def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -65,13 +83,18 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def from_model(model: AdapterModel, task: str | None = None, label_names: list[str] | None = None,
+def from_model(model: AdapterModel, task: str | Task | None = None, label_names: list[str] | None = None,
                metric: dict | None = None) -> Artifact:
+    """The model's trained vectors with their metadata; a Task (not just its name) is recorded with its
+    definition, and its label names are the artifact's."""
+    definition = None if task is None or isinstance(task, str) else task_definition(task)
+    if definition is not None:
+        task, label_names = definition["name"], definition["labels"]
     return Artifact(
         tensors=model.state_vectors(), config=model.config.to_dict(), spec=model.spec,
         fingerprint=model.fingerprint, backbone=model.backbone_name,
         backbone_config_hash=model.backbone_config_hash, task=task,
-        label_names=list(label_names or []), metric=dict(metric or {}),
+        label_names=list(label_names or []), metric=dict(metric or {}), task_definition=definition,
     )
 
 
@@ -129,6 +152,7 @@ def load(path: str | os.PathLike, verify: bool = True) -> Artifact:
         tensors=tensors, config=meta["config"], spec=spec, fingerprint=meta["fingerprint"],
         backbone=meta["backbone"], backbone_config_hash=meta["backbone_config_hash"], task=meta.get("task"),
         label_names=meta.get("label_names", []), metric=meta.get("metric", {}),
+        task_definition=meta.get("task_definition"),
     )
 
 
@@ -171,6 +195,28 @@ def _check_labels(path: Path, meta: dict, num_labels: int) -> None:
         raise ValueError(f"{path} names {len(labels)} labels for a head of {num_labels} outputs")
     if not (task is None or isinstance(task, str)) or not isinstance(metric, dict):
         raise ValueError(f"{path}'s task {task!r} or metric {metric!r} is not what fedrp writes (a name, a mapping)")
+    if "task_definition" in meta:
+        _check_definition(path, meta["task_definition"], meta, num_labels)
+
+
+def _check_definition(path: Path, definition, meta: dict, num_labels: int) -> None:
+    """A recorded task definition has every key fedrp writes, and agrees with the task name, labels and head."""
+    if not isinstance(definition, dict) or sorted(definition) != sorted(DEFINITION_KEYS):
+        found = sorted(definition) if isinstance(definition, dict) else type(definition).__name__
+        raise ValueError(f"{path}'s task_definition holds {found}; expected the keys {list(DEFINITION_KEYS)}")
+    names = [definition[k] for k in ("name", "text", "label")]
+    lists = [definition[k] for k in ("labels", "metrics")]
+    if (not all(isinstance(n, str) and n for n in names) or not isinstance(definition["pair"], (str, type(None)))
+            or not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in lists)
+            or definition["kind"] not in KINDS):
+        raise ValueError(f"{path}'s task_definition {definition} is not what fedrp writes: names of columns, "
+                         f"lists of label and metric names, a kind of {list(KINDS)}")
+    outputs = 1 if definition["kind"] == "regression" else len(definition["labels"])
+    if definition["name"] != meta.get("task") or definition["labels"] != meta.get("label_names", []) \
+            or outputs != num_labels:
+        raise ValueError(f"{path}'s task_definition (task {definition['name']!r}, {definition['kind']}, labels "
+                         f"{definition['labels']}) disagrees with its task {meta.get('task')!r}, label_names "
+                         f"{meta.get('label_names', [])} or head of {num_labels} outputs")
 
 
 def check_compatible(artifact: Artifact, model: AdapterModel) -> None:

@@ -92,7 +92,7 @@ def run(cfg: RunConfig) -> dict:
         metrics, n_eval = evaluate(model, held_out, task, cfg.batch_size * 2, device), len(held_out)
     path = None
     if out is not None:
-        art = artifact.from_model(model, task=task.name, label_names=list(task.label_names), metric=metrics)
+        art = artifact.from_model(model, task=task, metric=metrics)  # with the task's definition, not its data
         path = str(artifact.save(art, out, overwrite=cfg.overwrite))
     return {
         "task": task.name, "method": cfg.method, "metrics": metrics, "params": model.num_trainable(),
@@ -138,21 +138,40 @@ def check_finite(model) -> None:
 def evaluate_artifact(path: str | os.PathLike, task_name: str | None = None, data_dir: str | None = None,
                       max_eval_samples: int | None = None, batch_size: int = 64, max_length: int = 128,
                       device: str = "auto", model_name: str | None = None) -> dict:
-    """Dev metrics of a saved adapter on its task (or another task with the same labels)."""
+    """Dev metrics of a saved adapter on its task, or on another (a user's: its TOML file) with the same labels."""
     art = artifact.load(path)  # checked before the backbone loads
-    if not (task_name or art.task):
-        raise ValueError(f"{path} names no task: pass --task")
-    task = glue.get_task(task_name or art.task)
-    if art.label_names and list(art.label_names) != list(task.label_names):
-        raise ValueError(f"adapter was trained for {art.task or 'a task'} with labels {list(art.label_names)}; task "
-                         f"{task.name} has labels {list(task.label_names) or '(a regression score)'}")
+    task = glue.get_task(task_to_evaluate(art, path, task_name))
+    check_same_labels(art, task)
     for split in task.dev_splits:
         glue.load_split(task, split, data_dir)
     check_max_length(max_length, model_name or art.backbone, art.method)
     model, art = artifact.load_model(path, model_name=model_name)
-    if task.num_labels != model.config.num_labels:
-        raise ValueError(f"adapter has {model.config.num_labels} outputs, task {task.name} needs {task.num_labels}")
     metrics, n = dev_metrics(model, task, model.tokenizer, model.pooling, max_length, data_dir, max_eval_samples,
                              batch_size, select_device(device))
     return {"task": task.name, "method": art.method, "metrics": metrics, "params": art.params,
             "bytes_fp32": art.params * 4, "eval_examples": n, "artifact": str(path)}
+
+
+def task_to_evaluate(art: artifact.Artifact, path: str | os.PathLike, given: str | None) -> str:
+    """--task as given, else the GLUE task the adapter names; a user's task is known only from its TOML file."""
+    if given:
+        return given
+    if not art.task:
+        raise ValueError(f"{path} names no task: pass --task")
+    builtin = glue.TASKS.get(art.task)
+    if builtin is None or art.task_definition not in (None, artifact.task_definition(builtin)):
+        raise ValueError(f"{path} was trained on your task {art.task!r}, whose data an adapter does not hold: pass "
+                         f"--task with its TOML file (--task path/to/{art.task}.toml)")
+    return art.task
+
+
+def check_same_labels(art: artifact.Artifact, task: glue.Task) -> None:
+    """The task's labels, in order, are the adapter's (a regression score for a regression head)."""
+    if art.label_names and list(art.label_names) != list(task.label_names):
+        raise ValueError(f"adapter was trained for {art.task or 'a task'} with labels {list(art.label_names)}; task "
+                         f"{task.name} has labels {list(task.label_names) or '(a regression score)'}")
+    outputs = art.config["num_labels"]
+    if task.num_labels != outputs:
+        trained = "a regression score" if outputs == 1 else f"{outputs} labels"
+        raise ValueError(f"adapter was trained for {art.task or 'a task'} with {trained}; task {task.name} has "
+                         f"{list(task.label_names) or 'a regression score'}")

@@ -99,39 +99,73 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from fedrp.predict import predict
-
-    if args.exported:
-        from fedrp.export import ExportedClassifier, check_max_length
-
-        check_max_length(args.exported, args.max_length)  # from its config, before the weights load
-        model = ExportedClassifier(args.exported)
-        labels = model.label_names
+    _check_predict_options(args)
+    labels, definition, load = _predictor(args)  # the adapter or export checked, no backbone loaded yet
+    if args.input is None:
+        _predict_text(args, labels, definition, load)
     else:
-        from fedrp import artifact
-        from fedrp.methods import check_max_length
+        _predict_file(args, labels, definition, load)
 
-        art = artifact.load(args.adapter)  # checked before the backbone loads
-        _check_pair(art.task, args.text_pair)
-        check_max_length(args.max_length, args.model or art.backbone, art.method)
-        model, art = artifact.load_model(args.adapter, model_name=args.model)
-        labels = art.label_names
+
+def _predict_text(args: argparse.Namespace, labels: list[str], definition: dict | None, load: Callable) -> None:
+    """--text (and --text-pair): one prediction, printed."""
+    from fedrp.predict import check_pair, predict
+
+    check_pair(definition, args.text_pair is not None, "--text-pair")
     pairs = [args.text_pair] if args.text_pair is not None else None
-    result = predict(model, labels, [args.text], pairs, max_length=args.max_length)[0]
+    result = predict(load(), labels, [args.text], pairs, max_length=args.max_length)[0]
     _emit(args, result, lambda d: f"{d['label']}  (logits {', '.join(f'{x:.4f}' for x in d['logits'])})")
 
 
-def _check_pair(task_name: str | None, text_pair: str | None) -> None:
-    """A second text only for a pair task, and a pair task only with one (when the adapter names its task)."""
-    from fedrp import glue
+def _predict_file(args: argparse.Namespace, labels: list[str], definition: dict | None, load: Callable) -> None:
+    """--input: one JSON line per row, to stdout or to --output (written whole or not at all)."""
+    from fedrp import predict as pr
 
-    if not task_name:
+    text, pair = pr.input_columns(definition, args.text_column, args.pair_column)
+    if args.output is not None:
+        pr.check_output(args.output, args.input)
+    ds = pr.read_input(args.input, text, pair)  # every check before the model loads
+    rows = pr.predict_rows(load(), labels, ds, text, pair, args.batch_size, args.max_length)
+    progress = not args.json and sys.stderr.isatty()
+    if args.output is None:
+        pr.write_jsonl(rows, sys.stdout, len(ds), progress)
         return
-    task = glue.get_task(task_name)
-    if text_pair is not None and task.pair is None:
-        raise ValueError(f"--text-pair given, but the adapter's task {task.name} classifies one sentence")
-    if text_pair is None and task.pair is not None:
-        raise ValueError(f"the adapter's task {task.name} classifies sentence pairs: give --text-pair too")
+    from fedrp.files import atomic_path
+
+    with atomic_path(args.output, mode=0o644) as tmp, tmp.open("w", encoding="utf-8") as f:
+        count = pr.write_jsonl(rows, f, len(ds), progress)
+    _emit(args, {"output": args.output, "rows": count}, lambda d: f"wrote {d['rows']} predictions to {d['output']}")
+
+
+def _check_predict_options(args: argparse.Namespace) -> None:
+    """--text takes --text-pair; --input takes the column options and --output; never the other's."""
+    if args.input is None:
+        given = [o for o in ("text_column", "pair_column", "output") if getattr(args, o) is not None]
+        if given:
+            raise ValueError(f"--{given[0].replace('_', '-')} goes with --input FILE, not --text")
+    elif args.text_pair is not None:
+        raise ValueError("--text-pair goes with --text; with --input, name the second text's column (--pair-column)")
+
+
+def _predictor(args: argparse.Namespace) -> tuple[list[str], dict | None, Callable]:
+    """(label names, the recorded task definition, a loader of the model): the adapter or export is read and
+    checked here, its backbone loaded only when the loader is called."""
+    from fedrp.predict import recorded_task
+
+    if args.exported:
+        from fedrp.export import ExportedClassifier, check_max_length, read_info
+
+        check_max_length(args.exported, args.max_length)  # from its config, before the weights load
+        info = read_info(Path(args.exported))
+        return (info["label_names"], recorded_task(info.get("task"), info.get("task_definition")),
+                lambda: ExportedClassifier(args.exported))
+    from fedrp import artifact
+    from fedrp.methods import check_max_length
+
+    art = artifact.load(args.adapter)  # checked before the backbone loads
+    check_max_length(args.max_length, args.model or art.backbone, art.method)
+    return (art.label_names, recorded_task(art.task, art.task_definition),
+            lambda: artifact.load_model(args.adapter, model_name=args.model)[0])
 
 
 def _metrics_text(d: dict) -> str:
@@ -163,8 +197,9 @@ def _check_train(args: argparse.Namespace) -> None:
     use_bf16(args.bf16, select_device(args.device))
     if args.validation_samples < 0:
         raise ValueError(f"--validation-samples must be 0 (report on dev) or more, got {args.validation_samples}")
-    if glue.data_dir(args.data_dir) is not None:  # `run` checks the dev files first, but reads train.tsv only
-        train = glue.load_split(args.task, "train", args.data_dir)  # once it has the backbone's tokenizer
+    # `run` checks the dev files first, but reads the training file only once it has the backbone's tokenizer
+    if glue.get_task(args.task).data is not None or glue.data_dir(args.data_dir) is not None:
+        train = glue.load_split(args.task, "train", args.data_dir)
         if args.validation_samples:
             from fedrp.data import validation_split
 
@@ -227,7 +262,8 @@ def cmd_partition(args: argparse.Namespace) -> None:
                          f"{args.classes_per_client}")
     check_options(args.scheme, args.alpha, args.min_size, ("--scheme", "--alpha", "--min-size"))  # before the data
     task = glue.get_task(args.task)
-    labels = partition_labels(glue.load_split(task, "train", args.data_dir)["label"], task.is_regression)
+    labels = partition_labels(glue.load_split(task, "train", args.data_dir)["label"], task.is_regression,
+                              task.score_binning)
     clients = partition(labels, args.num_clients, args.scheme, args.alpha, args.seed, args.min_size,
                         args.classes_per_client)
     names = list(task.label_names) or [f"score {i}-{i + 1}" for i in range(int(labels.max()) + 1)]
@@ -290,6 +326,21 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def cmd_task(args: argparse.Namespace) -> None:
+    from fedrp.files import write_text
+    from fedrp.tasks import draft_task
+
+    out = Path(args.out) if args.out else Path(args.data_file).with_suffix(".toml")
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"--out {out} exists: pass --overwrite to replace it, or choose another --out")
+    if out.resolve().parent != Path(args.data_file).resolve().parent:
+        raise ValueError(f"--out {out} must sit beside {args.data_file}: a definition names its files relative to "
+                         "its own folder")
+    write_text(out, draft_task(args.data_file, args.name))
+    _emit(args, {"task": str(out)}, lambda d: f"wrote {d['task']}: check its columns and labels, then "
+                                              f"`fedrp train --task {d['task']}`")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="fedrp", description="Federated finetuning of one small vector per task.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
@@ -316,17 +367,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder to write")
     p.add_argument("--model", default=None, help="load the backbone from here instead of the name in the adapter")
 
-    p = command("predict", cmd_predict, "Label and logits for one text (or text pair).")
+    p = command("predict", cmd_predict, "Label, scores and logits for one text (or text pair), or for every row of a "
+                                        "file (JSON Lines out).")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--adapter", help="adapter .safetensors file")
     src.add_argument("--exported", help="folder written by `fedrp export`")
     p.add_argument("--model", default=None, help="with --adapter: backbone to load instead of the one it names")
-    p.add_argument("--text", required=True)
-    p.add_argument("--text-pair", default=None)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--text", help="one text to label")
+    what.add_argument("--input", help="a CSV, TSV, JSON Lines or Parquet file: one prediction per row")
+    p.add_argument("--text-pair", default=None, help="with --text: the second text, for a pair task")
+    p.add_argument("--text-column", default=None, help="with --input: the text column (default: the adapter's task's)")
+    p.add_argument("--pair-column", default=None,
+                   help="with --input: the second text's column (default: the adapter's task's, for a pair task)")
+    p.add_argument("--output", default=None,
+                   help="with --input: the JSON Lines file to write, whole or not at all (default: stdout)")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="with --input: rows per forward pass")
     p.add_argument("--max-length", type=int, default=128)
 
     p = command("train", cmd_train, "Train one method on one GLUE task (centralized) and report dev metrics.")
-    p.add_argument("--task", required=True, help="cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte or wnli")
+    p.add_argument("--task", required=True, help="cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte or wnli, or a task "
+                                                 "file of your own (.toml, `fedrp task init`)")
     _add_model_options(p)
     _data_options(p)
     p.add_argument("--data-seed", type=int, default=0, help="shuffling seed (the projections follow --seed)")
@@ -360,7 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("eval", cmd_eval, "Dev metrics of a saved adapter.")
     p.add_argument("--adapter", required=True)
-    p.add_argument("--task", default=None, help="default: the task the adapter was trained on")
+    p.add_argument("--task", default=None,
+                   help="a GLUE task, or a task file (.toml) whose validation data to score; its labels must be the "
+                        "adapter's (default: the GLUE task the adapter was trained on; a task of your own needs its file)")
     _data_options(p)
     p.add_argument("--model", default=None, help="backbone to load instead of the one the adapter names")
     p.add_argument("--max-eval-samples", type=_positive_int, default=None)
@@ -377,6 +440,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-size", type=int, default=1, help="smallest partition allowed")
     p.add_argument("--classes-per-client", type=int, default=1, help="pathological: classes each client holds")
     _data_options(p)
+
+    p = command("task", cmd_task, "Your own task: `fedrp task init DATAFILE` drafts its TOML definition from a data "
+                                  "file (docs/guide/your-task.md).")
+    p.add_argument("action", choices=["init"], help="init: draft a definition to check and edit")
+    p.add_argument("data_file", metavar="DATAFILE", help="a CSV, TSV, JSON Lines or Parquet file of examples")
+    p.add_argument("--name", default=None, help="the task's name (default: the file's stem)")
+    p.add_argument("--out", default=None, help="the TOML file to write (default: DATAFILE with .toml)")
+    p.add_argument("--overwrite", action="store_true", help="replace the TOML file if it exists")
 
     # Commands other packages register (the dashboard lives in server/, which fedrp/ must not import).
     for entry in importlib.metadata.entry_points(group="fedrp.commands"):

@@ -39,11 +39,12 @@ def load_tokenized(task: str | glue.Task, split: str, tokenizer, pooling: str = 
     task = glue.get_task(task) if isinstance(task, str) else task
     split = task.dev_splits[0] if split == "dev" else split
     path = cache_root() / "tokens" / f"{task.name}-{split}-{_cache_key(task, split, data_dir, tokenizer, pooling, max_length)}"
-    return _load_or_build(str(path), task.name, split, str(data_dir) if data_dir else None, tokenizer, pooling, max_length)
+    return _load_or_build(str(path), task, split, str(data_dir) if data_dir else None, tokenizer, pooling, max_length)
 
 
 @lru_cache(maxsize=16)
-def _load_or_build(path: str, task: str, split: str, data_dir: str | None, tokenizer, pooling: str, max_length: int):
+def _load_or_build(path: str, task: glue.Task, split: str, data_dir: str | None, tokenizer, pooling: str,
+                   max_length: int):
     if os.path.isdir(path):
         return datasets.load_from_disk(path)
     ds = tokenize(glue.load_split(task, split, data_dir), tokenizer, pooling, max_length)

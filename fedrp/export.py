@@ -60,11 +60,25 @@ def _write(model, art: artifacts.Artifact, out: Path) -> None:
         "method": art.method, "pooling": model.pooling, "num_labels": model.config.num_labels,
         "label_names": art.label_names, "task": art.task, "backbone": art.backbone,
         "fingerprint": art.fingerprint, **model.prepare_export(out),  # the method's own part: folded or stored
+        **({"task_definition": art.task_definition} if art.task_definition is not None else {}),
     }
     model.backbone.save_pretrained(out)
     model.tokenizer.save_pretrained(out)
+    _name_labels(out, art.label_names, model.config.num_labels)
     save_file(head, out / HEAD_FILE)
     (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _name_labels(out: Path, label_names: list[str], num_labels: int) -> None:
+    """The label names in the exported config.json (id2label, label2id), as transformers' pipelines read them;
+    a single output is marked as a regression score."""
+    config = AutoConfig.from_pretrained(out, local_files_only=True)
+    names = label_names if len(label_names) == num_labels else [f"LABEL_{i}" for i in range(num_labels)]
+    config.id2label = dict(enumerate(names))
+    config.label2id = {name: i for i, name in enumerate(names)}
+    if num_labels == 1:
+        config.problem_type = "regression"
+    config.save_pretrained(out)
 
 
 def _make_readable(folder: Path) -> None:

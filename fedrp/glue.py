@@ -1,9 +1,9 @@
-"""GLUE tasks: where each one's text and labels live, from a local folder or the hub."""
+"""GLUE tasks, built-in task definitions (fedrp.tasks.Task): where each one's text and labels live, from a local
+folder or the hub; and the front door to every task, GLUE's or a user's TOML file."""
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import math
 import os
@@ -12,37 +12,11 @@ from pathlib import Path
 
 import datasets
 
+from fedrp import tasks
+from fedrp.tasks import Task
+
 GLUE_DIR_ENV = "FEDRP_GLUE_DIR"
 HUB_DATASET = "nyu-mll/glue"
-
-
-@dataclasses.dataclass(frozen=True)
-class Task:
-    """One GLUE task: its folder, columns (official TSV and hub), labels and official metrics."""
-
-    name: str
-    folder: str
-    text: str | int
-    pair: str | int | None
-    label: str | int
-    label_names: tuple[str, ...]
-    metrics: tuple[str, ...]
-    hub_text: str
-    hub_pair: str | None
-    header: bool = True
-    dev_splits: tuple[str, ...] = ("dev",)
-
-    @property
-    def is_regression(self) -> bool:
-        return self.label_names == ()
-
-    @property
-    def num_labels(self) -> int:
-        return 1 if self.is_regression else len(self.label_names)
-
-    @property
-    def primary_metric(self) -> str:
-        return self.metrics[0]
 
 
 _ENT = ("entailment", "not_entailment")
@@ -64,9 +38,12 @@ _HUB_SPLITS = {"train": "train", "dev": "validation", "dev_matched": "validation
 
 
 def get_task(name: str) -> Task:
+    """A GLUE task by name, or a user's task by the path of its TOML definition (fedrp.tasks)."""
+    if tasks.is_task_file(name):
+        return tasks.load_task(name)
     key = name.lower().replace("-", "")
     if key not in TASKS:
-        raise ValueError(f"unknown GLUE task {name!r}; expected one of {sorted(TASKS)}")
+        raise ValueError(f"unknown GLUE task {name!r}; expected one of {sorted(TASKS)}, or a task file (.toml)")
     return TASKS[key]
 
 
@@ -171,6 +148,8 @@ def load_split(task: str | Task, split: str = "train", data_dir_: str | os.PathL
         split = task.dev_splits[0]
     if split not in ("train", *task.dev_splits):
         raise ValueError(f"task {task.name} has splits {['train', *task.dev_splits]}, not {split!r}")
+    if task.data is not None:
+        return tasks.read_split(task, split)
     folder = data_dir(data_dir_)
     if folder is None:
         return _from_hub(task, split)
@@ -178,7 +157,10 @@ def load_split(task: str | Task, split: str = "train", data_dir_: str | os.PathL
 
 
 def source_id(task: Task, split: str, data_dir_: str | os.PathLike | None) -> str:
-    """What identifies a split's content for caching: the file's path, size and mtime, or the hub name."""
+    """What identifies a split's content for caching: the file's path, size and mtime, or the hub name; a
+    user's task, its files' content."""
+    if task.data is not None:
+        return tasks.content_id(task, split)
     folder = data_dir(data_dir_)
     if folder is None:
         return f"hub:{HUB_DATASET}/{task.name}/{split}"

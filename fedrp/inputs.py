@@ -45,11 +45,12 @@ def encode(
     )
     out = {k: list(v) for k, v in enc.items() if k in ("input_ids", "token_type_ids", "attention_mask")}
     if pooling == "mask":
-        if tokenizer.mask_token_id is None:
+        mask_id = tokenizer.mask_token_id  # a property lookup through the vocabulary: once, not once a row
+        if mask_id is None:
             raise ValueError("mask pooling needs a tokenizer with a mask token; use --pooling cls or mean")
         for i in range(len(texts)):
             types = out["token_type_ids"][i] if "token_type_ids" in out else None
-            ids, types = _insert_mask_token(out["input_ids"][i], types, enc.sequence_ids(i), tokenizer.mask_token_id)
+            ids, types = _insert_mask_token(out["input_ids"][i], types, enc.sequence_ids(i), mask_id)
             out["input_ids"][i] = ids
             out["attention_mask"][i] = [1] * len(ids)
             if types is not None:

@@ -1,4 +1,4 @@
-"""The official GLUE metrics, named as Hugging Face `evaluate` names them."""
+"""The official GLUE metrics, named as Hugging Face `evaluate` names them, and macro-F1 for tasks of any size."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ def _as_float(x) -> float:
 METRICS = {
     "accuracy": lambda y, p: skm.accuracy_score(y, p),
     "f1": lambda y, p: skm.f1_score(y, p, zero_division=0.0),  # binary, positive class 1
+    "macro_f1": lambda y, p: skm.f1_score(y, p, average="macro", zero_division=0.0),  # any number of classes
     "matthews_correlation": lambda y, p: skm.matthews_corrcoef(y, p),
     "pearson": lambda y, p: stats.pearsonr(y, p)[0],
     "spearmanr": lambda y, p: stats.spearmanr(y, p)[0],

@@ -32,12 +32,22 @@ def check_options(scheme: str, alpha: float, min_size: int,
         raise ValueError(f"{size_name} must be an integer of at least 1, got {min_size!r}")
 
 
-def partition_labels(labels: Sequence, regression: bool = False) -> np.ndarray:
-    """Labels to partition by: class ids, or binned scores for a regression task."""
+SCORE_BINNINGS = ("fixed", "quantile")
+
+
+def partition_labels(labels: Sequence, regression: bool = False, binning: str = "fixed") -> np.ndarray:
+    """Labels to partition by: class ids, or a regression task's scores in STSB_BINS bins: STS-B's unit steps
+    of its 0..5 scale ("fixed"), or, for a scale the code cannot know (a user's task), bins of equal counts."""
     values = np.asarray(labels)
-    if regression:
-        return np.clip(np.floor(values.astype(float)), 0, STSB_BINS - 1).astype(int)
-    return values.astype(int)
+    if not regression:
+        return values.astype(int)
+    values = values.astype(float)
+    if binning == "quantile":
+        edges = np.quantile(values, np.arange(1, STSB_BINS) / STSB_BINS)
+        return np.searchsorted(edges, values, side="right").astype(int)
+    if binning != "fixed":
+        raise ValueError(f"score binning must be one of {SCORE_BINNINGS}, got {binning!r}")
+    return np.clip(np.floor(values), 0, STSB_BINS - 1).astype(int)
 
 
 def _sizes_by_dirichlet(n: int, num_clients: int, alpha: float, min_size: int, rng: np.random.Generator) -> list[int]:

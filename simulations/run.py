@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> dict:
     for key in ("data-dir", "store", "checkpoint-dir", "resume-from"):  # Ray workers run elsewhere
         if overrides.get(key):
             overrides[key] = os.path.abspath(overrides[key])
+    if overrides.get("task", "").endswith(".toml"):  # a user's task file (fedrp.tasks), read by every worker
+        overrides["task"] = os.path.abspath(overrides["task"])
     try:
         cfg = FedConfig.from_run_config({}, overrides)  # refuse bad values before starting Ray
         check_paths(cfg, args["num_supernodes"])

@@ -18,8 +18,8 @@ transformers.utils.logging.disable_progress_bar()
 LONGEST_FIRST = ("test_dashboard.py", "test_engines.py", "test_inprocess.py", "test_ray_cluster.py", "test_signals.py")
 # Modules whose module-scoped fixtures are costly (a federated run, a warm worker, tokenized data): their
 # tests share one worker so that each fixture runs once. Every other test goes wherever a worker is free.
-SHARED_FIXTURE_MODULES = {"test_cli.py", "test_dashboard.py", "test_partition.py", "test_privacy.py",
-                          "test_train.py", "test_warm_worker.py"}
+SHARED_FIXTURE_MODULES = {"test_bench_task_scale.py", "test_cli.py", "test_dashboard.py", "test_partition.py",
+                          "test_predict_file.py", "test_privacy.py", "test_train.py", "test_warm_worker.py"}
 
 
 def pytest_configure(config):
@@ -141,3 +141,16 @@ def committed_project(tmp_path, monkeypatch):
     cv.code_version.cache_clear()
     yield root, commit
     cv.code_version.cache_clear()
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Loading a backbone or an export's weights fails the test: a refusal must come before that."""
+    from fedrp import artifact, backbone, centralized, export
+
+    def load(*args, **kwargs):
+        raise AssertionError("the model loaded before the bad input was refused")
+
+    for module in (artifact, backbone, centralized):
+        monkeypatch.setattr(module, "load_backbone", load)
+    monkeypatch.setattr(export, "ExportedClassifier", load)

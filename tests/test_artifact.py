@@ -59,6 +59,12 @@ def test_loading_onto_another_method_is_refused(trained):
         artifact.apply(artifact.load(path), other)
 
 
+def _definition(**changes) -> dict:
+    """SST-2's definition as an adapter records it, with `changes`."""
+    return {"name": "sst2", "kind": "classification", "labels": ["negative", "positive"], "text": "sentence",
+            "pair": None, "label": "label", "metrics": ["accuracy"], **changes}
+
+
 def _rewrite_metadata(path, target, change):
     from safetensors import safe_open
 
@@ -120,6 +126,17 @@ def test_non_finite_weights_are_refused_even_with_a_matching_digest(trained, tmp
     (lambda m: m["config"].update(num_labels=3), "its config .* needs z of 256 and a head of 3 rows"),
     (lambda m: m.update(label_names=None), "label_names None are not a list of names"),
     (lambda m: m.update(label_names=["a", "b", "c"]), "names 3 labels for a head of 2 outputs"),
+    # a recorded task definition must be whole, and agree with the task name, label names and head it sits beside
+    (lambda m: m.update(task_definition=_definition()) or m["task_definition"].pop("text"),
+     r"task_definition holds \['kind', 'label', 'labels', 'metrics', 'name', 'pair'\]; expected the keys"),
+    (lambda m: m.update(task_definition="sst2"), "task_definition holds str; expected the keys"),
+    (lambda m: m.update(task_definition=_definition(kind="ordinal")), "is not what fedrp writes"),
+    (lambda m: m.update(task_definition=_definition(text=3)), "is not what fedrp writes"),
+    (lambda m: m.update(task_definition=_definition(labels=["positive", "negative"])),
+     r"disagrees with its task 'sst2', label_names \['negative', 'positive'\] or head of 2 outputs"),
+    (lambda m: m.update(task_definition=_definition(name="reviews")), "disagrees with its task 'sst2'"),
+    (lambda m: m.update(task_definition=_definition(kind="regression", labels=[]), label_names=[]),
+     "disagrees with its task .* or head of 2 outputs"),
 ])
 def test_metadata_that_lost_a_key_or_predates_the_digest_is_refused(trained, tmp_path, change, message):
     _, path = trained
@@ -184,3 +201,47 @@ def test_save_without_overwrite_keeps_the_file_there(trained):
     other = artifact.save(artifact.from_model(model), path.with_name("b.safetensors"), overwrite=False)
     assert artifact.load(other).task is None and sorted(p.name for p in path.parent.iterdir()) == [
         "b.safetensors", path.name]
+
+
+def test_an_adapter_records_its_task_without_its_data(default_backbone, tmp_path):
+    """A user's task (from its TOML) is recorded whole but for where its files are; the names are the user's."""
+    from fedrp.tasks import load_task
+
+    (tmp_path / "train.csv").write_text("review,stars\ngood,pos\nbad,neg\n")
+    (tmp_path / "task.toml").write_text('name = "reviews"\ntrain = "train.csv"\ntext = "review"\npair = "reply"\n'
+                                        'label = "stars"\nlabels = ["neg", "pos"]\nmetrics = ["macro_f1"]\n')
+    model = build_model(default_backbone, make_config("slash", d=64))
+    path = artifact.save(artifact.from_model(model, task=load_task(tmp_path / "task.toml")), tmp_path / "a.safetensors")
+    art = artifact.load(path)
+    assert art.task == "reviews" and art.label_names == ["neg", "pos"]
+    assert art.task_definition == {"name": "reviews", "kind": "classification", "labels": ["neg", "pos"],
+                                   "text": "review", "pair": "reply", "label": "stars", "metrics": ["macro_f1"]}
+    assert str(tmp_path) not in json.dumps(art.metadata())  # no data path travels with the adapter
+
+
+@pytest.mark.parametrize("name, kind, columns", [
+    ("sst2", "classification", ("sentence", None)), ("cola", "classification", ("sentence", None)),
+    ("mrpc", "classification", ("sentence1", "sentence2")), ("stsb", "regression", ("sentence1", "sentence2")),
+    ("mnli", "classification", ("premise", "hypothesis")),
+])
+def test_a_glue_task_is_recorded_with_its_hub_column_names(name, kind, columns):
+    from fedrp.glue import TASKS
+
+    definition = artifact.task_definition(TASKS[name])
+    assert (definition["kind"], definition["text"], definition["pair"], definition["label"]) == (kind, *columns, "label")
+    assert definition["labels"] == list(TASKS[name].label_names)
+
+
+def test_an_adapter_without_a_recorded_definition_still_loads(trained, tmp_path):
+    """Adapters written before definitions were recorded keep format /2 and load; their GLUE task is looked up."""
+    from fedrp.predict import recorded_task
+
+    _, path = trained
+    meta = artifact.load(path).metadata()
+    assert meta["format"] == "fedrp-adapter/2" and "task_definition" not in meta
+    assert artifact.load(path).task_definition is None
+    assert recorded_task("sst2", None) == _definition()
+    assert recorded_task("reviews", None) is None
+    old = tmp_path / "with-definition.safetensors"  # and one that records it agrees with the GLUE lookup
+    _rewrite_metadata(path, old, lambda m: m.update(task_definition=_definition()))
+    assert artifact.load(old).task_definition == _definition()

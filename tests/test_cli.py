@@ -299,20 +299,8 @@ def _lost_key(adapter, target):
     save_file(load_file(adapter), target, metadata={"fedrp": json.dumps(meta)})
 
 
-@pytest.fixture
-def no_backbone(monkeypatch):
-    """Loading a backbone fails the test: a refusal must come before that expensive start."""
-    from fedrp import artifact, backbone, centralized
-
-    def load(*args, **kwargs):
-        raise AssertionError("the backbone loaded before the bad input was refused")
-
-    for module in (artifact, backbone, centralized):
-        monkeypatch.setattr(module, "load_backbone", load)
-
-
 @pytest.mark.parametrize("argv, message", REFUSED, ids=[" ".join(a[:2]) + f" {i}" for i, (a, _) in enumerate(REFUSED)])
-def test_bad_input_is_one_line_and_exit_2_before_training(tmp_path, glue_dir, adapter, capsys, no_backbone, argv,
+def test_bad_input_is_one_line_and_exit_2_before_training(tmp_path, glue_dir, adapter, capsys, no_model, argv,
                                                           message):
     tsv = _tsv_dirs(tmp_path / "tsv", glue_dir)
     _lost_key(adapter, tmp_path / "lost-pooling.safetensors")
@@ -335,7 +323,7 @@ def test_cuda_on_a_build_without_it_is_refused(monkeypatch):
         select_device("cuda")
 
 
-def test_bf16_on_a_device_without_it_is_refused_before_loading(glue_dir, capsys, no_backbone, monkeypatch):
+def test_bf16_on_a_device_without_it_is_refused_before_loading(glue_dir, capsys, no_model, monkeypatch):
     from fedrp import train
 
     monkeypatch.setattr(train, "bf16_supported", lambda device: False)
@@ -343,7 +331,7 @@ def test_bf16_on_a_device_without_it_is_refused_before_loading(glue_dir, capsys,
     assert capsys.readouterr().err.strip() == "fedrp train: error: bf16 was asked for, but cpu here has no native bf16 support"
 
 
-def test_no_glue_folder_offline_says_how_to_give_one(capsys, no_backbone, monkeypatch):
+def test_no_glue_folder_offline_says_how_to_give_one(capsys, no_model, monkeypatch):
     """What datasets raises offline (HF_HUB_OFFLINE=1) for the hub's GLUE, at once: one line, and what to do."""
     from fedrp import glue
 
@@ -359,7 +347,7 @@ def test_no_glue_folder_offline_says_how_to_give_one(capsys, no_backbone, monkey
         assert err.endswith("pass --data-dir DIR or set $FEDRP_GLUE_DIR to a local GLUE folder in the official layout")
 
 
-def test_a_second_train_into_the_same_out_needs_overwrite(glue_dir, tmp_path, capsys, no_backbone):
+def test_a_second_train_into_the_same_out_needs_overwrite(glue_dir, tmp_path, capsys, no_model):
     """Refused before the backbone loads, the earlier adapter untouched; --overwrite, or a run that writes no
     adapter, goes on to load it (here: the fixture's AssertionError)."""
     earlier = tmp_path / "wnli-slash.safetensors"
@@ -370,7 +358,7 @@ def test_a_second_train_into_the_same_out_needs_overwrite(glue_dir, tmp_path, ca
                                                "safetensors: pass --overwrite to replace it, or choose another --out")
     assert earlier.read_bytes() == b"an earlier adapter"
     for more in (["--overwrite"], ["--method", "head"], ["--validation-samples", "100"]):
-        with pytest.raises(AssertionError, match="the backbone loaded"):
+        with pytest.raises(AssertionError, match="the model loaded"):
             main(base + more)
     assert list(tmp_path.iterdir()) == [earlier] and earlier.read_bytes() == b"an earlier adapter"
     earlier.unlink()
@@ -379,9 +367,9 @@ def test_a_second_train_into_the_same_out_needs_overwrite(glue_dir, tmp_path, ca
     assert "already holds wnli-slash.safetensors" in capsys.readouterr().err
 
 
-def test_a_writable_out_leaves_nothing_behind_before_training(glue_dir, tmp_path, no_backbone):
+def test_a_writable_out_leaves_nothing_behind_before_training(glue_dir, tmp_path, no_model):
     """The writability probe creates no folder and leaves no file: a refused or failed run leaves --out as it was."""
-    with pytest.raises(AssertionError, match="the backbone loaded"):
+    with pytest.raises(AssertionError, match="the model loaded"):
         main(["train", "--task", "wnli", "--data-dir", str(glue_dir), "--out", str(tmp_path / "new" / "runs")])
     assert list(tmp_path.iterdir()) == []
 

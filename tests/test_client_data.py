@@ -43,32 +43,46 @@ def test_a_device_file_with_label_names_or_ids(tmp_path, tokenizer):
 
 def test_a_bad_device_file_is_refused_with_what_was_expected(tmp_path, tokenizer):
     task, cfg = glue.get_task("sst2"), FedConfig()
-    with pytest.raises(LocalDataError, match="expected .jsonl or .tsv"):
+    with pytest.raises(LocalDataError, match="expected a CSV, TSV, JSON Lines or Parquet file"):
         local_data_file(str(tmp_path / "missing.jsonl"), task, tokenizer, cfg)
-    odd = tmp_path / "data.parquet"
+    odd = tmp_path / "data.xlsx"
     odd.write_text("x")
-    with pytest.raises(LocalDataError, match="must end in .jsonl, .json, .tsv or .csv"):
+    with pytest.raises(LocalDataError, match="must end in one of"):
         local_data_file(str(odd), task, tokenizer, cfg)
     wrong = tmp_path / "wrong.jsonl"
     wrong.write_text(json.dumps({"sentence": "hi", "y": 1}))
-    with pytest.raises(LocalDataError, match="expected text, \\[pair,\\] label"):
+    with pytest.raises(LocalDataError, match="has no column 'text'"):
         local_data_file(str(wrong), task, tokenizer, cfg)
     unknown = tmp_path / "unknown.jsonl"
     unknown.write_text(json.dumps({"text": "hi", "label": "neutral"}))
-    with pytest.raises(LocalDataError, match="label 'neutral'.*expected one of"):
+    with pytest.raises(LocalDataError, match="row 1: label 'neutral' is not one of the task's labels"):
         local_data_file(str(unknown), task, tokenizer, cfg)
     unknown.write_text(json.dumps({"text": "hi", "label": 7}))
-    with pytest.raises(LocalDataError, match="label 7 is out of range"):
+    with pytest.raises(LocalDataError, match="row 1: label 7 is not one of the task's labels"):
         local_data_file(str(unknown), task, tokenizer, cfg)
     unknown.write_text("{not json")
-    with pytest.raises(LocalDataError, match="cannot be read as jsonl"):
+    with pytest.raises(LocalDataError, match="cannot be read as json"):
         local_data_file(str(unknown), task, tokenizer, cfg)
     scores = tmp_path / "scores.tsv"
-    for bad, message in (("nan", "a label is empty or nan"), ("inf", "label inf is not a finite number"),
-                         ("high", "label 'high' is not a number")):
+    for bad in ("nan", "inf", "high"):
         scores.write_text(f"text\tpair\tlabel\na\tb\t3.5\nc\td\t{bad}\n")
-        with pytest.raises(LocalDataError, match=message):
+        with pytest.raises(LocalDataError, match=f"row 2: label '{bad}' is not a number; expected a finite score"):
             local_data_file(str(scores), glue.get_task("stsb"), tokenizer, FedConfig(task="stsb"))
+
+
+def test_a_device_file_of_a_users_task_in_its_own_columns_and_format(tmp_path, tokenizer):
+    """A node of a user's federation reads its own Parquet file, in the columns and labels the task defines."""
+    import datasets
+
+    from tests.test_tasks import write_task
+
+    path = write_task(tmp_path, 'name = "tickets"\ntrain = "t.csv"\ntext = "body"\nlabel = "queue"\n'
+                                'labels = ["billing", "bugs", "other"]\n', {"t.csv": "body,queue\nx,bugs\n"})
+    datasets.Dataset.from_list([{"body": "card charged twice", "queue": "billing"},
+                                {"body": "crash on start", "queue": "bugs"}]).to_parquet(str(tmp_path / "mine.parquet"))
+    task = glue.get_task(path)
+    ds = local_data_file(str(tmp_path / "mine.parquet"), task, tokenizer, FedConfig(task=path))
+    assert list(ds["label"]) == [0, 1] and "input_ids" in ds.column_names
 
 
 def test_glue_partitions_cover_the_pool_once(glue_dir, tokenizer):

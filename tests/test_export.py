@@ -94,3 +94,29 @@ def test_export_refuses_to_overwrite_a_foreign_folder(tmp_path, monkeypatch):
     export(path, tmp_path / "exported")
     export(path, tmp_path / "exported")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("labels, id2label, problem", [
+    (["bad", "good", "meh"], {0: "bad", 1: "good", 2: "meh"}, None),  # a user's names, in the head's order
+    ([], {0: "LABEL_0"}, "regression"),
+])
+def test_export_names_the_users_labels_in_its_config(tmp_path, labels, id2label, problem):
+    """transformers reads the label names (id2label, label2id) from the exported config.json; the task's
+    definition, without its data, goes along in fedrp_head.json."""
+    from transformers import AutoConfig
+
+    from fedrp.tasks import load_task
+
+    kind = f"labels = {json.dumps(labels)}" if labels else 'kind = "regression"'
+    (tmp_path / "train.csv").write_text("text,y\na,b\n")
+    (tmp_path / "task.toml").write_text(f'name = "mine"\ntrain = "train.csv"\ntext = "text"\nlabel = "y"\n{kind}\n')
+    task = load_task(tmp_path / "task.toml")
+    model = build_model(load_backbone(), make_config("slash", d=64, num_labels=task.num_labels))
+    path = artifact.save(artifact.from_model(model, task=task), tmp_path / "a.safetensors")
+    out = export(path, tmp_path / "exported")
+    config = AutoConfig.from_pretrained(out)
+    assert config.id2label == id2label and config.label2id == {v: k for k, v in id2label.items()}
+    assert config.problem_type == problem
+    info = json.loads((out / "fedrp_head.json").read_text())
+    assert info["label_names"] == labels and info["task_definition"] == artifact.load(path).task_definition
+    assert ExportedClassifier(out).label_names == labels

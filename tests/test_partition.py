@@ -183,3 +183,32 @@ def test_bad_options_are_refused_by_the_command_before_reading_data(option, valu
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(f"fedrp partition: error: {flag} must "), err
     assert re.search(message, err), err
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("num_clients", CLIENTS)
+@pytest.mark.parametrize("alpha", ALPHAS)
+@pytest.mark.parametrize("num_classes", [5, 40, 300])
+def test_a_users_label_set_of_any_size_partitions_as_glues_do(num_classes, alpha, num_clients):
+    """A user's task with 5 to 300 labels of uneven frequency (a support-ticket router's long tail): every
+    example in exactly one client, every client at least min-size, the same partition for the same seed."""
+    rng = np.random.default_rng(num_classes)
+    labels = rng.choice(num_classes, size=6000, p=rng.dirichlet(np.ones(num_classes)))
+    min_size = len(labels) // num_clients // 2
+    clients = partition(labels, num_clients, "dirichlet", alpha=alpha, seed=1, min_size=min_size)
+    every = np.concatenate(clients)
+    assert len(every) == len(labels) == len(np.unique(every)) and min(len(c) for c in clients) >= min_size
+    again = partition(labels, num_clients, "dirichlet", alpha=alpha, seed=1, min_size=min_size)
+    assert all(np.array_equal(a, b) for a, b in zip(clients, again, strict=True))
+
+
+def test_a_users_regression_scores_are_binned_by_their_quantiles():
+    """Scores on a scale of the user's (here 1 to 100, skewed): five bins of equal counts, so that label skew
+    has five label groups to skew; STS-B keeps its unit steps of 0..5."""
+    scores = np.random.default_rng(0).gamma(2.0, 10.0, size=1000) + 1
+    bins = partition_labels(scores, regression=True, binning="quantile")
+    assert np.bincount(bins).tolist() == [200] * 5
+    assert np.all(np.diff(bins[np.argsort(scores)]) >= 0)  # ordered like the scores
+    assert partition_labels([0.0, 1.5, 4.9, 5.0], regression=True).tolist() == [0, 1, 4, 4]
+    with pytest.raises(ValueError, match="score binning must be one of"):
+        partition_labels(scores, regression=True, binning="equal")

@@ -3,6 +3,7 @@ validation examples, or a deployed node's own file."""
 
 from __future__ import annotations
 
+import dataclasses
 from functools import lru_cache
 from importlib.metadata import version
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from fedrp import cache, data, glue
+from fedrp import cache, data, glue, tasks
 from fedrp.backbone import load_backbone
 from fedrp.federation.config import FedConfig, check_run_max_length
 from fedrp.partition import partition, partition_labels
@@ -45,7 +46,8 @@ def validation_data(cfg: FedConfig, tokenizer) -> datasets.Dataset:
 def _partitions(task: str, labels: tuple, num_partitions: int, scheme: str, alpha: float,
                 seed: int, min_size: int) -> tuple[np.ndarray, ...]:
     """Every client's indices, cached on disk: each deployed message runs in a fresh process."""
-    bins = partition_labels(labels, glue.get_task(task).is_regression)
+    definition = glue.get_task(task)
+    bins = partition_labels(labels, definition.is_regression, definition.score_binning)
 
     def build() -> dict[str, np.ndarray]:
         parts = partition(bins, num_partitions, scheme, alpha, seed, min_size)
@@ -92,41 +94,19 @@ def client_eval_data(cfg: FedConfig, tokenizer, partition_id: int, num_partition
 
 
 def local_data_file(path: str, task: glue.Task, tokenizer, cfg: FedConfig) -> datasets.Dataset:
-    """A deployed node's own examples: .jsonl/.json or .csv/.tsv with text, optional pair, label."""
+    """A deployed node's own examples, in any format a task's files take (CSV, TSV, JSON Lines, Parquet), read
+    and checked as a task's files are (fedrp.tasks): a GLUE task's in columns text, [pair,] label, a user's
+    task in its own columns."""
     p = Path(path)
     if not p.is_file():
-        raise LocalDataError(f"no local data file at {p}: expected .jsonl or .tsv with columns text, [pair,] label")
-    if p.suffix not in (".jsonl", ".json", ".tsv", ".csv"):
-        raise LocalDataError(f"local data file {p} must end in .jsonl, .json, .tsv or .csv")
+        raise LocalDataError(f"no local data file at {p}: expected a CSV, TSV, JSON Lines or Parquet file with "
+                             f"the task's columns")
+    if p.suffix.lower() not in tasks.FORMATS:
+        raise LocalDataError(f"local data file {p} must end in one of {sorted(tasks.FORMATS)}")
+    if task.data is None:  # GLUE's official column names are its TSVs'; a device file names them plainly
+        task = dataclasses.replace(task, text="text", pair=None if task.pair is None else "pair", label="label")
     try:
-        if p.suffix in (".jsonl", ".json"):
-            ds = datasets.Dataset.from_json(str(p))
-        else:
-            ds = datasets.Dataset.from_csv(str(p), sep="\t" if p.suffix == ".tsv" else ",")
-    except (ValueError, OSError, datasets.exceptions.DatasetGenerationError) as err:
-        raise LocalDataError(f"{p} cannot be read as {p.suffix[1:]}: {str(err).splitlines()[0] if str(err) else err!r}") from err
-    if not {"text", "label"} <= set(ds.column_names):
-        raise LocalDataError(f"{p} has columns {ds.column_names}; expected text, [pair,] label")
-
-    def label(row):
-        value = row["label"]
-        if task.is_regression:
-            if value is None:  # an empty cell, or one that pandas reads as missing ("nan", "NA")
-                raise LocalDataError(f"{p}: a label is empty or nan; expected a {task.name} score in every row")
-            try:
-                score = float(value)
-            except (TypeError, ValueError):
-                raise LocalDataError(f"{p}: label {value!r} is not a number; expected a {task.name} score") from None
-            if not np.isfinite(score):  # it would surface rounds later as a non-finite loss
-                raise LocalDataError(f"{p}: label {value!r} is not a finite number; expected a {task.name} score")
-            return {"label": score}
-        if isinstance(value, str) and not value.isdigit():
-            if value not in task.label_names:
-                raise LocalDataError(f"{p}: label {value!r} is not a {task.name} label; expected one of {task.label_names}")
-            return {"label": task.label_names.index(value)}
-        if not 0 <= int(value) < task.num_labels:
-            raise LocalDataError(f"{p}: label {value!r} is out of range; expected one of {task.label_names} or 0..{task.num_labels - 1}")
-        return {"label": int(value)}
-
-    ds = ds.map(label)
+        ds = tasks.read_file(task, p)
+    except ValueError as err:
+        raise LocalDataError(str(err)) from None
     return data.tokenize(ds, tokenizer, cfg.pooling, cfg.max_length)

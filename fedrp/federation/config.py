@@ -33,7 +33,8 @@ class FedConfig(ModelOptions):
     """The run config ([tool.flwr.app.config] in pyproject.toml; Python names use _ for -): the model's
     options (fedrp.spec.ModelOptions), then the keys below, grouped by concern."""
 
-    task: str = option("sst2", "GLUE task (fedrp.glue.TASKS)")
+    task: str = option("sst2", "a GLUE task (fedrp.glue.TASKS), or a task file of your own (.toml, "
+                               "docs/guide/your-task.md)")
     # data: where the examples come from and how they are split over clients
     data_dir: str = option("", "GLUE folder (empty: $FEDRP_GLUE_DIR, else the Hugging Face Hub)")
     data_seed: int = option(0, "partitions, subsets, local shuffles and client sampling (not the projections: seed)",
