@@ -20,6 +20,7 @@ from fedrp.faults import corrupt
 from fedrp.federation import (
     FedConfig,
     check_identity,
+    check_labels,
     client_eval_data,
     client_train_data,
     label_counts,
@@ -38,6 +39,14 @@ STATE_ENV = "FEDRP_STATE_DIR"  # where a node keeps what must outlive a run (nod
 
 def _arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
     return {k: a.numpy() for k, a in record.items()}
+
+
+def _run_config(context: Context, overrides: dict | None) -> FedConfig:
+    """The run config, with this node's own task file (node config `task-file`) where it names one: a device
+    keeps its definition beside its data, and refuses a round whose label map differs (check_labels)."""
+    cfg = FedConfig.from_run_config(context.run_config, overrides)
+    own = context.node_config.get("task-file")
+    return dataclasses.replace(cfg, task=str(own)) if own else cfg
 
 
 def _partition(context: Context) -> tuple[int, int]:
@@ -115,6 +124,7 @@ def _local_round(cfg: FedConfig, config: dict, sent: dict[str, np.ndarray], cont
     """This device's round: (state, metrics, fingerprint); raises a Refusal when it declines (other backbone or
     projection, bad data, a state that does not fit, no budget left)."""
     check_identity(model_for(cfg), config)
+    check_labels(glue.get_task(cfg.task), config)
     cfg = _round_settings(cfg, config)
     train_data = _data(cfg, context, "train")
     pid, n = _partition(context)
@@ -163,7 +173,7 @@ def build_client_app(overrides: dict | None = None) -> ClientApp:
             pid = -1  # no GLUE partition: the server samples this node by its node id
         reply = {"partition-id": pid, "num-partitions": n}
         try:
-            cfg = FedConfig.from_run_config(context.run_config, overrides)
+            cfg = _run_config(context, overrides)
             if cfg.reports_label_counts:  # for the prior the server evaluates with; never under DP or SecAgg+
                 reply["label-counts"] = label_counts(_data(cfg, context, "train")["label"],
                                                      glue.get_task(cfg.task).num_labels)
@@ -173,7 +183,7 @@ def build_client_app(overrides: dict | None = None) -> ClientApp:
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        cfg = FedConfig.from_run_config(context.run_config, overrides)
+        cfg = _run_config(context, overrides)
         if "fitins.parameters" in msg.content.array_records:  # SecAgg+'s stage 2 carries the legacy FitIns
             return _train_secure(cfg, msg, context)
         sent_config = dict(msg.content["config"])
@@ -189,9 +199,10 @@ def build_client_app(overrides: dict | None = None) -> ClientApp:
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        cfg = FedConfig.from_run_config(context.run_config, overrides)
+        cfg = _run_config(context, overrides)
         try:
             check_identity(model_for(cfg), dict(msg.content["config"]))
+            check_labels(glue.get_task(cfg.task), dict(msg.content["config"]))
             eval_data = _data(cfg, context, "eval")
         except Refusal as err:
             return Message(Error(code=REFUSED, reason=str(err)), reply_to=msg)

@@ -19,6 +19,7 @@ import codecs
 import csv
 import dataclasses
 import hashlib
+import json
 import math
 import sys
 from functools import lru_cache
@@ -357,6 +358,20 @@ def file_digest(path: Path) -> str:
         while block := f.read(1 << 22):
             digest.update(block)
     return digest.hexdigest()
+
+
+# ---- what a federation's devices must agree on ----------------------------------------------------
+
+def label_map(task: Task) -> str:
+    """The task's kind and label names in id order, as canonical JSON: what a label id means."""
+    return json.dumps({"kind": "regression" if task.is_regression else "classification",
+                       "labels": list(task.label_names)}, separators=(",", ":"))
+
+
+def label_identity(task: Task) -> dict[str, str]:
+    """What the server sends each round so that a device whose task file maps labels otherwise refuses it,
+    as it refuses another projection: the label map and its fingerprint."""
+    return {"label-map": label_map(task), "label-fingerprint": hashlib.sha256(label_map(task).encode()).hexdigest()}
 
 
 # ---- drafting a definition from a data file ----------------------------------------------------

@@ -16,7 +16,7 @@ import numpy as np
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from fedrp import glue, payload
+from fedrp import glue, payload, tasks
 from fedrp.federation import (
     FedConfig,
     federation_offsets,
@@ -70,7 +70,7 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
     check_run_max_length(cfg)  # and what would fail only later: a client's longer example, the first checkpoint
     check_writable_folder(cfg.checkpoint_dir, "checkpoint-dir", "checkpoints")
     model = model_for(cfg)
-    ident = identity(model)
+    ident = {**identity(model), **tasks.label_identity(task)}  # a device with another label map refuses
     grid = StoppableGrid(grid)
     store = RunStore(cfg.store)
     store.mark_orphans()  # runs whose server process died (SIGKILL, power loss) while running

@@ -189,3 +189,36 @@ def test_min_partition_size_reaches_the_partitioner(tmp_path, monkeypatch):
     assert sum(sizes) == 200 and min(sizes) == 10, sizes
     cfg = dataclasses.replace(cfg, min_partition_size=20)
     assert min(len(client_indices(cfg, labels, pid, 10)) for pid in range(10)) == 20
+
+
+def test_a_device_whose_task_file_maps_labels_otherwise_refuses_the_round(tmp_path, glue_dir):
+    """The server sends its task's label map and fingerprint each round (as it sends the projection's); a node
+    whose own task file (node config `task-file`) lists the labels in another order would train its examples
+    under the wrong ids, so it refuses; one with the same map trains."""
+    from flwr.app import Context, RecordDict
+
+    from clients import client_app
+    from fedrp.refusals import REFUSED
+    from fedrp.tasks import label_identity
+    from tests.test_tasks import write_task
+    from tests.test_warm_worker import train
+
+    rows = "review,stars\n" + "".join(f"text {i},{('poor', 'good')[i % 2]}\n" for i in range(12))
+    body = 'name = "reviews"\ntrain = "t.csv"\ntext = "review"\nlabel = "stars"\n'
+    run_task = write_task(tmp_path / "server", body + 'labels = ["poor", "good"]\n', {"t.csv": rows})
+    swapped = write_task(tmp_path / "node", body + 'labels = ["good", "poor"]\n', {"t.csv": rows})
+    cfg = FedConfig(task=run_task, d=64, bf16="off")
+    message = train(cfg)
+    for key, value in label_identity(glue.get_task(run_task)).items():
+        message.content["config"][key] = value
+    app = client_app.build_client_app()
+
+    def node(task_file: str) -> Context:
+        return Context(run_id=1, node_id=7, state=RecordDict(), run_config=cfg.to_run_config(),
+                       node_config={"data-file": str(tmp_path / "node" / "t.csv"), "task-file": task_file})
+
+    reply = app(message, node(swapped))
+    assert reply.has_error() and reply.error.code == REFUSED and "label map mismatch" in reply.error.reason
+    assert '"labels":["poor","good"]' in reply.error.reason and '"labels":["good","poor"]' in reply.error.reason
+    reply = app(message, node(run_task))
+    assert not reply.has_error(), reply.error.reason if reply.has_error() else ""

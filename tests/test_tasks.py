@@ -207,3 +207,26 @@ def test_fedrp_task_init_writes_a_draft_beside_the_file_and_keeps_an_existing_on
     capsys.readouterr()
     assert main(["task", "init", str(tmp_path / "reviews.csv")]) == 2
     assert "exists: pass --overwrite" in capsys.readouterr().err and (tmp_path / "reviews.toml").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_sst2_as_a_csv_federates_to_the_built_in_tasks_numbers(tmp_path, glue_dir):
+    """Two rounds over three clients, same seeds: the same server metrics round by round, and the same label
+    prior, whether SST-2 comes as GLUE's TSV or as a CSV of the user's with renamed columns and string labels."""
+    import csv
+
+    from tests.test_federation import simulate
+
+    for split in ("train", "dev"):
+        ds = glue.load_split("sst2", split, glue_dir)
+        with open(tmp_path / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([["review", "sentiment"],
+                                     *([t, SST2[label]] for t, label in zip(ds["text"], ds["label"], strict=True))])
+    path = write_task(tmp_path, 'name = "reviews"\ntrain = "train.csv"\nvalidation = "dev.csv"\ntext = "review"\n'
+                                'label = "sentiment"\nlabels = ["negative", "positive"]\nmetrics = ["accuracy"]\n')
+    small = ("--num-server-rounds", "2", "--max-train-samples", "120", "--max-eval-samples", "100",
+             "--fraction-evaluate", "0")
+    mine = simulate(tmp_path / "mine", glue_dir, "--task", path, *small, supernodes=3)
+    built_in = simulate(tmp_path / "built-in", glue_dir, *small, supernodes=3)
+    assert [r["metrics"] for r in mine["rounds"]] == [r["metrics"] for r in built_in["rounds"]]
+    assert mine["label_prior"] == built_in["label_prior"]

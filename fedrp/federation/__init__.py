@@ -24,10 +24,10 @@ from fedrp.federation.local import (
     logit_offsets,
     server_evaluate,
 )
-from fedrp.federation.model import check_identity, identity, initial_state, model_for
+from fedrp.federation.model import check_identity, check_labels, identity, initial_state, model_for
 
 __all__ = [
-    "FedConfig", "check_identity", "check_run_max_length", "client_eval_data", "client_indices", "client_train_data",
+    "FedConfig", "check_identity", "check_labels", "check_run_max_length", "client_eval_data", "client_indices", "client_train_data",
     "federation_offsets", "identity", "initial_state", "label_counts", "local_data_file", "local_evaluate",
     "local_train", "local_train_config", "logit_offsets", "model_for", "round_lr", "round_seed", "server_evaluate",
     "validation_data", "warm_caches",

@@ -14,6 +14,7 @@ from fedrp.methods import build
 from fedrp.payload import trainable_state
 from fedrp.refusals import IdentityMismatch
 from fedrp.spec import ModelSpec
+from fedrp.tasks import Task, label_identity
 
 
 @lru_cache(maxsize=2)
@@ -36,6 +37,15 @@ def identity(model: Classifier) -> dict[str, str]:
     if isinstance(model, AdapterModel):
         ident.update(spec=model.spec.canonical_json(), fingerprint=model.fingerprint)
     return ident
+
+
+def check_labels(task: Task, sent: dict) -> None:
+    """Refuse a round whose task maps label ids to other names than this device's task does: its examples
+    would train under the wrong ids. (A server that sends no label map predates the check.)"""
+    mine = label_identity(task)
+    if "label-fingerprint" in sent and sent["label-fingerprint"] != mine["label-fingerprint"]:
+        raise IdentityMismatch(f"label map mismatch: the run's task has {sent.get('label-map')}, this device's "
+                               f"task {task.name} has {mine['label-map']}")
 
 
 def check_identity(model: Classifier, sent: dict) -> None:
