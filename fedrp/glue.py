@@ -3,11 +3,8 @@ folder or the hub; and the front door to every task, GLUE's or a user's TOML fil
 
 from __future__ import annotations
 
-import csv
-import io
-import math
+import dataclasses
 import os
-import sys
 from pathlib import Path
 
 import datasets
@@ -53,34 +50,6 @@ def data_dir(given: str | os.PathLike | None) -> Path | None:
     return Path(value) if value else None
 
 
-def _column(header: list[str] | None, key: str | int, path: Path) -> int:
-    if isinstance(key, int):
-        return key
-    if header is None or key not in header:
-        raise ValueError(f"{path} has no column {key!r} in its header {header}: expected the official GLUE TSV")
-    return header.index(key)
-
-
-def _label_value(task: Task, raw: str, path: Path, line: int) -> float | int:
-    try:
-        if task.is_regression:
-            value = float(raw)  # accepts nan and inf, which would surface only later as a loss error
-            if not math.isfinite(value):
-                raise ValueError
-            return value
-        if raw.isdigit():
-            value = int(raw)
-        else:
-            value = task.label_names.index(raw)
-        if not 0 <= value < task.num_labels:
-            raise ValueError
-        return value
-    except ValueError:
-        expected = ("a finite number" if task.is_regression
-                    else f"one of {list(task.label_names)} or 0..{task.num_labels - 1}")
-        raise ValueError(f"{path} line {line}: label {raw!r} is not {expected}") from None
-
-
 def tsv_path(task: Task, split: str, folder: Path) -> Path:
     """The split's file in the official layout, or one line saying what was expected."""
     path = folder / task.folder / f"{split}.tsv"
@@ -90,43 +59,13 @@ def tsv_path(task: Task, split: str, folder: Path) -> Path:
     return path
 
 
-def _utf8(path: Path) -> str:
-    """The file's text (MRPC starts with a byte-order mark), or one line naming the file and the line that is
-    not UTF-8: the codec's own error names neither."""
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[:err.start].count(b"\n") + 1
-        raise ValueError(f"{path} line {line}: byte {raw[err.start]:#04x} is not UTF-8 ({err.reason}); expected "
-                         "UTF-8 text like the official GLUE files") from None
-
-
 def read_tsv(task: Task, path: Path) -> datasets.Dataset:
-    """One official TSV split: quoting off, as the GLUE files need (quotes are literal text)."""
-    csv.field_size_limit(sys.maxsize)
-    rows = list(csv.reader(io.StringIO(_utf8(path), newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
-    if not rows:
-        raise ValueError(f"{path} is empty: expected {'a header line and ' if task.header else ''}one example per line")
-    header = rows.pop(0) if task.header else None
-    if not any(rows):
-        raise ValueError(f"{path} has a header but no examples: expected one example per line after it")
-    cols = [_column(header, k, path) for k in (task.text, task.pair, task.label) if k is not None]
-    width = len(header) if header is not None else len(next(r for r in rows if r))
-    data: dict[str, list] = {"text": [], "label": []}
-    if task.pair is not None:
-        data["pair"] = []
-    for line, row in enumerate(rows, start=2 if task.header else 1):
-        if not row:
-            continue
-        if len(row) <= max(cols) or len(row) != width:  # a stray tab shifts every column after it
-            raise ValueError(f"{path} line {line}: {len(row)} columns, expected {max(width, max(cols) + 1)} "
-                             f"like {'the header' if header is not None else 'the first line'}")
-        data["text"].append(row[cols[0]])
-        if task.pair is not None:
-            data["pair"].append(row[cols[1]])
-        data["label"].append(_label_value(task, row[cols[-1]], path, line))
-    return datasets.Dataset.from_dict(data)
+    """One official TSV split, read and checked as a user's files are (fedrp.tasks), with quoting off as the
+    GLUE files need (quotes are literal text) and CoLA's header-less columns named by position."""
+    ds = tasks.read_data_file(path, literal_quotes=True, header=task.header)
+    columns = dataclasses.replace(task, text=str(task.text), pair=None if task.pair is None else str(task.pair),
+                                  label=str(task.label))
+    return tasks.check_rows(columns, ds, str(path))
 
 
 def _from_hub(task: Task, split: str) -> datasets.Dataset:

@@ -180,9 +180,9 @@ def read_split(task: Task, split: str) -> datasets.Dataset:
     the file, the row and the problem."""
     data = task.data
     if data.hub is not None:
-        return _check_rows(task, _from_hub(data.hub, split), f"Hub dataset {data.hub} ({split})")
+        return check_rows(task, _from_hub(data.hub, split), f"Hub dataset {data.hub} ({split})")
     if data.dataset is not None:
-        return _check_rows(task, _from_disk(data.dataset, split), f"{data.dataset} ({split})")
+        return check_rows(task, _from_disk(data.dataset, split), f"{data.dataset} ({split})")
     if split == "validation" and "validation" not in data.splits:
         return _held_out(task, keep=True)
     if split == "train" and "validation" not in data.splits:
@@ -195,7 +195,7 @@ def read_split(task: Task, split: str) -> datasets.Dataset:
 
 def read_file(task: Task, path: Path) -> datasets.Dataset:
     """One file in the task's columns, checked row by row (a deployed node's own data, too)."""
-    return _check_rows(task, read_data_file(path), str(path))
+    return check_rows(task, read_data_file(path), str(path))
 
 
 def _held_out(task: Task, keep: bool) -> datasets.Dataset:
@@ -209,9 +209,10 @@ def _held_out(task: Task, keep: bool) -> datasets.Dataset:
     return full.select(np.setdiff1d(np.arange(n), held))
 
 
-def read_data_file(path: Path) -> datasets.Dataset:
+def read_data_file(path: Path, literal_quotes: bool = False, header: bool = True) -> datasets.Dataset:
     """One data file through datasets (Arrow, memory-mapped from its cache): the reader's errors become one
-    line naming the file."""
+    line naming the file. literal_quotes: a quote is text, not quoting (GLUE's TSVs); header=False: the
+    columns are named by position, "0", "1", ... (CoLA)."""
     if path.stat().st_size == 0:
         raise ValueError(f"{path} is empty: expected a header line and one example per line")
     kind = FORMATS[path.suffix.lower()]
@@ -220,8 +221,16 @@ def read_data_file(path: Path) -> datasets.Dataset:
         sep = "\t" if path.suffix.lower() == ".tsv" else ","
         # Every column read as text, as written: pandas would guess numbers, and read "NA", "null" or "nan"
         # sentences as missing. datasets takes no dtype for CSV, so the header is read here to type each column.
-        options = {"sep": sep, "keep_default_na": False, "features": datasets.Features(
-            {name: datasets.Value("string") for name in _header(path, sep)})}
+        first, second = _first_rows(path, sep, literal_quotes)
+        if second is not None and len(second) != len(first):  # pandas would take an extra field in the first
+            raise ValueError(  # example for an index column and shift the others; later rows it refuses itself
+                f"{path} line 2: {len(second)} fields, expected {len(first)} like the {'header' if header else 'first line'}"
+                " (a stray tab or comma?)")
+        names = first if header else [str(i) for i in range(len(first))]
+        options = {"sep": sep, "keep_default_na": False, "encoding": "utf-8-sig",
+                   "features": datasets.Features({name: datasets.Value("string") for name in names}),
+                   **({"quoting": csv.QUOTE_NONE} if literal_quotes else {}),
+                   **({} if header else {"header": None, "column_names": names})}
     try:
         # Named by the file's bytes: datasets keys its cache of a local file by path and mtime alone, and would
         # give an edit that kept both (a copy that keeps timestamps) the rows it read before.
@@ -231,10 +240,12 @@ def read_data_file(path: Path) -> datasets.Dataset:
         raise ValueError(_read_problem(path, err)) from None
 
 
-def _header(path: Path, sep: str) -> list[str]:
-    """The column names on a CSV or TSV file's first line."""
+def _first_rows(path: Path, sep: str, literal_quotes: bool = False) -> tuple[list[str], list[str] | None]:
+    """The fields of a CSV or TSV file's first two rows (the header, or the first example, and the next)."""
     with path.open(encoding="utf-8-sig", errors="replace", newline="") as f:
-        return next(csv.reader(f, delimiter=sep), [])
+        quoting = csv.QUOTE_NONE if literal_quotes else csv.QUOTE_MINIMAL
+        rows = csv.reader((line for line in f if line.strip()), delimiter=sep, quoting=quoting)
+        return next(rows, []), next(rows, None)
 
 
 def _read_problem(path: Path, err: Exception) -> str:
@@ -246,8 +257,11 @@ def _read_problem(path: Path, err: Exception) -> str:
     if kind != "parquet" and (cause is not None or _not_utf8(path)):  # Parquet is binary: never UTF-8
         line, byte = _first_bad_byte(path)
         return f"{path} line {line}: byte {byte:#04x} is not UTF-8; expected UTF-8 text"
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    if "corresponds to no data" in first:  # datasets' words for a file with no rows
+    root = err  # datasets wraps the reader's own words ("Expected 2 fields in line 3, saw 3") in its error
+    while root.__cause__ is not None or root.__context__ is not None:
+        root = root.__cause__ or root.__context__
+    first = next((str(e).strip().splitlines()[0] for e in (root, err) if str(e).strip()), type(err).__name__)
+    if "corresponds to no data" in str(err):  # datasets' words for a file with no rows
         return f"{path} has no examples: expected one per row"
     return f"{path} cannot be read as {kind} ({first})"
 
@@ -286,7 +300,7 @@ def _from_hub(name: str, split: str) -> datasets.Dataset:
             from None
 
 
-def _check_rows(task: Task, ds: datasets.Dataset, where: str) -> datasets.Dataset:
+def check_rows(task: Task, ds: datasets.Dataset, where: str) -> datasets.Dataset:
     """The task's columns renamed to text, pair, label; labels mapped to ids (or scores); every row checked.
     Done over Arrow batches, so a file of a million rows is never a Python list."""
     columns = [c for c in (task.text, task.pair, task.label) if c is not None]
@@ -313,7 +327,7 @@ def _check_rows(task: Task, ds: datasets.Dataset, where: str) -> datasets.Datase
         return out
 
     features = datasets.Features({"text": datasets.Value("string"), "label": datasets.Value(
-        "float32" if task.is_regression else "int64"), **({"pair": datasets.Value("string")} if task.pair else {})})
+        "float64" if task.is_regression else "int64"), **({"pair": datasets.Value("string")} if task.pair else {})})
     return ds.map(convert, batched=True, with_indices=True, remove_columns=columns, features=features,
                   desc=f"checking {task.name}")
 

@@ -225,8 +225,8 @@ def _tsv_dirs(root, glue_dir):
 
 REFUSED = [
     (["train", "--task", "sst2", "--data-dir", "{tsv}/empty"], "train.tsv is empty"),
-    (["train", "--task", "sst2", "--data-dir", "{tsv}/header-only"], "train.tsv has a header but no examples"),
-    (["train", "--task", "sst2", "--data-dir", "{tsv}/extra-column"], "dev.tsv line 2: 3 columns, expected 2"),
+    (["train", "--task", "sst2", "--data-dir", "{tsv}/header-only"], "train.tsv has no examples"),
+    (["train", "--task", "sst2", "--data-dir", "{tsv}/extra-column"], "dev.tsv line 2: 3 fields, expected 2"),
     (["train", "--task", "sst2", "--data-dir", "{glue}", "--device", "tpu"], "device 'tpu' is not a torch device"),
     (["train", "--task", "sst2", "--data-dir", "{glue}", "--max-length", "0"], "--max-length must be at least 8"),
     (["train", "--task", "sst2", "--data-dir", "{glue}", "--warmup-ratio", "2"], "warmup-ratio must be in [0, 1)"),

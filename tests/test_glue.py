@@ -87,10 +87,11 @@ def test_tasks_absent_here_read_from_their_official_layout(tmp_path):
         "text": "How do I cook rice?", "pair": "What is the way to cook rice?", "label": 1}
 
 
-def test_a_bad_label_names_file_line_and_expectation(tmp_path):
+def test_a_bad_label_names_file_row_and_expectation(tmp_path):
     _write(tmp_path / "RTE" / "train.tsv", ["index", "sentence1", "sentence2", "label"],
            [["0", "a", "b", "entailment"], ["1", "c", "d", "maybe"]])
-    with pytest.raises(ValueError, match=r"RTE/train.tsv line 3: label 'maybe' is not one of \['entailment', 'not_entailment'\]"):
+    with pytest.raises(ValueError, match=r"RTE/train.tsv row 2: label 'maybe' is not one of the task's labels "
+                                         r"\['entailment', 'not_entailment'\]"):
         glue.load_split("rte", "train", tmp_path)
 
 
@@ -103,11 +104,12 @@ def test_a_file_that_is_not_utf8_names_itself_and_the_line(tmp_path):
 
 
 @pytest.mark.parametrize("score", ["nan", "inf", "-Infinity"])
-def test_a_non_finite_score_names_file_and_line(tmp_path, score):
+def test_a_non_finite_score_names_file_and_row(tmp_path, score):
     """float() reads these; a NaN score would surface only later, as a loss error in training."""
     _write(tmp_path / "STS-B" / "train.tsv", ["index", "sentence1", "sentence2", "score"],
            [["0", "a", "b", "3.8"], ["1", "c", "d", score]])
-    with pytest.raises(ValueError, match=rf"STS-B/train.tsv line 3: label '{score}' is not a finite number"):
+    with pytest.raises(ValueError, match=rf"STS-B/train.tsv row 2: label '{score}' is not a number; expected a "
+                                         rf"finite score"):
         glue.load_split("stsb", "train", tmp_path)
 
 
@@ -134,3 +136,15 @@ def test_metrics_refuse_mismatched_lengths_and_stay_finite_on_constants():
         metrics.compute(["accuracy"], np.array([1, 0]), np.array([1]))
     got = metrics.compute(["pearson", "matthews_correlation"], np.array([1.0, 0.0, 1.0]), np.array([1.0, 1.0, 1.0]))
     assert got == {"pearson": 0.0, "matthews_correlation": 0.0}
+
+
+def test_a_stray_tab_names_the_file_and_line(tmp_path):
+    """A tab inside a sentence shifts every column after it: refused, where it would misread the label."""
+    path = tmp_path / "SST-2" / "train.tsv"
+    path.parent.mkdir()
+    path.write_text("sentence\tlabel\na fine film\t1\na dull\tfilm\t0\n")
+    with pytest.raises(ValueError, match=r"SST-2/train.tsv cannot be read as csv .*Expected 2 fields in line 3, saw 3"):
+        glue.load_split("sst2", "train", tmp_path)
+    path.write_text("sentence\tlabel\nfine\tfilm\t1\na dull film\t0\n")  # in the first example: pandas would
+    with pytest.raises(ValueError, match=r"SST-2/train.tsv line 2: 3 fields, expected 2 like the header"):
+        glue.load_split("sst2", "train", tmp_path)  # read "fine" as an index and "film" as the text, silently
