@@ -10,7 +10,8 @@
     metrics = ["accuracy", "macro_f1"]   # optional: the kind's defaults
 
 Instead of files, `dataset = "folder"` (written by datasets' save_to_disk) or `hub = "owner/name"`
-(online) names the data. Relative paths are read from the TOML file's folder.
+(online) names the data. Relative paths are read from the TOML file's folder. The same keys may be
+given inline instead of a file: `train=train.csv text=utterance label=intent labels=greet,bye`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import shlex
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -77,7 +79,8 @@ class Task:
 class TaskData:
     """Where a user's task keeps its examples: files per split, a save_to_disk folder, or a Hub dataset."""
 
-    definition: Path  # the TOML file, for messages and the cache key
+    definition: str  # the TOML file's path, or the keys given inline, for messages
+    content: str = ""  # the definition's text: part of the tokenized cache's key
     splits: dict[str, tuple[Path, ...]] = dataclasses.field(default_factory=dict)
     dataset: Path | None = None
     hub: str | None = None
@@ -86,16 +89,54 @@ class TaskData:
         return hash((self.definition, tuple(sorted(self.splits.items())), self.dataset, self.hub))
 
 
+LIST_KEYS = ("train", "validation", "test", "labels", "metrics")  # comma-separated when given inline
+
+
 def is_task_file(name: str) -> bool:
-    return name.endswith(".toml")
+    """A TOML definition's path, or the same keys given inline (`train=x.csv text=review ...`)."""
+    return name.endswith(".toml") or "=" in name
 
 
-def load_task(path: str | Path) -> Task:
-    """A user's task from its TOML file, checked key by key; one line naming the key on a mistake."""
-    path = Path(path)
+def load_task(spec: str | Path) -> Task:
+    """A user's task from its TOML file or its keys given inline, checked key by key; one line naming the key
+    on a mistake."""
+    if "=" in str(spec):
+        return _load_inline(canonical_inline(str(spec)))
+    path = Path(spec)
     if not path.is_file():
         raise ValueError(f"no task file at {path}: expected a TOML task definition (docs/guide/your-task.md)")
     return _load_task(str(path.resolve()), path.read_bytes())
+
+
+def _inline_keys(spec: str) -> dict:
+    """`key=value` pairs, shell-quoted where a value has spaces; the list keys split at commas."""
+    raw = {}
+    for item in shlex.split(spec):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--task {spec!r}: {item!r} is not KEY=VALUE; expected keys of {sorted(KEYS)}")
+        raw[key] = [v for v in value.split(",") if v] if key in LIST_KEYS else value
+    return raw
+
+
+def canonical_inline(spec: str) -> str:
+    """An inline definition with its data paths made absolute (another process may run elsewhere) and its keys
+    sorted: one text per task, for caches and messages."""
+    raw = _inline_keys(spec)
+    for key in ("train", "validation", "test"):
+        if key in raw:
+            raw[key] = [str(Path(f).resolve()) for f in raw[key]]
+    for key in ("dataset",):
+        if key in raw:
+            raw[key] = str(Path(raw[key]).resolve())
+    return shlex.join(f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in sorted(raw.items()))
+
+
+@lru_cache(maxsize=32)
+def _load_inline(spec: str) -> Task:
+    raw = _inline_keys(spec)
+    raw.setdefault("name", Path(raw["train"][0]).stem if raw.get("train") else "task")
+    return _definition(raw, Path.cwd() / "inline", f"--task {spec!r}", spec)
 
 
 @lru_cache(maxsize=32)
@@ -106,7 +147,11 @@ def _load_task(path: str, content: bytes) -> Task:
         raw = tomllib.loads(content.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"task file {p} is not valid TOML ({err})") from None
-    where = f"task file {p}"
+    return _definition(raw, p, f"task file {p}", content.decode("utf-8"))
+
+
+def _definition(raw: dict, base: Path, where: str, content: str) -> Task:
+    """A task from its keys, whichever way they came; data paths are read from `base`'s folder."""
     unknown = sorted(set(raw) - KEYS)
     if unknown:
         raise ValueError(f"{where}: unknown keys {unknown}; expected some of {sorted(KEYS)}")
@@ -120,7 +165,7 @@ def _load_task(path: str, content: bytes) -> Task:
     unknown_metrics = sorted(set(metrics) - set(METRICS))
     if unknown_metrics:
         raise ValueError(f"{where}: unknown metrics {unknown_metrics}; expected some of {sorted(METRICS)}")
-    data = _task_data(raw, p, where)
+    data = _task_data(raw, base, where, content)
     return Task(raw["name"], raw["name"], raw["text"], raw.get("pair"), raw["label"], label_names, metrics,
                 raw["text"], raw.get("pair"), dev_splits=("validation",), data=data, score_binning="quantile")
 
@@ -146,18 +191,18 @@ def _label_names(raw: dict, where: str) -> tuple[str, ...]:
     return names
 
 
-def _task_data(raw: dict, base: Path, where: str) -> TaskData:
+def _task_data(raw: dict, base: Path, where: str, content: str) -> TaskData:
     sources = [k for k in ("train", "dataset", "hub") if raw.get(k)]
     if len(sources) != 1:
         raise ValueError(f"{where}: expected exactly one of 'train' (files), 'dataset' (a save_to_disk folder) or "
                          f"'hub' (a Hub dataset name); got {sources or 'none'}")
     if raw.get("hub"):
-        return TaskData(base, hub=str(raw["hub"]))
+        return TaskData(where, content, hub=str(raw["hub"]))
     if raw.get("dataset"):
         folder = base.parent / raw["dataset"]
         if not folder.is_dir():
             raise ValueError(f"{where}: dataset {folder} is not a folder: expected one written by save_to_disk")
-        return TaskData(base, dataset=folder)
+        return TaskData(where, content, dataset=folder)
     splits = {}
     for split in ("train", "validation", "test"):
         files = raw.get(split) or []
@@ -170,7 +215,7 @@ def _task_data(raw: dict, base: Path, where: str) -> TaskData:
                 raise ValueError(f"{where}: {split} file {f} must end in one of {sorted(FORMATS)}")
         if paths:
             splits[split] = paths
-    return TaskData(base, splits=splits)
+    return TaskData(where, content, splits=splits)
 
 
 # ---- reading ----------------------------------------------------------------------------------
@@ -188,7 +233,7 @@ def read_split(task: Task, split: str) -> datasets.Dataset:
     if split == "train" and "validation" not in data.splits:
         return _held_out(task, keep=False)
     if split not in data.splits:
-        raise ValueError(f"task {task.name} has no {split} files in {data.definition}")
+        raise ValueError(f"task {task.name} has no {split} files ({data.definition})")
     parts = [read_file(task, path) for path in data.splits[split]]
     return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
 
@@ -354,7 +399,7 @@ def content_id(task: Task, split: str) -> str:
     """What the tokenized cache is keyed by: the definition and every data file's bytes (sha256), so an edited
     file is read again and an unchanged one, anywhere, is not."""
     data = task.data
-    digest = hashlib.sha256(Path(data.definition).read_bytes())
+    digest = hashlib.sha256(data.content.encode())
     if data.hub is not None:
         return f"hub:{data.hub}/{split}:{digest.hexdigest()[:16]}"
     files = sorted(f for fs in data.splits.values() for f in fs) if data.dataset is None else \

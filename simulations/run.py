@@ -104,8 +104,16 @@ def main(argv: list[str] | None = None) -> dict:
     for key in ("data-dir", "store", "checkpoint-dir", "resume-from"):  # Ray workers run elsewhere
         if overrides.get(key):
             overrides[key] = os.path.abspath(overrides[key])
-    if overrides.get("task", "").endswith(".toml"):  # a user's task file (fedrp.tasks), read by every worker
-        overrides["task"] = os.path.abspath(overrides["task"])
+    task = overrides.get("task", "")
+    if task.endswith(".toml"):  # a user's task file (fedrp.tasks), read by every worker
+        overrides["task"] = os.path.abspath(task)
+    elif "=" in task:  # its keys given inline: their data paths made absolute for the same reason
+        from fedrp.tasks import canonical_inline
+
+        try:
+            overrides["task"] = canonical_inline(task)
+        except ValueError as err:
+            parser.error(str(err))
     try:
         cfg = FedConfig.from_run_config({}, overrides)  # refuse bad values before starting Ray
         check_paths(cfg, args["num_supernodes"])

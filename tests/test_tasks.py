@@ -230,3 +230,22 @@ def test_sst2_as_a_csv_federates_to_the_built_in_tasks_numbers(tmp_path, glue_di
     built_in = simulate(tmp_path / "built-in", glue_dir, *small, supernodes=3)
     assert [r["metrics"] for r in mine["rounds"]] == [r["metrics"] for r in built_in["rounds"]]
     assert mine["label_prior"] == built_in["label_prior"]
+
+
+def test_the_same_keys_given_inline_define_the_same_task(tmp_path, monkeypatch, capsys):
+    """`--task "train=... text=... label=... labels=a,b"` in any command (and the run config's `task`): the same
+    task as its TOML file, its data paths made absolute, so another process reads the same files."""
+    from fedrp.cli import main
+    from fedrp.tasks import canonical_inline
+
+    toml = write_task(tmp_path, REVIEWS + 'labels = ["poor", "good"]\n', {"train.csv": GOOD, "dev.csv": GOOD})
+    monkeypatch.chdir(tmp_path)
+    inline = "name=reviews train=train.csv validation=dev.csv text=review label=stars labels=poor,good"
+    mine, theirs = glue.get_task(inline), glue.get_task(toml)
+    assert (mine.name, mine.label_names, mine.metrics) == (theirs.name, theirs.label_names, theirs.metrics)
+    assert list(glue.load_split(inline, "train")["label"]) == list(glue.load_split(toml, "train")["label"]) == [1, 0]
+    assert f"train={tmp_path / 'train.csv'}" in canonical_inline(inline)
+    assert main(["train", "--task", "train=train.csv text=review label=stars labels=poor,poor"]) == 2
+    assert "label 'poor' is listed twice" in capsys.readouterr().err
+    assert main(["train", "--task", "train=train.csv text label=stars"]) == 2
+    assert "'text' is not KEY=VALUE" in capsys.readouterr().err
