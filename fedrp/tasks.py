@@ -234,7 +234,11 @@ def read_split(task: Task, split: str) -> datasets.Dataset:
         return _held_out(task, keep=False)
     if split not in data.splits:
         raise ValueError(f"task {task.name} has no {split} files ({data.definition})")
-    parts = [read_file(task, path) for path in data.splits[split]]
+    return _read_files(task, data.splits[split])
+
+
+def _read_files(task: Task, paths: tuple[Path, ...]) -> datasets.Dataset:
+    parts = [read_file(task, path) for path in paths]
     return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
 
 
@@ -245,8 +249,7 @@ def read_file(task: Task, path: Path) -> datasets.Dataset:
 
 def _held_out(task: Task, keep: bool) -> datasets.Dataset:
     """No validation files: a fixed tenth of the training files is the dev split, the rest is trained on."""
-    parts = [read_file(task, path) for path in task.data.splits["train"]]
-    full = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    full = _read_files(task, task.data.splits["train"])
     n = len(full)
     held = np.sort(np.random.default_rng(HELD_OUT_SEED).permutation(n)[:max(1, int(n * HELD_OUT_SHARE))])
     if keep:
