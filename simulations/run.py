@@ -55,8 +55,8 @@ def ray_init_args(address: str | None) -> dict:
 
 def check_paths(cfg: FedConfig, num_supernodes: int) -> None:
     """What would otherwise fail only after Ray has started, or after the first round: the aggregation rule,
-    clients, the store, the checkpoint folder, the checkpoint to resume, the backbone's length."""
-    from fedrp.federation.config import check_run_max_length
+    clients, the store, the checkpoint folder, the checkpoint to resume, the dashboard's address (the
+    backbone's length is warm_caches' first check)."""
     from fedrp.files import check_writable_folder
     from server.checkpoint import check_checkpoint
     from server.store import check_store
@@ -72,7 +72,6 @@ def check_paths(cfg: FedConfig, num_supernodes: int) -> None:
     check_writable_folder(cfg.checkpoint_dir, "checkpoint-dir", "checkpoints")
     if cfg.resume_from:
         check_checkpoint(cfg.resume_from)
-    check_run_max_length(cfg)
     if cfg.dashboard_port:  # the ServerApp binds it again once this probe has let it go
         from server.dashboard.app import TOKEN_ENV, listen
 
