@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -212,11 +213,16 @@ def _client_evaluation(grid: Grid, cfg: FedConfig, strategy: Validating, rnd: in
 
 def summary(store: RunStore, run_id: int) -> dict:
     rounds = store.rounds(run_id)
+    accepted_bytes = Counter()  # bytes_up counts refused replies too: what arrived, not what was averaged
+    for reply in store.replies(run_id, "accepted"):
+        if reply["kind"] == "train":
+            accepted_bytes[reply["round"]] += reply["bytes"] or 0
     out = {
         "run_id": run_id, "store": str(store.path), "status": store.run(run_id)["status"],
         "rounds": [{"round": r["round"], "metrics": r["server_metrics"], "client_metrics": r["eval_metrics"],
-                    "bytes_up": r["bytes_up"], "bytes_down": r["bytes_down"], "accepted": r["accepted"],
-                    "refused": r["refused"], "wall_seconds": r["wall_seconds"]} for r in rounds],
+                    "bytes_up": r["bytes_up"], "bytes_up_accepted": accepted_bytes[r["round"]],
+                    "bytes_down": r["bytes_down"], "accepted": r["accepted"], "refused": r["refused"],
+                    "wall_seconds": r["wall_seconds"]} for r in rounds],
         "final_metrics": rounds[-1]["server_metrics"] if rounds else {},
         "refusals": [{k: r[k] for k in ("round", "partition_id", "reason", "detail")}
                      for r in store.replies(run_id) if r["status"] != "accepted"],

@@ -79,7 +79,7 @@ def condense(cell: dict, result: dict) -> dict:
     out = {
         **cell, "status": result["status"], "store": result["store"], "run_id": result["run_id"],
         "initial_metrics": result["rounds"][0]["metrics"], "metrics": [r["metrics"] for r in rounds],
-        "bytes_up_per_client": [r["bytes_up"] / max(r["accepted"], 1) for r in rounds],
+        "bytes_up_per_client": [r["bytes_up_accepted"] / max(r["accepted"], 1) for r in rounds],  # refused left out
         "wall_seconds": [round(r["wall_seconds"], 2) for r in rounds],
         "final_metrics": result["final_metrics"],
         "refused": sum(r["refused"] for r in rounds),

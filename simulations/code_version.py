@@ -4,37 +4,85 @@ A cached cell is reused only while the code its numbers come from is unchanged: 
 modules its entry points import (followed through every import statement, also those inside
 functions), compared as syntax trees without docstrings, so a reworded comment or docstring
 keeps the cells while any change to what runs makes them stale. A centralized reference
-depends on the training code only; a federated cell also on the apps and the round loop.
-The version of a past commit is read from git, so a results page can name the code it reports.
+depends on the training code and the command line's defaults; a federated cell also on the apps
+and the round loop; both on the grid that picks their data and condenses what they report. The
+installed versions of the libraries that compute a number are part of the version too.
+The version of a past commit is read from git, by that commit's own rule (this module as it was
+then), so a results page keeps naming the cells its pinned commit ran.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import importlib.metadata
 import subprocess
+import types
 from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("fedrp", "clients", "server", "simulations")  # the project's own top-level packages
-# What each kind of cell runs: `fedrp train` for a reference, `simulations.run` for a federation.
+# What each kind of cell runs: `fedrp train` (its defaults set a reference's batch size, warmup and schedule)
+# for a reference, `simulations.run` for a federation; and the grid, which writes a cell's data (QNLI's split)
+# and condenses its result into the cached numbers (simulations.cells).
 ENTRY_POINTS = {
-    "reference": ("fedrp.centralized",),
+    "reference": ("fedrp.cli", "fedrp.centralized"),
     "federated": ("simulations.run", "simulations.inprocess", "clients.client_app", "server.server_app"),
 }
+HARNESS = ("simulations.grid",)
 # Imported by the entry points, but they only show, store or ship results, never compute them.
-NOT_RESULT_CODE = {"fedrp.cli", "fedrp.export", "fedrp.predict", "fedrp.artifact", "server.dashboard"}
+NOT_RESULT_CODE = {"fedrp.export", "fedrp.predict", "fedrp.artifact", "server.dashboard"}
+# Installed distributions whose code computes a cell's numbers: the backbone's layers, LoRA, DP-SGD,
+# the federation, GLUE's reader and the partitioner.
+LIBRARIES = ("torch", "transformers", "peft", "opacus", "flwr", "datasets", "flwr-datasets")
+RULE = "simulations/code_version.py"  # this module: a commit's version is computed by its own copy of it
 
 
 @cache
 def code_version(kind: str = "federated", commit: str | None = None) -> str:
     """sha256 (16 hex digits) over the module names and docstring-free syntax trees a kind of cell runs,
-    in the working tree or, given a commit, in that commit."""
+    in the working tree or, given a commit, in that commit, and the installed library versions."""
+    if commit is not None and _rule_differs(commit):
+        return _rule_of(commit).code_version(kind, commit)
     digest = hashlib.sha256()
     for name, form in sorted(result_forms(kind, commit).items()):
         digest.update(name.encode() + b"\0" + form.encode() + b"\0")
+    for name, version in library_versions().items():
+        digest.update(f"{name}=={version}".encode() + b"\0")
     return digest.hexdigest()[:16]
+
+
+def library_versions() -> dict[str, str]:
+    """The public version of each library in LIBRARIES ('2.13.0' for torch 2.13.0+cpu: the same release keys
+    alike on a CPU and a GPU build), 'absent' where one is not installed."""
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = importlib.metadata.version(name).split("+")[0]
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def _rule_differs(commit: str) -> bool:
+    """Whether the commit computed versions by another rule than this module's (a rule change re-keys
+    every later cell, but must not orphan the cells a pinned commit ran)."""
+    if RULE not in _committed_files(ROOT, commit):  # raises ValueError for a commit not in the history
+        return False
+    return _normalized(_committed_text(ROOT, commit, RULE)) != _normalized(Path(__file__).read_text())
+
+
+@cache
+def _rule_of(commit: str) -> types.ModuleType:
+    """The commit's own copy of this module, loaded from git; it reads the commit's sources itself."""
+    module = types.ModuleType(f"simulations.code_version@{commit[:12]}")
+    module.__file__ = __file__  # its ROOT is this checkout's
+    source = compile(_committed_text(ROOT, commit, RULE), f"{commit[:12]}:{RULE}", "exec")
+    exec(source, module.__dict__)  # noqa: S102 - this repository's own module, as git stores it at that commit
+    module.ROOT = ROOT
+    module._rule_differs = lambda commit: False  # within the commit's own rule, the commit is never another rule's
+    return module
 
 
 def changed_modules(kind: str, commit: str) -> list[str]:
@@ -50,12 +98,18 @@ def result_forms(kind: str, commit: str | None = None) -> dict[str, str]:
 
 
 def result_modules(kind: str, commit: str | None = None) -> set[str]:
-    """The project modules reachable by imports from the kind's entry points, less NOT_RESULT_CODE."""
+    """The project modules reachable by imports from the kind's entry points, less NOT_RESULT_CODE, and the
+    harness's own modules (not the library code they import: a cell reaches what it runs from its entry points)."""
     if kind not in ENTRY_POINTS:
         raise ValueError(f"cell kind must be one of {sorted(ENTRY_POINTS)}, got {kind!r}")
     tree = _Tree(commit)
+    harness = {name for name in _reachable(HARNESS, tree) if name.split(".")[0] == "simulations"}
+    return _reachable(ENTRY_POINTS[kind], tree) | harness
+
+
+def _reachable(entry_points: tuple[str, ...], tree: _Tree) -> set[str]:
     seen: set[str] = set()
-    todo = list(ENTRY_POINTS[kind])
+    todo = list(entry_points)
     while todo:
         name = todo.pop()
         if name in seen or _excluded(name) or tree.path(name) is None:

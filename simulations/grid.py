@@ -46,7 +46,7 @@ from simulations.grid_config import (
     write_qnli_split,
 )
 
-FILTER_FIELDS = ("kind", "task", "method", "alpha")
+FILTER_FIELDS = ("kind", "task", "method", "alpha", "seed")
 
 
 def cell_key(cell: dict, commit: str | None = None) -> str:
@@ -79,15 +79,17 @@ def unpinned_code(grid: Grid) -> str | None:
 
 
 def describe(cell: dict) -> str:
-    """One line naming a cell."""
+    """One line naming a cell (and its data seed, where not the grid's own 0)."""
+    seed = f" seed={cell['seed']}" if cell.get("seed") else ""
     if cell["kind"] == "reference":
-        return f"{cell['task']:5} {cell['method']:7} centralized reference"
-    return f"{cell['task']:5} {cell['method']:7} alpha={cell['alpha']:g}"
+        return f"{cell['task']:5} {cell['method']:7} centralized reference{seed}"
+    return f"{cell['task']:5} {cell['method']:7} alpha={cell['alpha']:g}{seed}"
 
 
 def parse_only(specs: list[str], grid: Grid) -> dict[str, set]:
     """`task=rte,method=slash,alpha=1.0` (a field repeated: any of its values) -> allowed values per field."""
-    allowed = {"kind": set(KINDS), "task": set(grid.tasks), "method": set(grid.methods), "alpha": set(grid.alphas)}
+    allowed = {"kind": set(KINDS), "task": set(grid.tasks), "method": set(grid.methods), "alpha": set(grid.alphas),
+               "seed": {0, *grid.seeds.seeds}}
     filters: dict[str, set] = {}
     for item in (s.strip() for spec in specs for s in spec.split(",") if s.strip()):
         field, sep, value = item.partition("=")
@@ -103,11 +105,11 @@ def parse_only(specs: list[str], grid: Grid) -> dict[str, set]:
 
 
 def _filter_value(field: str, value: str):
-    if field == "alpha":
+    if field in ("alpha", "seed"):
         try:
-            return float(value)
+            return float(value) if field == "alpha" else int(value)
         except ValueError:
-            raise ValueError(f"--only alpha={value!r}: expected a number") from None
+            raise ValueError(f"--only {field}={value!r}: expected a number") from None
     if field == "task":
         try:
             return glue.get_task(value).name
@@ -256,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path, default=None, help="default: the config's [grid] cache")
     parser.add_argument("--data-dir", default=None, help="GLUE folder (default: $FEDRP_GLUE_DIR, else the config's)")
     parser.add_argument("--only", action="append", default=[],
-                        help="e.g. task=rte,method=slash,alpha=1.0; kind=federated|reference; a repeated field: any "
+                        help="e.g. task=rte,method=slash,alpha=1.0,seed=1; kind=federated|reference; a repeated field: any "
                              "value; method and alpha pick federated cells, a selected task keeps its reference")
     parser.add_argument("--dry-run", action="store_true", help="list the selected cells and which are cached")
     parser.add_argument("--retry-failed", action="store_true", help="run again the cells cached as failed")

@@ -20,7 +20,7 @@ from fedrp.methods import METHODS
 from simulations.qnli_split import read_rows, split_qnli
 
 DEFAULT_CONFIG = Path("simulations/grid.toml")
-SECTIONS = {"grid", "federated", "federated-override", "reference", "qnli"}
+SECTIONS = {"grid", "federated", "federated-override", "reference", "qnli", "seeds"}
 GRID_KEYS = {"tasks", "alphas", "methods", "reference", "data-dir", "cache", "scratch", "estimate", "commit"}
 PER_CELL_KEYS = {"task", "method", "alpha", "data-dir", "store", "checkpoint-dir", "resume-from"}  # the grid sets these
 RUNNER_KEYS = {"num-supernodes", "cpus-per-client", "engine"}  # simulations.run options that are not run-config keys
@@ -40,6 +40,21 @@ class QnliSplit:
     @property
     def data_id(self) -> str:
         return f"qnli-dev-split:held-out={self.held_out},seed={self.seed}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Seeds:
+    """Replicates where a verdict rests: these cells again at each extra data seed (the grid's own cells are
+    seed 0). A seed is the run's `data-seed`: the subset, the partition, client sampling and the shuffles."""
+
+    seeds: tuple[int, ...] = ()
+    tasks: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()  # federated, at every alpha
+    reference_methods: tuple[str, ...] = ()
+
+    def covers(self, task: str, method: str, alpha: float | None) -> bool:
+        """Whether the cell (alpha None: a reference) is replicated at the extra seeds."""
+        return task in self.tasks and method in (self.reference_methods if alpha is None else self.methods)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +89,11 @@ class Grid:
     qnli: QnliSplit
     config: Path
     commit: str | None = None  # the commit whose result code the page reports; None: the working tree's
+    seeds: Seeds = Seeds()
+
+    def seeds_of(self, task: str, method: str, alpha: float | None) -> tuple[int, ...]:
+        """The data seeds a cell runs at: 0, and the extra seeds where [seeds] names it."""
+        return (0, *self.seeds.seeds) if self.seeds.covers(task, method, alpha) else (0,)
 
 
 # ---- the config file ----------------------------------------------------------------------
@@ -100,6 +120,8 @@ def load_config(path: Path | str, data_dir: str | None = None) -> Grid:
         overrides=_parse_overrides(raw.get("federated-override", []), methods, tasks, path),
         reference_options=_parse_reference(raw.get("reference", {}), path),
         qnli=_parse_qnli(raw.get("qnli", {}), path), config=path, commit=_parse_commit(section.get("commit"), path),
+        seeds=_parse_seeds(raw.get("seeds", {}), tasks, methods, raw.get("reference", {}).get("methods", ["full"]),
+                           path),
     )
 
 
@@ -239,19 +261,48 @@ def _parse_qnli(table: dict, path: Path) -> QnliSplit:
     return split
 
 
+def _parse_seeds(table: dict, tasks: tuple[str, ...], methods: tuple[str, ...], references: list,
+                 path: Path) -> Seeds:
+    """[seeds]: extra data seeds (positive, distinct) and the grid's tasks, methods and references they cover."""
+    what = f"{path} [seeds]"
+    _known(table, {"seeds", "tasks", "methods", "reference-methods"}, f"{what}: key")
+    seeds = table.get("seeds", [])
+    if any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"{what} seeds: expected distinct positive integers (seed 0 is the grid's own), got {seeds!r}")
+    try:
+        named = tuple(glue.get_task(str(v)).name for v in table.get("tasks", []))
+    except ValueError as err:
+        raise ValueError(f"{what} tasks: {err}") from None
+    chosen = {"tasks": named, "methods": tuple(table.get("methods", [])),
+              "reference-methods": tuple(table.get("reference-methods", []))}
+    for key, allowed in (("tasks", tasks), ("methods", methods), ("reference-methods", tuple(references))):
+        if any(v not in allowed for v in chosen[key]):
+            raise ValueError(f"{what} {key}: expected some of the grid's {list(allowed)}, got {list(chosen[key])}")
+    return Seeds(seeds=tuple(seeds), tasks=chosen["tasks"], methods=chosen["methods"],
+                 reference_methods=chosen["reference-methods"])
+
+
 # ---- cells --------------------------------------------------------------------------------
 
 def cells(grid: Grid) -> list[dict]:
-    """Every cell's settings: the references first (each reference method per task), then alpha by task by method."""
-    out = [reference_cell(grid, task, method) for task in grid.tasks
-           for method in grid.reference_options["methods"]] if grid.reference else []
+    """Every cell's settings: the references first (each reference method per task), then alpha by task by method;
+    then the same order again at each extra seed, for the cells [seeds] names."""
+    base = [reference_cell(grid, task, method) for task in grid.tasks
+            for method in grid.reference_options["methods"]] if grid.reference else []
     for alpha in grid.alphas:
         for task in grid.tasks:
             for method in grid.methods:
                 options = federated_options(grid, method, alpha, task)
-                out.append({"kind": "federated", "task": task, "method": method, "alpha": alpha,
-                            "data": data_id(grid, task), "options": options})
-    return out
+                base.append({"kind": "federated", "task": task, "method": method, "alpha": alpha,
+                             "data": data_id(grid, task), "options": options, "seed": 0})
+    extra = [at_seed(cell, seed) for seed in grid.seeds.seeds for cell in base
+             if grid.seeds.covers(cell["task"], cell["method"], cell["alpha"])]
+    return base + extra
+
+
+def at_seed(cell: dict, seed: int) -> dict:
+    """The cell at another data seed: its options name the seed, so its key differs from seed 0's."""
+    return {**cell, "options": {**cell["options"], "data-seed": seed}, "seed": seed}
 
 
 def federated_options(grid: Grid, method: str, alpha: float, task: str) -> dict:
@@ -268,7 +319,7 @@ def reference_cell(grid: Grid, task: str, method: str) -> dict:
     shared = {k: grid.federated[k] for k in REFERENCE_SHARED if grid.federated.get(k)}
     options = {k: v for k, v in grid.reference_options.items() if k != "methods"}
     return {"kind": "reference", "task": task, "method": method, "alpha": None,
-            "data": data_id(grid, task), "options": {**options, **shared}}
+            "data": data_id(grid, task), "options": {**options, **shared}, "seed": 0}
 
 
 def data_id(grid: Grid, task: str) -> str:

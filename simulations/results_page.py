@@ -17,6 +17,7 @@ import hashlib
 import os
 import shlex
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ from simulations.grid_config import (
     task_label,
     write_qnli_split,
 )
+from simulations.intervals import LEVEL, describe, estimate, verdict
 from simulations.qnli_split import read_rows
 
 METRIC_NAMES = {"accuracy": "acc", "f1": "F1", "matthews_correlation": "MCC", "pearson": "Pearson",
@@ -52,18 +54,38 @@ REACH = 0.95  # rounds for federated slash to reach this fraction of centralized
 ROUNDS_TARGET = {1.0: 30}  # ...at most this many rounds, per alpha
 
 Key = tuple[str, str, float | None]  # (task, method, alpha); alpha None: a centralized reference
+Seeded = dict[Key, dict[int, dict]]  # each cell's cached rows by data seed (0: the grid's own)
+ONE_SEED = "†"  # marks a table entry that rests on one seed
 
 
 # ---- the cache's rows ---------------------------------------------------------------------
 
-def grid_rows(grid: Grid, done: dict[str, dict]) -> dict[Key, dict]:
-    """The cached row of each cell at the code version the grid reports, so other versions' rows never mix in."""
-    out = {}
+def seeded_rows(grid: Grid, done: dict[str, dict]) -> Seeded:
+    """The cached rows of each cell by seed, at the code version the grid reports, so other versions' rows
+    never mix in."""
+    out: Seeded = {}
     for cell in cells(grid):
         row = done.get(cell_key(cell, grid.commit))
         if row is not None:
-            out[(cell["task"], cell["method"], cell["alpha"])] = row
+            out.setdefault((cell["task"], cell["method"], cell["alpha"]), {})[cell["seed"]] = row
     return out
+
+
+def seed_zero(seeded: Seeded) -> dict[Key, dict]:
+    """Each cell's seed-0 row: what the curves, bytes and times show."""
+    return {key: runs[0] for key, runs in seeded.items() if 0 in runs}
+
+
+def by_seed(task: str, rows: dict[int, dict] | None) -> dict[int, float]:
+    """The first official metric of each finished seed."""
+    out = {seed: first_metric(task, row) for seed, row in (rows or {}).items()}
+    return {seed: value for seed, value in out.items() if value is not None}
+
+
+def paired_ratios(seeded: Seeded, task: str, key: Key, reference: Key) -> list[float]:
+    """The cell's first metric over the reference's, seed by seed, where both finished and the reference is positive."""
+    values, yardstick = by_seed(task, seeded.get(key)), by_seed(task, seeded.get(reference))
+    return [values[s] / yardstick[s] for s in sorted(values.keys() & yardstick.keys()) if yardstick[s] > 0]
 
 
 def finished(row: dict | None) -> bool:
@@ -76,18 +98,6 @@ def first_metric(task: str, row: dict | None) -> float | None:
     if not finished(row):
         return None
     return row["final_metrics"].get(glue.get_task(task).primary_metric)
-
-
-def ratio(value: float | None, reference: float | None) -> float | None:
-    """value / reference; None when either is missing or the reference is not positive (MCC can be 0)."""
-    if value is None or reference is None or reference <= 0:
-        return None
-    return value / reference
-
-
-def central_full(rows: dict[Key, dict], task: str) -> float | None:
-    """Centralized full finetuning's first metric: the yardstick of every ratio on the page."""
-    return first_metric(task, rows.get((task, "full", None)))
 
 
 def row_specs(grid: Grid) -> list[tuple[str, str, str, float | None]]:
@@ -127,8 +137,15 @@ def span(values: list, fmt) -> str:
 
 
 def upload(row: dict) -> float:
-    """Bytes one client sends per round (the float32 trainable state)."""
-    return max(row["bytes_up_per_client"])
+    """Bytes one accepted reply carries (the float32 trainable state): the most common per-round value. Every
+    accepted reply of a cell has the same size; rows cached before simulations.cells counted accepted bytes
+    only divided all replies' bytes by the accepted count, which inflates the rounds that refused a reply."""
+    return Counter(row["bytes_up_per_client"]).most_common(1)[0][0]
+
+
+def trainable(row: dict) -> int:
+    """Trainable parameters: a federated row's from its upload (every value float32), a reference's as reported."""
+    return int(upload(row)) // 4 if "bytes_up_per_client" in row else row["params"]
 
 
 def split_rows(grid: Grid, task: str, split: str) -> int | None:
@@ -162,30 +179,40 @@ class Notes:
         return f"failed [{len(self.lines)}]"
 
 
-def table_entry(grid: Grid, rows: dict[Key, dict], key: Key, name: str, notes: Notes) -> str:
-    """The metrics (a federated one with its ratio to centralized full), 'not run', or a numbered failure."""
+def table_entry(grid: Grid, seeded: Seeded, key: Key, name: str, notes: Notes) -> str:
+    """The metrics' mean over the finished seeds, ± the first metric's interval, a federated cell's ratio to
+    centralized full (the mean of the seeds' paired ratios), † for one seed; 'not run', or a numbered failure."""
     task, _, alpha = key
-    row = rows.get(key)
-    if row is None:
+    runs = seeded.get(key, {})
+    if not runs:
         return "not run"
-    if not finished(row):
-        where = name if alpha is None else f"{name}, α={alpha:g}"
-        return notes.add(f"{task_label(grid, task)} / {where}: `{row.get('error') or row.get('status')}`")
-    text = format_metrics(task, row["final_metrics"])
-    r = ratio(first_metric(task, row), central_full(rows, task)) if alpha is not None else None
-    return text if r is None else f"{text} ({r:.2f}x)"
+    where = name if alpha is None else f"{name}, α={alpha:g}"
+    failures = [notes.add(f"{task_label(grid, task)} / {where}" + (f", seed {s}" if s else "") +
+                          f": `{row.get('error') or row.get('status')}`")
+                for s, row in sorted(runs.items()) if not finished(row)]
+    done = [row["final_metrics"] for row in runs.values() if finished(row)]
+    if not done:
+        return ", ".join(failures)
+    means = {m: sum(d[m] for d in done) / len(done) for m in done[0] if all(m in d for d in done)}
+    spread = estimate([100 * v for v in by_seed(task, runs).values()])
+    text = format_metrics(task, means) + ("" if spread.half is None else f" ±{spread.half:.1f}")
+    ratios = paired_ratios(seeded, task, key, (task, "full", None)) if alpha is not None else []
+    text += f" ({sum(ratios) / len(ratios):.2f}x)" if ratios else ""
+    return text + (f" {ONE_SEED}" if spread.half is None else "") + "".join(f" {f}" for f in failures)
 
 
-def results_table(grid: Grid, rows: dict[Key, dict], notes: Notes) -> list[str]:
+def results_table(grid: Grid, seeded: Seeded, notes: Notes) -> list[str]:
     """The page's opening table: a row per federated method and alpha, then the references."""
+    rows = seed_zero(seeded)
     heads = [f"{task_label(grid, t)} {metric_header(t)}" for t in grid.tasks]
     lines = ["| method | α | " + " | ".join(heads) + " | trainable params | bytes up / client / round |",
              "|---|---:|" + "---:|" * len(heads) + "---:|---:|"]
     for name, alpha_text, method, alpha in row_specs(grid):
         keys = [(t, method, alpha) for t in grid.tasks]
-        entries = [table_entry(grid, rows, k, name, notes) for k in keys]
+        entries = [table_entry(grid, seeded, k, name, notes) for k in keys]
         done = [rows[k] for k in keys if finished(rows.get(k))]
-        params = span([r["params"] for r in done if "params" in r], lambda v: f"{v:,}")
+        params = span([trainable(r) for r in done if "params" in r or "bytes_up_per_client" in r],
+                      lambda v: f"{v:,}")
         sent = span([upload(r) for r in done], human_bytes) if alpha is not None else "–"
         lines.append(f"| {name} | {alpha_text} | " + " | ".join(entries) + f" | {params} | {sent} |")
     floors = [majority_metrics(grid, t) for t in grid.tasks]
@@ -208,82 +235,97 @@ def majority_metrics(grid: Grid, task: str) -> dict | None:
 
 def table_legend(grid: Grid) -> str:
     """What the table's numbers are, said once under it."""
+    seeds = grid.seeds
+    replicated = (f"Cells of {', '.join(glue.get_task(t).folder for t in seeds.tasks)} for federated "
+                  f"{' and '.join(seeds.methods)} and centralized {' and '.join(seeds.reference_methods)} run at data "
+                  f"seeds 0, {', '.join(map(str, seeds.seeds))}: their entry is the mean over the finished seeds, "
+                  "± the half-width of the first metric's 95% t interval; " if seeds.seeds else "")
     return ("Official dev metrics x100 after the last round (accuracy; MRPC F1/acc; CoLA MCC; STS-B "
-            "Pearson/Spearman). In parentheses: the task's first metric over centralized full finetuning's. "
-            "Bytes: what one client uploads per round (its float32 trainable state). Majority class: always "
-            "answering the training set's most frequent label, where a model that collapses to one class lands. "
-            f"`not run`: not in the cache for the code version reported ({version_text(grid)}).")
+            "Pearson/Spearman). " + replicated + f"{ONE_SEED}: one seed, no interval. In parentheses: the task's "
+            "first metric over centralized full finetuning's (the mean of the seeds' paired ratios). "
+            "Bytes: what one client uploads per round (its float32 trainable state, as its accepted replies carry "
+            "it). Majority class: always answering the training set's most frequent label, where a model that "
+            f"collapses to one class lands. `not run`: not in the cache for the code version reported "
+            f"({version_text(grid)}).")
 
 
 # ---- targets ------------------------------------------------------------------------------
 
-def verdict(met: bool) -> str:
-    """The one word a target line ends with."""
-    return "met" if met else "not met"
+def met(ok: bool) -> str:
+    """The verdict of a target that has no spread (the bytes a method sends)."""
+    return "met" if ok else "not met"
 
 
-def missing(rows: dict[Key, dict], needs: dict[str, Key]) -> str:
-    """'federated slash not run, centralized full failed': why a comparison cannot be made yet."""
-    why = [f"{name} {'not run' if rows.get(k) is None else 'failed'}" for name, k in needs.items()
-           if not finished(rows.get(k))]
-    return ", ".join(why)
-
-
-def ratio_target_line(grid: Grid, rows: dict[Key, dict], task: str, alpha: float) -> str:
-    """Federated slash over centralized full on one task at one alpha, against the alpha's floor."""
+def ratio_target_line(grid: Grid, seeded: Seeded, task: str, alpha: float) -> str:
+    """Federated slash over centralized full on one task at one alpha (paired by seed), against the alpha's floor."""
     head = f"- slash at α={alpha:g} on {task_label(grid, task)}: "
-    why = missing(rows, {"federated slash": (task, "slash", alpha), "centralized full": (task, "full", None)})
-    if why:
-        return head + f"not yet measured ({why})"
-    s, f = first_metric(task, rows[(task, "slash", alpha)]), central_full(rows, task)
-    r = ratio(s, f)
+    key, full = (task, "slash", alpha), (task, "full", None)
+    mean_of = {k: by_seed(task, seeded.get(k)) for k in (key, full)}
+    if not all(mean_of.values()):
+        why = [f"{name} {'not run' if not seeded.get(k) else 'failed'}"
+               for name, k in (("federated slash", key), ("centralized full", full)) if not mean_of[k]]
+        return head + f"not yet measured ({', '.join(why)})"
+    s, f = (estimate(list(mean_of[k].values())).mean for k in (key, full))
+    ratios = paired_ratios(seeded, task, key, full)
     floor = RATIO_TARGETS.get(alpha) if task in RATIO_TASKS else None
-    if r is None:
-        measured = f"{100 * s:.1f} vs centralized full {100 * f:.1f}, no ratio (the reference is not positive)"
-    else:
-        measured = f"{r:.2f}x centralized full ({100 * s:.1f} vs {100 * f:.1f})"
+    if not ratios:
+        return head + f"{100 * s:.1f} vs centralized full {100 * f:.1f}, no ratio (no seed of both, or the reference " \
+                      "is not positive)"
+    e = estimate(ratios)
+    measured = f"{e.mean:.2f}x centralized full ({100 * s:.1f} vs {100 * f:.1f}), {describe(e, lambda v: f'{v:.2f}x')}"
     if floor is None:
         return head + measured + "; no target, reported as measured"
-    if r is None:
-        return head + f"not yet measured ({measured})"
-    return head + measured + f"; target ≥ {floor:.2f}x: {verdict(r >= floor)}"
+    return head + measured + f"; target ≥ {floor:.2f}x: {verdict(e, floor)}"
 
 
-def lora_gap_line(grid: Grid, rows: dict[Key, dict], alpha: float) -> str:
-    """Slash's average first metric against LoRA's at one alpha, over the tasks where both ran."""
-    pairs = [(first_metric(t, rows.get((t, "slash", alpha))), first_metric(t, rows.get((t, "lora", alpha))), t)
-             for t in grid.tasks]
-    pairs = [(s, lo, t) for s, lo, t in pairs if s is not None and lo is not None]
-    head = f"- slash vs LoRA at α={alpha:g} (average of the first metric x100): "
-    if not pairs:
-        return head + "not yet measured (no task has both cached)"
-    s = sum(100 * p[0] for p in pairs) / len(pairs)
-    lo = sum(100 * p[1] for p in pairs) / len(pairs)
-    names = ", ".join(glue.get_task(t).folder for *_, t in pairs)
-    return (head + f"slash {s:.1f}, LoRA {lo:.1f} ({s - lo:+.1f} points) over {len(pairs)} of {len(grid.tasks)} "
-            f"tasks ({names}); target slash at most {LORA_POINTS:g} points below: {verdict(s - lo >= -LORA_POINTS)}")
+def lora_gap_line(grid: Grid, seeded: Seeded, alpha: float) -> str:
+    """Slash minus LoRA at one alpha: per seed, the mean difference over the target tasks; then its interval
+    over the seeds that every target task has (RTE and CoLA, near their majority class, stay out)."""
+    tasks = [t for t in RATIO_TASKS if t in grid.tasks]
+    head = f"- slash vs LoRA at α={alpha:g} (first metric x100, slash minus LoRA at the same seed, averaged over the tasks): "
+    paired = {t: {s: 100 * (v - lo) for s, v in by_seed(t, seeded.get((t, "slash", alpha))).items()
+                  if (lo := by_seed(t, seeded.get((t, "lora", alpha))).get(s)) is not None} for t in tasks}
+    common = sorted(set.intersection(*(set(d) for d in paired.values()))) if tasks else []
+    if not common:
+        return head + "not yet measured (no seed has both methods on every target task)"
+    e = estimate([sum(paired[t][s] for t in tasks) / len(tasks) for s in common])
+    names = ", ".join(glue.get_task(t).folder for t in tasks)
+    line = (head + f"{e.mean:+.1f} over {names}, {describe(e, lambda v: f'{v:+.1f}')}; target slash at most "
+            f"{LORA_POINTS:g} points below: {verdict(e, -LORA_POINTS)}")
+    more = [t for t in tasks if len(paired[t]) > len(common)]  # tasks with seeds the others lack
+    seeds = sorted(set.intersection(*(set(paired[t]) for t in more))) if more else []
+    if len(more) > 1 and len(seeds) > len(common):
+        part = estimate([sum(paired[t][s] for t in more) / len(more) for s in seeds])
+        line += (f". So far over the {len(more)} tasks with {len(seeds)} seeds "
+                 f"({', '.join(glue.get_task(t).folder for t in more)}): {part.mean:+.1f}, "
+                 f"{describe(part, lambda v: f'{v:+.1f}')} (not a verdict)")
+    return line
 
 
 def bytes_target_line(grid: Grid, rows: dict[Key, dict]) -> str:
-    """LoRA's upload over slash's, over every task and alpha where both ran."""
+    """LoRA's upload over slash's, over every task and alpha where both ran (a size: no seed changes it)."""
     ratios = [upload(rows[(t, "lora", a)]) / upload(rows[(t, "slash", a)]) for a in grid.alphas for t in grid.tasks
               if finished(rows.get((t, "lora", a))) and finished(rows.get((t, "slash", a)))]
     head = "- LoRA's bytes up per client per round over slash's: "
     if not ratios:
         return head + "not yet measured (no task and alpha has both cached)"
-    return (head + f"{span(ratios, lambda v: f'{v:.0f}x')} over {len(ratios)} cells; target ≥ "
-            f"{BYTES_LORA_OVER_SLASH:g}x: {verdict(min(ratios) >= BYTES_LORA_OVER_SLASH)}")
+    return (head + f"{span(ratios, lambda v: f'{v:.0f}x')} over {len(ratios)} cells (a payload's size, the same at "
+            f"every seed); target ≥ {BYTES_LORA_OVER_SLASH:g}x: {met(min(ratios) >= BYTES_LORA_OVER_SLASH)}")
 
 
-def target_lines(grid: Grid, rows: dict[Key, dict]) -> list[str]:
+def target_lines(grid: Grid, seeded: Seeded) -> list[str]:
     """Every target line, from what the cache holds."""
+    rows = seed_zero(seeded)
     intro = (f"Federated slash against centralized full finetuning (first official metric): at least "
              f"{', '.join(f'{v:.2f}x at α={a:g}' for a, v in RATIO_TARGETS.items())} on "
-             f"{', '.join(glue.get_task(t).folder for t in RATIO_TASKS)}; the other tasks are reported as measured.")
+             f"{', '.join(glue.get_task(t).folder for t in RATIO_TASKS)}; the other tasks are reported as measured. "
+             f"Each line gives the mean over seeds and its {LEVEL:.0%} t interval; a target is met or not met only "
+             "when the whole interval lies on one side of it, undecided when the interval crosses it or when one "
+             "seed is all there is.")
     lines = [intro, ""]
     for alpha in grid.alphas:
-        lines += [ratio_target_line(grid, rows, task, alpha) for task in grid.tasks]
-    lines += [lora_gap_line(grid, rows, alpha) for alpha in grid.alphas]
+        lines += [ratio_target_line(grid, seeded, task, alpha) for task in grid.tasks]
+    lines += [lora_gap_line(grid, seeded, alpha) for alpha in grid.alphas]
     return [*lines, bytes_target_line(grid, rows)]
 
 
@@ -297,39 +339,48 @@ def first_round_reaching(row: dict, metric: str, threshold: float) -> int | None
     return None
 
 
-def rounds_entry(rows: dict[Key, dict], task: str, alpha: float) -> tuple[str, bool | None]:
-    """The table entry and whether it meets the alpha's round target (None: no verdict)."""
-    if missing(rows, {"federated slash": (task, "slash", alpha), "centralized slash": (task, "slash", None)}):
+def rounds_entry(seeded: Seeded, task: str, alpha: float) -> tuple[str, str | None]:
+    """The table entry (each seed's first round, paired with centralized slash at the same seed) and the verdict
+    of the alpha's round target: met when every seed reaches it in time, not met when none does, undecided when
+    the seeds disagree or there is one (None: no target, or nothing to judge)."""
+    fed, central = seeded.get((task, "slash", alpha), {}), by_seed(task, seeded.get((task, "slash", None)))
+    seeds = sorted(s for s in fed.keys() & central.keys() if finished(fed[s]))
+    if not seeds:
         return "not yet measured", None
-    reference = first_metric(task, rows[(task, "slash", None)])
-    if reference is None or reference <= 0:
+    if any(central[s] <= 0 for s in seeds):
         return "– (centralized slash ≤ 0)", None
-    row = rows[(task, "slash", alpha)]
-    rnd = first_round_reaching(row, glue.get_task(task).primary_metric, REACH * reference)
+    metric = glue.get_task(task).primary_metric
+    reached = [first_round_reaching(fed[s], metric, REACH * central[s]) for s in seeds]
+    text = ", ".join(f"not in {len(fed[s]['metrics'])}" if r is None else f"<= {r}" for s, r in zip(seeds, reached))
     limit = ROUNDS_TARGET.get(alpha)
-    met = None if limit is None else rnd is not None and rnd <= limit
-    return (f"not in {len(row['metrics'])}" if rnd is None else f"<= {rnd}"), met
+    if limit is None:
+        return text + (f" {ONE_SEED}" if len(seeds) == 1 else ""), None
+    in_time = [r is not None and r <= limit for r in reached]
+    if len(seeds) == 1:
+        return f"{text} {ONE_SEED}", "undecided (one seed)"
+    return text, "met" if all(in_time) else "not met" if not any(in_time) else "undecided"
 
 
-def rounds_section(grid: Grid, rows: dict[Key, dict]) -> list[str]:
+def rounds_section(grid: Grid, seeded: Seeded) -> list[str]:
     """Per task and alpha, how soon federated slash gets within 0.95x of centralized slash."""
     every = grid.federated.get("eval-every", 1)
     lines = [(f"The first evaluated round at which federated slash's first official metric reaches {REACH:g} x "
-              f"centralized slash's; the server evaluates every {every} rounds and after the last, so `<= {3 * every}` "
-              f"means not yet at round {2 * every} but by round {3 * every}. Target: at most "
-              f"{', '.join(f'{n} rounds at α={a:g}' for a, n in ROUNDS_TARGET.items())}."), "",
+              f"centralized slash's at the same seed, one entry per seed; the server evaluates every {every} rounds "
+              f"and after the last, so `<= {3 * every}` means not yet at round {2 * every} but by round {3 * every}. "
+              f"Target: at most {', '.join(f'{n} rounds at α={a:g}' for a, n in ROUNDS_TARGET.items())}, met when "
+              f"every seed is in time, not met when none is, undecided otherwise; {ONE_SEED}: one seed."), "",
              "| task | " + " | ".join(f"α={a:g}" for a in grid.alphas) + " |", "|---|" + "---:|" * len(grid.alphas)]
-    verdicts: dict[str, list[str]] = {"met": [], "not met": [], "not yet measured": []}
+    verdicts: dict[str, list[str]] = {}
     for task in grid.tasks:
         entries = []
         for alpha in grid.alphas:
-            text, met = rounds_entry(rows, task, alpha)
+            text, said = rounds_entry(seeded, task, alpha)
             entries.append(text)
             if alpha in ROUNDS_TARGET:
-                verdicts["not yet measured" if met is None else verdict(met)].append(glue.get_task(task).folder)
+                verdicts.setdefault(said or "not yet measured", []).append(glue.get_task(task).folder)
         lines.append(f"| {task_label(grid, task)} | " + " | ".join(entries) + " |")
-    if any(a in ROUNDS_TARGET for a in grid.alphas):
-        said = "; ".join(f"{k}: {', '.join(v)}" for k, v in verdicts.items() if v)
+    if verdicts:
+        said = "; ".join(f"{k}: {', '.join(v)}" for k, v in verdicts.items())
         lines += ["", f"Round target by task: {said}."]
     return lines
 
@@ -394,7 +445,7 @@ def plot_task(grid: Grid, task: str, rows: dict[Key, dict], folder: Path) -> Pat
 
 def curve_lines(grid: Grid, figures: dict[str, Path | None], out: Path) -> list[str]:
     """Each task's figure, linked relative to the page; the tasks without one are named."""
-    lines = [("The first official metric on the dev examples at each evaluated round (round 0: before training), "
+    lines = [("The first official metric on the dev examples at each evaluated round (round 0: before training; seed 0), "
               "against the round and against the bytes all clients have uploaded so far; dashed: the centralized "
               "references after training."), ""]
     for task in grid.tasks:
@@ -410,8 +461,9 @@ def curve_lines(grid: Grid, figures: dict[str, Path | None], out: Path) -> list[
 
 # ---- times --------------------------------------------------------------------------------
 
-def time_lines(grid: Grid, rows: dict[Key, dict]) -> list[str]:
-    """Each cached cell's measured seconds, to plan the cells still missing."""
+def time_lines(grid: Grid, seeded: Seeded) -> list[str]:
+    """Each cached cell's measured seconds (seed 0; the other seeds' in one total), to plan the cells still missing."""
+    rows = seed_zero(seeded)
     lines = [("Wall seconds per cell, process start-up included, on the machine that ran it (`failed`: the "
               "seconds until it failed; `–`: not cached)."), "",
              "| cell | α | " + " | ".join(glue.get_task(t).folder for t in grid.tasks) + " |",
@@ -427,11 +479,18 @@ def time_lines(grid: Grid, rows: dict[Key, dict]) -> list[str]:
                            + (" ‡" if row is not None and elsewhere(row) else "")
                            + (" §" if row is not None and row.get("cores_shared") else ""))
         lines.append(f"| {name} | {alpha_text} | " + " | ".join(entries) + " |")
+    extra = [row for runs in seeded.values() for seed, row in runs.items() if seed]
+    if extra:
+        seconds = sum(row.get("seconds") or 0.0 for row in extra)
+        shared = sum(bool(row.get("cores_shared")) for row in extra)
+        total += seconds
+        lines += ["", f"The other seeds' {len(extra)} cached cells: {seconds / 60:,.0f} min ({seconds / 3600:.1f} h)"
+                  + (f", {shared} of them §." if shared else ".")]
     devices = other_devices(rows)
     notes = [f"‡ Ran on {', '.join(devices)}, six cells at a time; every other cell on the 2 CPU cores."] if devices else []
-    if any(r.get("cores_shared") for r in rows.values()):
+    if any(r.get("cores_shared") for r in [*rows.values(), *extra]):
         notes.append("§ Ran while other jobs shared the 2 cores (`cores_shared` in its cached row): its time is an "
-                      "upper bound, not what the cell costs on an idle machine.")
+                     "upper bound, not what the cell costs on an idle machine.")
     return [*lines, "", f"Total over the cached cells: {total / 60:,.0f} min ({total / 3600:.1f} h).", *notes]
 
 
@@ -458,11 +517,21 @@ def setup_lines(grid: Grid) -> list[str]:
     ]
     if grid.reference:
         lines.append(reference_line(grid))
+    if grid.seeds.seeds:
+        s = grid.seeds
+        lines.append(f"- Seeds: the grid's cells run at data seed 0; {', '.join(glue.get_task(t).folder for t in s.tasks)} "
+                     f"also at data seeds {', '.join(map(str, s.seeds))} for federated {', '.join(s.methods)} and "
+                     f"centralized {', '.join(s.reference_methods)} (`data-seed`: the partition, client sampling and "
+                     "the shuffles; at the code reported, the training subset and the initial head and LoRA weights "
+                     "are seed 0's). Cells at one seed are marked †.")
     if "qnli" in grid.tasks:
-        lines.append(f"- {task_label(grid, 'qnli')}: only QNLI's dev set is available here, so it is split by a "
-                     f"seeded hash (seed {grid.qnli.seed}), stratified by label, into a federated training part and "
-                     f"a held-out evaluation part, written to `{grid.qnli.dir}` (`simulations.qnli_split.split_qnli`). "
-                     "Its numbers are not comparable with the official QNLI dev results.")
+        pinned = ("; the cells shown ran at the pinned commit, whose split (its `simulations.qnli_split`) has changed "
+                  "since" if "simulations.qnli_split" in changed_since_pin(grid) else "")
+        lines.append(f"- {task_label(grid, 'qnli')}: only QNLI's dev set is available here, so it is split (seed "
+                     f"{grid.qnli.seed}), by groups of rows that share a question or a sentence and keeping each "
+                     f"label's share, into a federated training part and a held-out evaluation part, written to "
+                     f"`{grid.qnli.dir}` (`simulations.qnli_split.split_qnli`){pinned}. Its numbers are not comparable "
+                     "with the official QNLI dev results.")
     lines.append(f"- Code versions {version_text(grid)}: sha256 of the docstring-free syntax trees of the project modules "
                  f"that the entry points import ({', '.join(f'`{m}`' for e in ENTRY_POINTS.values() for m in e)}; "
                  "`simulations.code_version`); " + ("the config pins the commit whose code they are, and the grid "
@@ -522,19 +591,24 @@ def reference_line(grid: Grid) -> str:
             "federated cells.")
 
 
-def command_lines(grid: Grid, rows: dict[Key, dict], argv: list[str]) -> list[str]:
+def command_lines(grid: Grid, seeded: Seeded, argv: list[str]) -> list[str]:
     """How to run the cells still missing and rebuild this page."""
     base = f"python -m simulations.grid --config {grid.config}"
     all_cells = cells(grid)
-    absent = [c for c in all_cells if (c["task"], c["method"], c["alpha"]) not in rows]
-    failed = [r for r in rows.values() if not finished(r)]
-    ran = sorted({r["command"] for r in rows.values() if r.get("command")})
+    absent = [c for c in all_cells if c["seed"] not in seeded.get((c["task"], c["method"], c["alpha"]), {})]
+    rows = [row for runs in seeded.values() for row in runs.values()]
+    failed = [r for r in rows if not finished(r)]
+    ran = sorted({r["command"] for r in rows if r.get("command")})
     lines = ["```", f"# every cell not yet cached ({len(absent)} of {len(all_cells)}); cached cells are skipped:", base,
              "# which cells are cached:", f"{base} --dry-run"]
     tasks = [t for t in grid.tasks if any(c["task"] == t for c in absent)]
     if tasks:
         lines.append("# or one task at a time (its references included):")
         lines += [f"{base} --only task={t}   # {sum(c['task'] == t for c in absent)} missing" for t in tasks]
+    seeds = sorted({c["seed"] for c in absent} - {0})
+    if seeds:
+        lines.append("# or one data seed at a time (the cells [seeds] names):")
+        lines += [f"{base} --only seed={s}   # {sum(c['seed'] == s for c in absent)} missing" for s in seeds]
     if failed:
         lines += [f"# the failed cells again ({len(failed)}):", f"{base} --retry-failed"]
     if ran:
@@ -544,16 +618,17 @@ def command_lines(grid: Grid, rows: dict[Key, dict], argv: list[str]) -> list[st
 
 # ---- the page -----------------------------------------------------------------------------
 
-def intro(grid: Grid, done: dict[str, dict], rows: dict[Key, dict], cache: Path) -> str:
+def intro(grid: Grid, done: dict[str, dict], seeded: Seeded, cache: Path) -> str:
     """How the page was made and how much of the grid the cache holds."""
     sha = hashlib.sha256(grid.config.read_bytes()).hexdigest()[:16]
+    rows = {(*key, seed): row for key, runs in seeded.items() for seed, row in runs.items()}
     failed = sum(not finished(r) for r in rows.values())
     other = len(done) - len(rows)
     return (f"Generated by `python -m simulations.results_page` from the cache `{cache}` and the config "
             f"`{grid.config}` (sha256 {sha}…); do not edit by hand.\n"
             f"{len(rows)} of {len(cells(grid))} cells are in the cache for the code versions reported "
             f"({version_text(grid)}; {failed} failed); {other} cached rows of other code versions or settings are "
-            "not shown." + pin_text(grid) + ran_elsewhere(rows))
+            "not shown." + pin_text(grid) + ran_elsewhere(seed_zero(seeded)))
 
 
 def elsewhere(row: dict) -> bool:
@@ -579,18 +654,18 @@ def ran_elsewhere(rows: dict[Key, dict]) -> str:
 def page(grid: Grid, done: dict[str, dict], cache: Path, figures: dict[str, Path | None], out: Path,
          argv: list[str]) -> str:
     """docs/RESULTS.md: the table first, then targets, rounds, curves, times, setup and commands."""
-    rows = grid_rows(grid, done)
+    seeded = seeded_rows(grid, done)
     notes = Notes()
-    lines = ["# Results: the GLUE grid", "", intro(grid, done, rows, cache), "", *results_table(grid, rows, notes),
+    lines = ["# Results: the GLUE grid", "", intro(grid, done, seeded, cache), "", *results_table(grid, seeded, notes),
              "", table_legend(grid)]
     if notes.lines:
         lines += ["", "Failed cells (the error's last line):", "", *(f"- {n}" for n in notes.lines)]
-    lines += ["", "## Targets", "", *target_lines(grid, rows),
-              "", f"## Rounds to {REACH:g}x centralized slash", "", *rounds_section(grid, rows),
+    lines += ["", "## Targets", "", *target_lines(grid, seeded),
+              "", f"## Rounds to {REACH:g}x centralized slash", "", *rounds_section(grid, seeded),
               "", "## Curves", "", *curve_lines(grid, figures, out),
-              "", "## Cell times", "", *time_lines(grid, rows),
+              "", "## Cell times", "", *time_lines(grid, seeded),
               "", "## Setup", "", *setup_lines(grid),
-              "", "## Commands", "", *command_lines(grid, rows, argv), ""]
+              "", "## Commands", "", *command_lines(grid, seeded, argv), ""]
     return "\n".join(lines)
 
 
@@ -612,7 +687,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(err))
     cache = args.cache or grid.cache
     done = CellCache(cache).done
-    rows = grid_rows(grid, done)
+    rows = seed_zero(seeded_rows(grid, done))
     figures = {task: plot_task(grid, task, rows, args.figures) for task in grid.tasks}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(page(grid, done, cache, figures, args.out, argv))

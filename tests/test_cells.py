@@ -34,3 +34,22 @@ def test_a_damaged_cache_line_is_named_not_skipped(tmp_path):
     path.write_text('{"key": "k", "cell": {}}\n{"key": "j", "cel\n')
     with pytest.raises(ValueError, match=r"cells.jsonl:2: expected a JSON object with key and cell"):
         CellCache(path)
+
+
+def test_condensed_bytes_per_client_count_the_accepted_replies_only(tmp_path):
+    """A refused reply's bytes arrived but were not averaged: the head's 3,080 B, not (2 x 3,080 + 9,000) / 2."""
+    from server.rounds import summary
+    from server.store import RunStore
+    from simulations.cells import condense
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    run = store.start_run("sst2", "head", "backbone", {}, None, None, 1)
+    store.add_round(run, 0, {"accuracy": 0.5})
+    replies = [{"partition_id": p, "bytes": 3080, "status": "accepted"} for p in (0, 1)]
+    replies.append({"partition_id": 2, "bytes": 9000, "status": "refused", "reason": "norm-outlier"})
+    store.add_replies(run, 1, "train", replies)
+    store.add_replies(run, 1, "evaluate", [{"partition_id": 0, "bytes": 50, "status": "accepted"}])
+    store.add_round(run, 1, {"accuracy": 0.6}, bytes_up=2 * 3080 + 9000, accepted=2, refused=1)
+    store.end_run(run, "completed")
+    cell = condense({}, summary(store, run))
+    assert cell["bytes_up_per_client"] == [3080.0] and cell["refused"] == 1

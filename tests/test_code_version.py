@@ -36,7 +36,10 @@ def test_each_kind_depends_on_the_modules_it_imports():
     assert reference < federated
     assert {"fedrp.federation", "fedrp.partition", "server.rounds", "server.strategy", "clients.client_app",
             "simulations.inprocess"} <= federated
-    assert not {"fedrp.cli", "fedrp.artifact", "simulations.grid"} & federated
+    harness = {"simulations.grid", "simulations.grid_config", "simulations.cells", "simulations.qnli_split"}
+    assert harness <= reference and harness <= federated
+    assert "fedrp.cli" in reference  # its defaults set a reference's batch size, warmup and schedule
+    assert not {"fedrp.artifact", "fedrp.export", "server.dashboard", "simulations.results_page"} & federated
     with pytest.raises(ValueError, match="cell kind"):
         cv.result_modules("other")
 
@@ -55,9 +58,35 @@ def test_wording_keeps_the_version_and_behaviour_changes_it(project):
     edit(project / "fedrp/train.py", "import math", "import math as math_")
     assert all(versions()[k] != after_federation[k] for k in cv.ENTRY_POINTS)
 
-    before_cli = versions()
-    edit(project / "fedrp/cli.py", "import argparse", "import argparse as argparse_")
-    assert versions() == before_cli  # the command line decides no number
+
+# Each input that decides a cached number, planted with a change: (file, old, new, the kinds whose key moves).
+PLANTS = {
+    "CLI default": ("fedrp/cli.py", '"--warmup-ratio", type=float, default=0.06', '"--warmup-ratio", type=float, default=0.1',
+                    {"reference", "federated"}),  # simulations.run imports fedrp.cli too
+    "QNLI split": ("simulations/qnli_split.py", "def read_rows(", "SPLIT_RULE = 2\n\n\ndef read_rows(",
+                   {"reference", "federated"}),
+    "cell condensing": ("simulations/cells.py", '"refused": sum(r["refused"] for r in rounds)',
+                        '"refused": sum(r["refused"] for r in rounds[1:])', {"reference", "federated"}),
+    "the grid": ("simulations/grid.py", "def prune_checkpoints(", "GRID_RULE = 2\n\n\ndef prune_checkpoints(",
+                 {"reference", "federated"}),
+}
+
+
+@pytest.mark.parametrize("plant", PLANTS)
+def test_every_input_that_decides_a_result_moves_the_key(project, plant):
+    path, old, new, kinds = PLANTS[plant]
+    base = versions()
+    edit(project / path, old, new)
+    moved = {kind for kind, version in versions().items() if version != base[kind]}
+    assert moved == kinds
+
+
+def test_a_library_version_moves_the_key(monkeypatch):
+    base = versions()
+    real = cv.importlib.metadata.version
+    monkeypatch.setattr(cv.importlib.metadata, "version", lambda name: "9.9.9" if name == "peft" else real(name))
+    assert all(v != base[k] for k, v in versions().items())
+    assert cv.library_versions()["peft"] == "9.9.9" and set(cv.library_versions()) == set(cv.LIBRARIES)
 
 
 def test_the_form_hashed_is_the_same_under_every_python():
@@ -90,3 +119,38 @@ def test_a_commits_version_is_read_from_git_and_the_changes_since_are_named(comm
     assert cv.changed_modules("federated", commit) == ["fedrp.extra", "fedrp.federation.config", "fedrp.train"]
     with pytest.raises(ValueError, match="not in the git history"):
         cv.code_version("federated", "0" * 40)
+
+
+def test_a_commit_is_versioned_by_its_own_rule(committed_project):
+    """A commit whose code_version.py hashed other inputs keeps the version it gave its cells then."""
+    import hashlib
+    import subprocess
+
+    root, _ = committed_project
+    edit(root / "simulations/code_version.py", "    for name, version in library_versions().items():",
+         "    for name, version in {}.items():  # an older rule: no library versions")
+    git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "commit", "-qam", "older rule"], check=True)
+    older = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    for kind in cv.ENTRY_POINTS:
+        digest = hashlib.sha256()
+        for name, form in sorted(cv.result_forms(kind, older).items()):
+            digest.update(name.encode() + b"\0" + form.encode() + b"\0")
+        assert cv.code_version(kind, older) == digest.hexdigest()[:16]  # the older rule's version
+    cv.code_version.cache_clear()
+    assert cv.code_version("federated", older) != cv.code_version("federated")  # this rule's differs
+
+
+def test_the_pinned_grids_rows_are_found_under_their_commits_rule():
+    """The page reads the pinned commit's cells by the versions that commit gave them."""
+    import json
+
+    from simulations.grid import versions as grid_versions
+    from simulations.grid_config import DEFAULT_CONFIG, load_config
+
+    grid = load_config(DEFAULT_CONFIG)
+    if grid.commit is None:
+        pytest.skip("simulations/grid.toml pins no commit")
+    cached = {json.loads(line)["key"] for line in (cv.ROOT / "docs/results/cells.jsonl").read_text().splitlines()}
+    codes = {json.loads(key)["code"] for key in cached}
+    assert set(grid_versions(grid).values()) <= codes
