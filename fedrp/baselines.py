@@ -52,6 +52,17 @@ class BaselineModel(Classifier):
         self.method = method
         self.backbone_name, self.backbone_config_hash = identity
 
+    def reseed(self, seed: int) -> None:
+        """The head, and LoRA's A (B stays zero, so the start is still the backbone), drawn from the seed."""
+        super().reseed(seed)
+        if seed == 0 or self.method != "lora":
+            return
+        with seeded(seed):  # PEFT draws A from torch's global generator, as when it built the layers
+            for module in self.backbone.modules():
+                if isinstance(module, peft.tuners.lora.LoraLayer):
+                    for adapter in module.lora_A:
+                        module.reset_lora_parameters(adapter, init_lora_weights=True)
+
     def train(self, mode: bool = True) -> BaselineModel:
         super().train(mode)
         if self.method == "head":

@@ -26,7 +26,7 @@ class RunConfig(ModelOptions):
 
     task: str
     data_dir: str | None = None
-    data_seed: int = 0  # shuffles and dropout; the subset of max-train-samples is the same for every seed
+    data_seed: int = 0  # the subset of max-train-samples, the initial head (and LoRA's A), shuffles and dropout
     epochs: float = 1.0
     lr: float | None = None  # None: the method's default
     batch_size: int = 32
@@ -78,8 +78,8 @@ def run(cfg: RunConfig) -> dict:
     if cfg.validation_samples:  # the same held-out examples and the same subset as a federation's
         held, rest = data.validation_split(len(full), cfg.validation_samples)
         full, held_out = full.select(rest), full.select(held)
-    train_data = data.subset(full, cfg.max_train_samples, seed=0)  # the same subset for every method and seed
-    model = build(cfg.model_spec(task.num_labels), backbone)
+    train_data = data.subset(full, cfg.max_train_samples, seed=cfg.data_seed)  # a federation's at the same seed
+    model = build(cfg.model_spec(task.num_labels), backbone, cfg.data_seed)
     if cfg.privacy is None:
         result = train(model, train_data, tcfg, device)
     else:

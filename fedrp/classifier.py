@@ -35,6 +35,17 @@ class Classifier(nn.Module):
         hidden = self.hidden_states(self.backbone_inputs(batch))
         return classify(hidden, batch, self.head, self.pooling, self.tokenizer.mask_token_id)
 
+    def reseed(self, seed: int) -> None:
+        """Draw the initial trainable weights a data seed decides (the head, here) anew from it, so that
+        replicates differ in their starting point as well as their data; seed 0 keeps the weights as built."""
+        if seed == 0:
+            return
+        config = self.backbone.config
+        with torch.no_grad():
+            self.head.weight.normal_(0.0, getattr(config, "initializer_range", 0.02),
+                                     generator=torch.Generator().manual_seed(seed))
+            self.head.bias.zero_()
+
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
         return {name: p for name, p in self.named_parameters() if p.requires_grad}
 

@@ -390,7 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "file of your own (.toml, `fedrp task init`)")
     _add_model_options(p)
     _data_options(p)
-    p.add_argument("--data-seed", type=int, default=0, help="shuffling seed (the projections follow --seed)")
+    p.add_argument("--data-seed", type=int, default=0,
+                   help="the training subset, the initial head and LoRA weights and the shuffles (the projections "
+                        "follow --seed)")
     p.add_argument("--epochs", type=_positive_float, default=1.0)
     lr = p.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default per method: %(rates)s)")
     lr.rates = Vocabulary("fedrp.methods", "RATES", lambda rates: [f"{k} {r.centralized:g}" for k, r in rates.items()])

@@ -37,11 +37,16 @@ def check_max_length(max_length: int, model: str | None, method: str, option: st
     check_positions(max_length, load_config(model), prompt_tokens(method), option)
 
 
-def build(spec: ModelSpec, backbone: Backbone) -> Classifier:
-    """The model a spec describes, on a loaded backbone."""
+def build(spec: ModelSpec, backbone: Backbone, data_seed: int = 0) -> Classifier:
+    """The model a spec describes, on a loaded backbone; a data seed other than 0 draws its initial head (and
+    LoRA's A) anew (Classifier.reseed)."""
     if spec.method in ADAPTERS:
-        return build_model(backbone, get_method(spec.method).config_class.from_spec(spec))
-    return BaselineModel(backbone, spec.method, spec.num_labels, spec.pooling, lora_rank=spec.lora_rank, seed=spec.seed)
+        model = build_model(backbone, get_method(spec.method).config_class.from_spec(spec))
+    else:
+        model = BaselineModel(backbone, spec.method, spec.num_labels, spec.pooling, lora_rank=spec.lora_rank,
+                              seed=spec.seed)
+    model.reseed(data_seed)
+    return model
 
 
 def payload_bytes(model: Classifier, bytes_per_value: int = 4) -> int:

@@ -521,9 +521,8 @@ def setup_lines(grid: Grid) -> list[str]:
         s = grid.seeds
         lines.append(f"- Seeds: the grid's cells run at data seed 0; {', '.join(glue.get_task(t).folder for t in s.tasks)} "
                      f"also at data seeds {', '.join(map(str, s.seeds))} for federated {', '.join(s.methods)} and "
-                     f"centralized {', '.join(s.reference_methods)} (`data-seed`: the partition, client sampling and "
-                     "the shuffles; at the code reported, the training subset and the initial head and LoRA weights "
-                     "are seed 0's). Cells at one seed are marked †.")
+                     f"centralized {', '.join(s.reference_methods)} (`data-seed`; what it draws at each code version: "
+                     "docs/guide/results.md, Seeds and verdicts). Cells at one seed are marked †.")
     if "qnli" in grid.tasks:
         pinned = ("; the cells shown ran at the pinned commit, whose split (its `simulations.qnli_split`) has changed "
                   "since" if "simulations.qnli_split" in changed_since_pin(grid) else "")

@@ -53,3 +53,34 @@ def test_a_baselines_initial_state_is_the_same_in_a_fresh_process():
     torch.rand(7)
     here = [digest(initial_state(FedConfig(method=m))) for m in methods]
     assert other.stdout.split() == here
+
+
+def test_a_data_seed_draws_the_head_and_loras_a_anew_and_keeps_the_projections():
+    """Replicates start from their own head (and LoRA's A, B still zero), with z and the projections kept."""
+    for method in ("slash", "lora", "head"):
+        base = initial_state(FedConfig(method=method))
+        one, again = (initial_state(FedConfig(method=method, data_seed=1)) for _ in range(2))
+        assert digest(one) == digest(again), method  # the seed decides it, not the process's history
+        assert not np.array_equal(one["head.weight"], base["head.weight"]), method
+        assert abs(float(one["head.weight"].std()) - float(base["head.weight"].std())) < 0.004  # the same N(0, 0.02)
+        changed = {k for k in base if not np.array_equal(base[k], one[k])}
+        if method == "slash":
+            assert changed == {"head.weight"}  # z stays the projection seed's
+        if method == "lora":
+            a = {k for k in base if "lora_A" in k}
+            assert a and a <= changed and not {k for k in changed if "lora_B" in k}
+            assert all(not one[k].any() for k in base if "lora_B" in k)  # the start is still the backbone
+
+
+def test_the_federated_pool_and_the_centralized_subset_follow_the_data_seed_together(glue_dir, default_tokenizer):
+    from fedrp import data
+    from fedrp.federation.clientdata import _pool_train
+
+    full = data.load_tokenized("sst2", "train", default_tokenizer, "mask", 128, str(glue_dir))
+    pools = {}
+    for seed in (0, 1):
+        cfg = FedConfig(task="sst2", max_train_samples=500, data_seed=seed, data_dir=str(glue_dir))
+        pool, _ = _pool_train(cfg, default_tokenizer)
+        pools[seed] = pool["input_ids"]
+        assert pools[seed] == data.subset(full, 500, seed=seed)["input_ids"]  # what `fedrp train` takes at the seed
+    assert pools[0] != pools[1]

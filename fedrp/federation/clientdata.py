@@ -23,16 +23,16 @@ PARTITION_CACHE_VERSION = 2  # bump when fedrp.partition changes which indices a
 def _pool_train(cfg: FedConfig, tokenizer) -> tuple[datasets.Dataset, tuple[int | float, ...]]:
     """The examples the clients share out, and their labels (read once per process, not once per round)."""
     return _pool(cfg.task, tokenizer, cfg.pooling, cfg.max_length, cfg.glue_dir, cfg.validation_samples,
-                 cfg.max_train_samples)
+                 cfg.max_train_samples, cfg.data_seed)
 
 
 @lru_cache(maxsize=4)
 def _pool(task: str, tokenizer, pooling: str, max_length: int, glue_dir: str | None, validation_samples: int,
-          max_train_samples: int) -> tuple[datasets.Dataset, tuple[int | float, ...]]:
+          max_train_samples: int, data_seed: int) -> tuple[datasets.Dataset, tuple[int | float, ...]]:
     full = data.load_tokenized(task, "train", tokenizer, pooling, max_length, glue_dir)
     if validation_samples:
         full = full.select(data.validation_split(len(full), validation_samples)[1])
-    pool = data.subset(full, max_train_samples or None, seed=0)  # the centralized runs' subset
+    pool = data.subset(full, max_train_samples or None, seed=data_seed)  # the centralized runs' subset at this seed
     return pool, tuple(np.asarray(pool.with_format("numpy")["label"]).tolist())
 
 

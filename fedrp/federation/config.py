@@ -37,8 +37,8 @@ class FedConfig(ModelOptions):
                                "docs/guide/your-task.md)")
     # data: where the examples come from and how they are split over clients
     data_dir: str = option("", "GLUE folder (empty: $FEDRP_GLUE_DIR, else the Hugging Face Hub)")
-    data_seed: int = option(0, "partitions, subsets, local shuffles and client sampling (not the projections: seed)",
-                            minimum=0)
+    data_seed: int = option(0, "the training subset, partitions, client sampling, local shuffles and the initial "
+                               "head and LoRA weights (not the projections: seed)", minimum=0)
     partition_scheme: str = option("dirichlet", "how the training examples are split over the clients",
                                    Vocabulary("fedrp.partition", "SCHEMES"))
     alpha: float = option(0.5, "Dirichlet concentration of each client's label mix: lower is more skewed")

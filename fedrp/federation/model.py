@@ -28,7 +28,8 @@ def model_for(cfg: FedConfig) -> Classifier:
 
 
 def initial_state(cfg: FedConfig) -> dict[str, np.ndarray]:
-    return trainable_state(build(cfg.spec, load_backbone(cfg.model or None)))
+    """The global model's first state: the spec's model, its head (and LoRA's A) drawn from the data seed."""
+    return trainable_state(build(cfg.spec, load_backbone(cfg.model or None), cfg.data_seed))
 
 
 def identity(model: Classifier) -> dict[str, str]:
