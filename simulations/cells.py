@@ -73,6 +73,14 @@ def run_federation(options: dict, stderr=None) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def run_reference(options: dict, stderr=None) -> dict:
+    """One `fedrp train --json` process (a centralized run) with these options; its log goes to `stderr`."""
+    cmd = [sys.executable, "-m", "fedrp", "train", "--json", "--overwrite", *(f"--{k}={v}" for k, v in options.items())]
+    print("running", " ".join(cmd), file=sys.stderr, flush=True)
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, stderr=stderr, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def condense(cell: dict, result: dict) -> dict:
     """The server's dev metrics per round and the bytes; the accuracy fields only where the task has accuracy."""
     rounds = [r for r in result["rounds"] if r["round"] > 0]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import json
 import shlex
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from pathlib import Path
 
 from fedrp import glue
 from fedrp.payload import error_line
-from simulations.cells import CellCache, condense, run_federation
+from simulations.cells import CellCache, condense, run_federation, run_reference
 from simulations.cells import cell_key as settings_key  # grid.cell_key names the grid's own
 from simulations.code_version import changed_modules, code_version
 from simulations.grid_config import (
@@ -190,10 +189,7 @@ def _reference(cell: dict, data_dir: Path, paths: Paths, log) -> dict:
     """One `fedrp train --json` run; its dev metrics and sizes."""
     options = {**cell["options"], "task": cell["task"], "method": cell["method"], "data-dir": str(data_dir),
                "out": str(paths.artifacts.resolve())}
-    cmd = [sys.executable, "-m", "fedrp", "train", "--json", "--overwrite", *(f"--{k}={v}" for k, v in options.items())]
-    print("running", shlex.join(cmd), file=sys.stderr, flush=True)
-    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, stderr=log, text=True).stdout
-    r = json.loads(out.strip().splitlines()[-1])
+    r = run_reference(options, stderr=log)
     keep = ("params", "bytes_fp32", "train_examples", "eval_examples", "lr", "epochs", "samples_per_second",
             "wall_seconds", "bf16", "device", "backbone")
     return {"status": "completed", "final_metrics": r["metrics"], **{k: r[k] for k in keep}}
