@@ -59,7 +59,8 @@ def test_client_level_dp_chooses_its_clip_on_held_out_examples_and_runs_each_noi
         calls.append(options)
         held_out = options.get("validation-samples", 0)
         accuracy = options["client-dp-clip"] if held_out else 1 / options["client-dp-clip"]  # dev would pick the other
-        rounds = [{"round": r, "metrics": {"accuracy": accuracy}, "bytes_up": 1, "accepted": 30, "refused": 0,
+        rounds = [{"round": r, "metrics": {"accuracy": accuracy}, "bytes_up": 1, "bytes_up_accepted": 1, "accepted": 30,
+                   "refused": 0,
                    "wall_seconds": 1.0} for r in (0, 1)]
         return {"status": "completed", "store": "s", "run_id": 1, "rounds": rounds, "final_metrics": {"accuracy": accuracy},
                 "client_dp_epsilon": options["client-dp-noise"] and 1 / options["client-dp-noise"]}
