@@ -23,6 +23,12 @@ BASELINES: dict[str, Rates] = {
 }
 
 
+# The baselines DP-SGD trains: Opacus has per-sample rules for their trainable Linear layers. BitFit's
+# LayerNorm biases were not recorded by Opacus's hooks here, and full finetuning would hold B copies of
+# 22M gradients.
+DP_BASELINES = ("head", "lora")
+
+
 class BaselineModel(Classifier):
     """The backbone with a chosen part of its own weights trainable, and the same pooled head."""
 
@@ -62,6 +68,9 @@ class BaselineModel(Classifier):
                 if isinstance(module, peft.tuners.lora.LoraLayer):
                     for adapter in module.lora_A:
                         module.reset_lora_parameters(adapter, init_lora_weights=True)
+
+    def private_gradients(self) -> str | None:
+        return "opacus" if self.method in DP_BASELINES else None
 
     def train(self, mode: bool = True) -> BaselineModel:
         super().train(mode)

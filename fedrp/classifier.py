@@ -7,6 +7,7 @@ from torch import nn
 
 from fedrp.backbone import accepted_inputs
 from fedrp.inputs import check_pooling, classify
+from fedrp.refusals import StateMismatch
 
 
 class Classifier(nn.Module):
@@ -45,6 +46,31 @@ class Classifier(nn.Module):
             self.head.weight.normal_(0.0, getattr(config, "initializer_range", 0.02),
                                      generator=torch.Generator().manual_seed(seed))
             self.head.bias.zero_()
+
+    def state_vectors(self) -> dict[str, torch.Tensor]:
+        """What travels and what an artifact stores: the trainable tensors, fp32 on the CPU."""
+        return {k: p.detach().float().cpu() for k, p in self.trainable_parameters().items()}
+
+    def load_state_vectors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Copy the trainable tensors in; names and shapes must match exactly."""
+        params = self.trainable_parameters()
+        if set(tensors) != set(params):
+            raise StateMismatch(f"payload holds {sorted(tensors)[:4]}..., the model trains {sorted(params)[:4]}...")
+        with torch.no_grad():
+            for name, p in params.items():
+                if tuple(tensors[name].shape) != tuple(p.shape):
+                    raise StateMismatch(f"payload array {name!r} has shape {tuple(tensors[name].shape)}, "
+                                        f"expected {tuple(p.shape)}")
+                p.copy_(tensors[name].to(p.dtype))
+
+    def identity(self) -> dict[str, str]:
+        """What a server sends so that a client can prove it runs the same model: here, the backbone."""
+        return {"backbone": self.backbone_name, "backbone-hash": self.backbone_config_hash}
+
+    def private_gradients(self) -> str | None:
+        """How DP-SGD gets this model's per-sample gradients (fedrp.privacy.grad_sample): "exact" (the
+        method's own rules), "opacus" (Opacus's rules for its trainable layers), or None (not supported)."""
+        return None
 
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
         return {name: p for name, p in self.named_parameters() if p.requires_grad}

@@ -208,9 +208,8 @@ def _check_train(args: argparse.Namespace) -> None:
 
 def _privacy(args: argparse.Namespace):
     """--dp and its budget, or None; budget options without --dp are refused rather than ignored."""
-    from fedrp.adapters import METHODS as ADAPTERS
+    from fedrp.methods import check_private
     from fedrp.privacy.config import PrivacyConfig
-    from fedrp.privacy.grad_sample import OPACUS_BASELINES
 
     given = [o for o in ("epsilon", "delta", "max_grad_norm", "noise_multiplier") if getattr(args, o) is not None]
     if not args.dp:
@@ -219,8 +218,7 @@ def _privacy(args: argparse.Namespace):
         return None
     if args.epsilon is None:
         raise ValueError("--dp needs --epsilon E (the privacy budget for the whole run)")
-    if args.method not in (*ADAPTERS, *OPACUS_BASELINES):
-        raise ValueError(f"DP training supports slash, jrwarp and the baselines {OPACUS_BASELINES}; got {args.method!r}")
+    check_private(args.method)
     return PrivacyConfig(epsilon=args.epsilon, delta=args.delta,
                          max_grad_norm=1.0 if args.max_grad_norm is None else args.max_grad_norm,
                          accountant=args.accountant, noise_multiplier=args.noise_multiplier)

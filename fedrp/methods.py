@@ -5,7 +5,7 @@ from __future__ import annotations
 from fedrp.adapters import METHODS as ADAPTERS
 from fedrp.adapters import build_model, get_method
 from fedrp.backbone import Backbone, check_positions, load_config
-from fedrp.baselines import BASELINES, BaselineModel
+from fedrp.baselines import BASELINES, DP_BASELINES, BaselineModel
 from fedrp.classifier import Classifier
 from fedrp.rates import Rates
 from fedrp.spec import ModelSpec
@@ -24,6 +24,13 @@ def federated_local(method: str, optimizer: str = "", private: bool = False) -> 
     if optimizer == "adamw":
         return optimizer, rates.federated_dp if private else rates.federated
     return optimizer, None if private else rates.federated_sgd
+
+
+def check_private(method: str) -> None:
+    """Refuse DP-SGD for a method it cannot train, by name, before a model loads."""
+    if method not in (*ADAPTERS, *DP_BASELINES):
+        raise ValueError(f"DP training supports {', '.join(ADAPTERS)} and the baselines {', '.join(DP_BASELINES)}; "
+                         f"got {method!r}")
 
 
 def prompt_tokens(method: str) -> int:

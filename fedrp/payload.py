@@ -11,9 +11,7 @@ import re
 import numpy as np
 import torch
 
-from fedrp.adapters import AdapterModel
 from fedrp.classifier import Classifier
-from fedrp.refusals import StateMismatch
 
 # Why a reply was refused; the run store records these names.
 MISSING = "missing-arrays"
@@ -33,28 +31,13 @@ MIN_FOR_MEDIAN = 3  # replies a round needs before norm-ratio compares them: a m
 
 def trainable_state(model: Classifier) -> dict[str, np.ndarray]:
     """The model's trainable values as float32 arrays, in a stable order."""
-    if isinstance(model, AdapterModel):
-        tensors = model.state_vectors()
-    else:
-        tensors = {k: p.detach().float().cpu() for k, p in model.trainable_parameters().items()}
+    tensors = model.state_vectors()
     return {k: tensors[k].numpy().astype(np.float32, copy=True) for k in sorted(tensors)}
 
 
 def load_trainable_state(model: Classifier, state: dict[str, np.ndarray]) -> None:
     """Copy a payload into the model; names and shapes must match exactly."""
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}
-    if isinstance(model, AdapterModel):
-        model.load_state_vectors(tensors)
-        return
-    params = model.trainable_parameters()
-    if set(tensors) != set(params):
-        raise StateMismatch(f"payload holds {sorted(tensors)[:4]}..., the model trains {sorted(params)[:4]}...")
-    with torch.no_grad():
-        for name, p in params.items():
-            if tuple(tensors[name].shape) != tuple(p.shape):
-                raise StateMismatch(f"payload array {name!r} has shape {tuple(tensors[name].shape)}, "
-                                    f"expected {tuple(p.shape)}")
-            p.copy_(tensors[name].to(p.dtype))
+    model.load_state_vectors({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
 
 
 def nbytes(state: dict[str, np.ndarray]) -> int:

@@ -242,7 +242,7 @@ REFUSED = [
     (["train", "--task", "sst2", "--epsilon", "3"], "--epsilon needs --dp"),
     (["train", "--task", "sst2", "--dp"], "--dp needs --epsilon"),
     (["train", "--task", "sst2", "--dp", "--epsilon", "3", "--method", "bitfit"],
-     "DP training supports slash, jrwarp and the baselines ('head', 'lora'); got 'bitfit'"),
+     "DP training supports slash, jrwarp and the baselines head, lora; got 'bitfit'"),
     (["train", "--task", "sst2", "--dp", "--epsilon", "3", "--max-grad-norm", "0"],
      "argument --max-grad-norm: expected a finite number above 0, got '0'"),
     (["train", "--task", "sst2", "--dp", "--epsilon", "3", "--max-grad-norm", "inf"],

@@ -63,3 +63,30 @@ def test_slash_payload_fits_in_8_kb():
     state = payload.trainable_state(build(ModelSpec(method="slash"), load_backbone()))
     assert set(state) == {"z", "head.weight", "head.bias"}
     assert payload.nbytes(state) == 4 * (1024 + 384 * 2 + 2) <= 8 * 1024
+
+
+def test_shared_code_asks_the_model_so_a_model_of_no_known_kind_travels_and_is_refused_dp_by_name(tiny_backbone):
+    """Payloads, identity and DP's per-sample rule come from the model's own methods, not from its type: a
+    Classifier subclass that neither fedrp.adapters nor fedrp.baselines knows still round-trips its state."""
+    from torch import nn
+
+    from fedrp.classifier import Classifier
+    from fedrp.federation.model import identity
+    from fedrp.privacy.grad_sample import per_sample_engine
+    from fedrp.refusals import StateMismatch
+
+    class Toy(Classifier):
+        backbone_name, backbone_config_hash, method = "tiny-bert", "h", "toy"
+
+    backbone = tiny_backbone("bert")
+    toy = Toy(backbone.model, backbone.tokenizer, nn.Linear(backbone.hidden_size, 3), "cls")
+    state = payload.trainable_state(toy)
+    assert sorted(state) == ["head.bias", "head.weight"] and state["head.weight"].dtype == np.float32
+    payload.load_trainable_state(toy, {k: v + 1 for k, v in state.items()})
+    np.testing.assert_array_equal(toy.head.bias.detach().numpy(), state["head.bias"] + 1)
+    with pytest.raises(StateMismatch, match="shape"):
+        payload.load_trainable_state(toy, {"head.weight": np.zeros((2, 2), np.float32), "head.bias": state["head.bias"]})
+    assert identity(toy) == {"backbone": "tiny-bert", "backbone-hash": "h"}
+    with pytest.raises(ValueError, match="DP training supports slash, jrwarp and the baselines head, lora; got 'toy'"):
+        with per_sample_engine(toy):
+            pass

@@ -83,6 +83,13 @@ class AdapterModel(Classifier):
         self.backbone.eval()  # dropout stays off: the method trains without it
         return self
 
+    def identity(self) -> dict[str, str]:
+        """The backbone, and the spec and fingerprint of the projections a client must regenerate alike."""
+        return {**super().identity(), "spec": self.spec.canonical_json(), "fingerprint": self.fingerprint}
+
+    def private_gradients(self) -> str | None:
+        return "exact"  # z's and the head's per-sample gradients in closed form (fedrp.privacy.grad_sample)
+
     def state_vectors(self) -> dict[str, torch.Tensor]:
         """What travels and what an artifact stores: z and the head, fp32 on the CPU."""
         params = dict(self.named_parameters())

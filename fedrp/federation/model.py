@@ -6,7 +6,6 @@ from functools import lru_cache
 
 import numpy as np
 
-from fedrp.adapters import AdapterModel
 from fedrp.backbone import load_backbone
 from fedrp.classifier import Classifier
 from fedrp.federation.config import FedConfig
@@ -34,10 +33,7 @@ def initial_state(cfg: FedConfig) -> dict[str, np.ndarray]:
 
 def identity(model: Classifier) -> dict[str, str]:
     """What the server sends so a client can prove it runs the same backbone and projection."""
-    ident = {"backbone": model.backbone_name, "backbone-hash": model.backbone_config_hash}
-    if isinstance(model, AdapterModel):
-        ident.update(spec=model.spec.canonical_json(), fingerprint=model.fingerprint)
-    return ident
+    return model.identity()
 
 
 def check_labels(task: Task, sent: dict) -> None:

@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 from fedrp.adapters.base import AdapterModel
+from fedrp.methods import check_private
 from fedrp.train import with_offsets
 
 ProbeRule = Callable[[AdapterModel, list], list]  # attaches probe hooks, returns their handles
 GRAD_SAMPLERS: dict[type, ProbeRule] = {}
-OPACUS_BASELINES = ("head", "lora")
 
 
 def register_grad_sampler(model_type: type) -> Callable[[ProbeRule], ProbeRule]:
@@ -73,12 +73,12 @@ def per_sample_engine(model: nn.Module) -> Iterator[Callable]:
     removed on exit. BitFit (LayerNorm biases Opacus's hooks did not record here) and full
     finetuning (B copies of 22M gradients) are refused.
     """
-    if isinstance(model, AdapterModel):
+    rule = model.private_gradients()
+    if rule == "exact":
         yield lambda *args: per_sample_gradients(model, *args)
         return
-    method = getattr(model, "method", type(model).__name__)
-    if method not in OPACUS_BASELINES:
-        raise ValueError(f"DP training supports slash, jrwarp and the baselines {OPACUS_BASELINES}; got {method!r}")
+    if rule != "opacus":
+        check_private(getattr(model, "method", type(model).__name__))  # raises, naming what is supported
     from opacus import GradSampleModule
 
     wrapped = GradSampleModule(model, batch_first=True, loss_reduction="sum")
