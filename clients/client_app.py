@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
-from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
-from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
-from flwr.compat.common import recorddict_compat as compat
 
+from clients.secagg import secure_aggregation_mod, train_secure
 from fedrp import glue
 from fedrp.faults import corrupt
 from fedrp.federation import (
@@ -29,12 +24,10 @@ from fedrp.federation import (
     local_train,
     model_for,
 )
-from fedrp.privacy.budget import ClientBudget
+from fedrp.privacy.budget import budget_path, node_budget
 from fedrp.refusals import REFUSED, LocalDataError, Refusal, StateMismatch
-from fedrp.secagg import client_update
 
-BUDGET_KEY = "dp-budget"
-STATE_ENV = "FEDRP_STATE_DIR"  # where a node keeps what must outlive a run (node config `state-dir` wins)
+BUDGET_KEY = "dp-budget"  # where a node's state keeps its DP accounting between rounds
 
 
 def _arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
@@ -68,46 +61,6 @@ def _data(cfg: FedConfig, context: Context, kind: str):
         raise LocalDataError(str(err)) from err
 
 
-def _budget_file(context: Context, lineage: str | None) -> Path | None:
-    """The node-local copy of this client's accounting for a run and its resumptions (None if unnamed)."""
-    if not lineage:
-        return None
-    root = context.node_config.get("state-dir") or os.environ.get(STATE_ENV) or Path.home() / ".fedrp" / "state"
-    who = context.node_config.get("partition-id", f"node-{context.node_id}")
-    return Path(root) / f"dp-budget-{lineage}-{who}.json"
-
-
-def _budget(cfg: FedConfig, context: Context, path: Path | None) -> ClientBudget | None:
-    """This node's DP accounting so far (None without DP): node state, else the file a resumed run left."""
-    if cfg.privacy is None:
-        return None
-    kept = context.state.config_records.get(BUDGET_KEY)
-    if kept is None and path is not None:
-        return ClientBudget.load(cfg.privacy, path)
-    return ClientBudget.from_lists(cfg.privacy, dict(kept) if kept is not None else None)
-
-
-class Refused(Exception):
-    """Raised inside SecAgg+'s stage 2, whose mod expects a result, when this device refuses the round."""
-
-
-def secure_aggregation_mod(msg: Message, context: Context, call_next) -> Message:
-    """SecAgg+ for the messages of its workflow (they carry its config record); the rest pass through."""
-    if RECORD_KEY_CONFIGS not in msg.content.config_records:
-        return call_next(msg, context)
-
-    def train_or_raise(m: Message, c: Context) -> Message:
-        reply = call_next(m, c)
-        if reply.has_error():
-            raise Refused(reply.error.reason)
-        return reply
-
-    try:
-        return secaggplus_mod(msg, context, train_or_raise)
-    except Refused as err:  # SecAgg+ treats this node as a dropout and unmasks the others without it
-        return Message(Error(code=REFUSED, reason=str(err)), reply_to=msg)
-
-
 def _round_settings(cfg: FedConfig, config: dict) -> FedConfig:
     """The run config with this round's rate and local epochs as the server's message sets them:
     the server owns the schedule (its decay over the rounds), as in Flower's apps."""
@@ -128,8 +81,9 @@ def _local_round(cfg: FedConfig, config: dict, sent: dict[str, np.ndarray], cont
     cfg = _round_settings(cfg, config)
     train_data = _data(cfg, context, "train")
     pid, n = _partition(context)
-    path = _budget_file(context, config.get("run-lineage"))
-    budget = _budget(cfg, context, path)
+    path = budget_path(context.node_config, context.node_id, config.get("run-lineage"))
+    kept = context.state.config_records.get(BUDGET_KEY)
+    budget = node_budget(cfg.privacy, dict(kept) if kept is not None else None, path)
     scheduled = "partition-id" in context.node_config  # the server samples it by partition id: a known schedule
     state, metrics = local_train(cfg, sent, train_data, int(config["server-round"]), pid, budget=budget,
                                  num_partitions=n if scheduled else None)
@@ -141,25 +95,6 @@ def _local_round(cfg: FedConfig, config: dict, sent: dict[str, np.ndarray], cont
     if pid in cfg.faults:
         state, fingerprint = corrupt(cfg.faults[pid], state, sent, fingerprint)
     return state, metrics, fingerprint
-
-
-def _train_secure(cfg: FedConfig, msg: Message, context: Context) -> Message:
-    """A round inside SecAgg+: the state comes as a legacy FitIns, the update leaves as a FitRes for the mod to mask."""
-    fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
-    config = dict(fitins.config)
-    names = str(config.get("array-names", "")).split(",")
-    arrays = parameters_to_ndarrays(fitins.parameters)
-    try:
-        if len(names) != len(arrays):
-            raise StateMismatch(f"the round sends {len(arrays)} arrays but names {len(names)}: {names}")
-        sent = dict(zip(names, arrays, strict=True))  # local_train refuses names or shapes this model lacks
-        state, metrics, fingerprint = _local_round(cfg, config, sent, context)
-        update, weight = client_update(sent, state, int(metrics["num-examples"]), cfg.secagg, cfg.client_dp)
-    except Refusal as err:
-        return Message(Error(code=REFUSED, reason=str(err)), reply_to=msg)
-    fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(update), int(weight),
-                    {**metrics, "fingerprint": fingerprint or "", "partition-id": _partition(context)[0]})
-    return Message(compat.fitres_to_recorddict(fitres, keep_input=True), reply_to=msg)
 
 
 def build_client_app(overrides: dict | None = None) -> ClientApp:
@@ -185,7 +120,7 @@ def build_client_app(overrides: dict | None = None) -> ClientApp:
     def train(msg: Message, context: Context) -> Message:
         cfg = _run_config(context, overrides)
         if "fitins.parameters" in msg.content.array_records:  # SecAgg+'s stage 2 carries the legacy FitIns
-            return _train_secure(cfg, msg, context)
+            return train_secure(cfg, msg, context, _local_round, _partition(context)[0])
         sent_config = dict(msg.content["config"])
         sent = _arrays(msg.content["arrays"])
         try:

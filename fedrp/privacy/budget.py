@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,26 @@ class BudgetExhausted(Refusal):
 
 
 COUNT_RELEASE_RATE = 1.0  # the label counts are released once, from all the client's examples
+STATE_ENV = "FEDRP_STATE_DIR"  # where a node keeps what must outlive a run (node config `state-dir` wins)
+
+
+def budget_path(node_config: Mapping, node_id: int, lineage: str | None) -> Path | None:
+    """The node-local copy of a client's accounting for a run and its resumptions (None: the run names no lineage)."""
+    if not lineage:
+        return None
+    root = node_config.get("state-dir") or os.environ.get(STATE_ENV) or Path.home() / ".fedrp" / "state"
+    who = node_config.get("partition-id", f"node-{node_id}")
+    return Path(root) / f"dp-budget-{lineage}-{who}.json"
+
+
+def node_budget(privacy: PrivacyConfig | None, kept: dict | None, path: Path | None) -> ClientBudget | None:
+    """A client's accounting so far (None without DP): the copy its node state kept, else the file a resumed
+    run left, else none spent."""
+    if privacy is None:
+        return None
+    if kept is None and path is not None:
+        return ClientBudget.load(privacy, path)
+    return ClientBudget.from_lists(privacy, kept)
 
 
 @dataclasses.dataclass
