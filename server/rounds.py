@@ -7,6 +7,7 @@ the strategy's own configure/aggregate steps.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -18,6 +19,7 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fedrp import glue, payload, tasks
+from fedrp.classifier import Classifier
 from fedrp.federation import (
     FedConfig,
     federation_offsets,
@@ -41,6 +43,21 @@ log = logging.getLogger("fedrp.server")
 
 class TooFewReplies(RuntimeError):
     """Fewer valid replies than min-train-nodes: the round cannot be aggregated."""
+
+
+@dataclasses.dataclass
+class Run:
+    """What every round of a federation shares: its config, the grid, the strategy, the store, the server's model,
+    what a client must prove (its identity, with the run's lineage) and the label prior the clients reported."""
+
+    cfg: FedConfig
+    grid: Grid
+    strategy: Validating
+    store: RunStore
+    run_id: int
+    model: Classifier
+    ident: dict
+    prior: tuple[float, ...] | None = None
 
 
 def discover(grid: Grid, known: dict[int, int | None], timeout: float, wait: float = 60.0,
@@ -102,8 +119,8 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
             nodes = discover(grid, nodes, cfg.round_timeout, minimum=cfg.min_train_nodes, counts=counts)
             prior = _federation_prior(counts, prior)
             strategy.prepare(nodes, cfg.data_seed, ident.get("fingerprint"), cfg.norm_bound, cfg.client_dp, cfg.norm_ratio)
-            state = _one_round(grid, cfg, strategy, store, run_id, rnd, state, model, {**ident, "run-lineage": lineage},
-                               prior)
+            run = Run(cfg, grid, strategy, store, run_id, model, {**ident, "run-lineage": lineage}, prior)
+            state = _one_round(run, rnd, state)
             checkpoint.save(folder, rnd, state, strategy.server_state(), {
                 "method": cfg.method, "fingerprint": ident.get("fingerprint"), "run_id": run_id, "lineage": lineage})
     except (KeyboardInterrupt, Interrupted):
@@ -131,19 +148,19 @@ def _federation_prior(counts: dict[int, list[int]], before: tuple[float, ...] | 
     return prior
 
 
-def _one_round(grid: Grid, cfg: FedConfig, strategy: Validating, store: RunStore, run_id: int, rnd: int,
-               state: dict[str, np.ndarray], model, ident: dict,
-               prior: tuple[float, ...] | None = None) -> dict[str, np.ndarray]:
+def _one_round(run: Run, rnd: int, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Send the state to the round's sample, aggregate what comes back, evaluate, record; the new state."""
     start = time.time()
-    config = ConfigRecord({**ident, "local-epochs": cfg.local_epochs, "lr": round_lr(cfg, rnd)})
-    messages = list(strategy.configure_train(rnd, to_record(state), config, grid))
+    cfg, strategy = run.cfg, run.strategy
+    config = ConfigRecord({**run.ident, "local-epochs": cfg.local_epochs, "lr": round_lr(cfg, rnd)})
+    messages = list(strategy.configure_train(rnd, to_record(state), config, run.grid))
     sent_to = [m.metadata.dst_node_id for m in messages]
     bytes_down = len(messages) * payload.nbytes(state)
     if cfg.secagg is None:
-        new_state, train_metrics, records = _validated_train(grid, cfg, strategy, rnd, messages)
+        new_state, train_metrics, records = _validated_train(run, rnd, messages)
     else:
-        new_state, train_metrics, records = _secure_train(grid, cfg, strategy, rnd, state, dict(config), sent_to)
-    store.add_replies(run_id, rnd, "train", records)
+        new_state, train_metrics, records = _secure_train(run, rnd, state, dict(config), sent_to)
+    run.store.add_replies(run.run_id, rnd, "train", records)
     accepted = sum(r["status"] == "accepted" for r in records)
     if new_state is None:
         raise TooFewReplies(
@@ -153,11 +170,11 @@ def _one_round(grid: Grid, cfg: FedConfig, strategy: Validating, store: RunStore
     if cfg.client_dp is not None:  # every round samples the same fraction of the known nodes
         train_metrics["client-dp-epsilon"] = epsilon_after(cfg.client_dp, len(messages) / len(strategy.nodes), rnd)
     evaluated = rnd % cfg.eval_every == 0 or rnd == cfg.num_server_rounds
-    eval_metrics = _client_evaluation(grid, cfg, strategy, rnd, new_state, config) if evaluated else {}
-    server_metrics = server_evaluate(cfg, model, new_state, prior) if evaluated else {}
-    store.add_round(run_id, rnd, server_metrics, train_metrics, eval_metrics,
-                    bytes_up=sum(r.get("bytes", 0) for r in records), bytes_down=bytes_down, accepted=accepted,
-                    refused=len(records) - accepted, wall_seconds=time.time() - start)
+    eval_metrics = _client_evaluation(run, rnd, new_state, config) if evaluated else {}
+    server_metrics = server_evaluate(cfg, run.model, new_state, run.prior) if evaluated else {}
+    run.store.add_round(run.run_id, rnd, server_metrics, train_metrics, eval_metrics,
+                        bytes_up=sum(r.get("bytes", 0) for r in records), bytes_down=bytes_down, accepted=accepted,
+                        refused=len(records) - accepted, wall_seconds=time.time() - start)
     log.info("round %*d/%d  %s  %d accepted, %d refused  %s B up per client  %.1f s", len(str(cfg.num_server_rounds)),
              rnd, cfg.num_server_rounds, format_metrics(server_metrics), accepted, len(records) - accepted,
              f"{sum(r.get('bytes', 0) for r in records) // max(accepted, 1):,}", time.time() - start)
@@ -169,9 +186,10 @@ def format_metrics(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()) or "(not evaluated)"
 
 
-def _validated_train(grid: Grid, cfg: FedConfig, strategy: Validating, rnd: int, messages: list[Message]):
+def _validated_train(run: Run, rnd: int, messages: list[Message]):
     """Plain replies: each is validated, then the strategy aggregates the accepted ones."""
-    replies = list(grid.send_and_receive(messages, timeout=cfg.round_timeout))
+    cfg, strategy = run.cfg, run.strategy
+    replies = list(run.grid.send_and_receive(messages, timeout=cfg.round_timeout))
     arrays, train_metrics = strategy.aggregate_train(rnd, replies)
     records = strategy.records
     answered = {r["node_id"] for r in records}
@@ -181,14 +199,15 @@ def _validated_train(grid: Grid, cfg: FedConfig, strategy: Validating, rnd: int,
     return (None if arrays is None else from_record(arrays)), dict(train_metrics or {}), records
 
 
-def _secure_train(grid: Grid, cfg: FedConfig, strategy: Validating, rnd: int, state: dict[str, np.ndarray],
-                  config: dict, sent_to: list[int]):
+def _secure_train(run: Run, rnd: int, state: dict[str, np.ndarray], config: dict, sent_to: list[int]):
     """SecAgg+: the same sampled clients, but the server learns only their weighted mean update."""
+    cfg = run.cfg
     config["server-round"] = rnd
     config["array-names"] = ",".join(sorted(state))  # legacy Parameters are an unnamed list
     arrays = [state[k] for k in sorted(state)]
-    mean, survivors, reasons = secagg.secure_round(grid, rnd, sent_to, arrays, config, cfg.secagg, cfg.round_timeout)
-    records = secagg.records(sent_to, survivors, reasons, strategy.nodes, secagg.masked_nbytes(arrays))
+    mean, survivors, reasons = secagg.secure_round(run.grid, rnd, sent_to, arrays, config, cfg.secagg,
+                                                   cfg.round_timeout)
+    records = secagg.records(sent_to, survivors, reasons, run.strategy.nodes, secagg.masked_nbytes(arrays))
     if mean is None or len(survivors) < cfg.min_train_nodes:
         return None, {}, records
     # Fresh OS entropy for client-level DP noise, never the run seed (see Validating.aggregate_train).
@@ -200,15 +219,15 @@ def _secure_train(grid: Grid, cfg: FedConfig, strategy: Validating, rnd: int, st
     return new_state, train_metrics, records
 
 
-def _client_evaluation(grid: Grid, cfg: FedConfig, strategy: Validating, rnd: int, state, config) -> dict:
+def _client_evaluation(run: Run, rnd: int, state, config) -> dict:
     """The weighted average of the clients' own dev metrics."""
-    messages = list(strategy.configure_evaluate(rnd, to_record(state), ConfigRecord(dict(config)), grid))
+    messages = list(run.strategy.configure_evaluate(rnd, to_record(state), ConfigRecord(dict(config)), run.grid))
     if not messages:
         return {}
-    replies = [r for r in grid.send_and_receive(messages, timeout=cfg.round_timeout) if not r.has_error()]
+    replies = [r for r in run.grid.send_and_receive(messages, timeout=run.cfg.round_timeout) if not r.has_error()]
     if not replies:
         return {}
-    return dict(strategy.aggregate_evaluate(rnd, replies) or {})
+    return dict(run.strategy.aggregate_evaluate(rnd, replies) or {})
 
 
 def summary(store: RunStore, run_id: int) -> dict:
