@@ -290,16 +290,21 @@ def lora_gap_line(grid: Grid, seeded: Seeded, alpha: float) -> str:
         return head + "not yet measured (no seed has both methods on every target task)"
     e = estimate([sum(paired[t][s] for t in tasks) / len(tasks) for s in common])
     names = ", ".join(glue.get_task(t).folder for t in tasks)
-    line = (head + f"{e.mean:+.1f} over {names}, {describe(e, lambda v: f'{v:+.1f}')}; target slash at most "
+    line = (head + f"{signed(e.mean)} over {names}, {describe(e, signed)}; target slash at most "
             f"{LORA_POINTS:g} points below: {verdict(e, -LORA_POINTS)}")
     more = [t for t in tasks if len(paired[t]) > len(common)]  # tasks with seeds the others lack
     seeds = sorted(set.intersection(*(set(paired[t]) for t in more))) if more else []
     if len(more) > 1 and len(seeds) > len(common):
         part = estimate([sum(paired[t][s] for t in more) / len(more) for s in seeds])
         line += (f". So far over the {len(more)} tasks with {len(seeds)} seeds "
-                 f"({', '.join(glue.get_task(t).folder for t in more)}): {part.mean:+.1f}, "
-                 f"{describe(part, lambda v: f'{v:+.1f}')} (not a verdict)")
+                 f"({', '.join(glue.get_task(t).folder for t in more)}): {signed(part.mean)}, "
+                 f"{describe(part, signed)} (not a verdict)")
     return line
+
+
+def signed(points: float) -> str:
+    """'+1.5', '-0.4', and '+0.0' rather than '-0.0' for a mean that rounds to zero."""
+    return f"{round(points, 1) + 0.0:+.1f}"
 
 
 def bytes_target_line(grid: Grid, rows: dict[Key, dict]) -> str:
