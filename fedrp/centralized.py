@@ -16,31 +16,14 @@ from fedrp.files import check_writable_folder
 from fedrp.methods import RATES, build, check_max_length, payload_bytes
 from fedrp.privacy.config import PrivacyConfig
 from fedrp.privacy.engine import train_private
-from fedrp.spec import ModelOptions
+from fedrp.spec import TrainOptions
 from fedrp.train import TrainConfig, evaluate, select_device, train, use_bf16
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class RunConfig(ModelOptions):
-    """What `fedrp train` runs: the model's options (fedrp.spec.ModelOptions), then the training's."""
+class RunConfig(TrainOptions):
+    """What `fedrp train` runs: the model's and the training's options (fedrp.spec), and how it reports."""
 
-    task: str
-    data_dir: str | None = None
-    data_seed: int = 0  # the subset of max-train-samples, the initial head (and LoRA's A), shuffles and dropout
-    epochs: float = 1.0
-    lr: float | None = None  # None: the method's default
-    batch_size: int = 32
-    grad_accum: int = 1
-    schedule: str = "linear"
-    warmup_ratio: float = 0.06
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    validation_samples: int = 0  # > 0: hold out these training examples (the federated runs' too) and report on them, not dev
-    max_length: int = 128
-    bf16: str = "auto"
-    device: str = "auto"
-    out: str | None = "runs"
-    overwrite: bool = False  # replace an adapter an earlier run left at the same path
     progress: bool | None = None
     privacy: PrivacyConfig | None = None  # sample-level DP-SGD
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from fedrp.spec import ModelOptions, Vocabulary
+from fedrp.spec import ModelOptions, TrainOptions, Vocabulary
 
 log = logging.getLogger("fedrp")
 
@@ -281,18 +281,39 @@ def _data_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_model_options(p: argparse.ArgumentParser, skip: tuple[str, ...] = (), **choices: Sequence) -> None:
-    """One option per field of fedrp.spec.ModelOptions, with its default, help and allowed values (`choices`
-    narrows a field's for this command). Allowed values stay lazy: argparse lists plain choices as it adds
-    an option, so each gets a metavar, and `fedrp --help` never imports torch."""
-    for f in dataclasses.fields(ModelOptions):
-        if f.name in skip:
+    """One option per field of fedrp.spec.ModelOptions (`choices` narrows a field's allowed values here)."""
+    _add_options(p, dataclasses.fields(ModelOptions), skip, **choices)
+
+
+def _add_options(p: argparse.ArgumentParser, fields: Sequence[dataclasses.Field], skip: tuple[str, ...] = (),
+                 **choices: Sequence) -> dict[str, argparse.Action]:
+    """One option per config field that has a help text (fedrp.spec.option), with the field's default, help and
+    allowed values: the dataclass is the one source of each. Allowed values stay lazy: argparse lists plain
+    choices as it adds an option, so each gets a metavar, and `fedrp --help` never imports torch."""
+    actions = {}
+    for f in fields:
+        if f.name in skip or "help" not in f.metadata:
+            continue
+        flag = f"--{f.name.replace('_', '-')}"
+        if f.type == "bool":
+            actions[f.name] = p.add_argument(flag, action="store_true", help=f.metadata["help"])
             continue
         allowed = choices.get(f.name, f.metadata["choices"])
-        kind = _positive_int if f.metadata["minimum"] == 1 else {"int": int, "str": str}[f.type]
         extra = {"choices": allowed, "metavar": f.name.upper()} if allowed is not None else {}
-        shown = f" ({'%(choices)s; ' if allowed is not None else ''}default {f.default!r})"
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default,
-                       help=f.metadata["help"] + shown, **extra)
+        shown = [*(["%(choices)s"] if allowed is not None else []), *([f"default {f.default!r}"] if f.default is not None else [])]
+        actions[f.name] = p.add_argument(flag, type=_option_type(f), default=f.default, **extra,
+                                         help=f.metadata["help"] + (f" ({'; '.join(shown)})" if shown else ""))
+    return actions
+
+
+def _option_type(f: dataclasses.Field) -> Callable[[str], object]:
+    """argparse's type for a field: its annotation's first type, positive where the field says so."""
+    base = f.type.split("|")[0].strip()
+    if base == "int":
+        return _positive_int if f.metadata["minimum"] == 1 else int
+    if base == "float":
+        return _positive_float if f.metadata.get("positive") else float
+    return str
 
 
 def _positive_int(text: str) -> int:
@@ -387,29 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True, help="cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte or wnli, or a task "
                                                  "file of your own (.toml, `fedrp task init`)")
     _add_model_options(p)
-    _data_options(p)
-    p.add_argument("--data-seed", type=int, default=0,
-                   help="the training subset, the initial head and LoRA weights and the shuffles (the projections "
-                        "follow --seed)")
-    p.add_argument("--epochs", type=_positive_float, default=1.0)
-    lr = p.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default per method: %(rates)s)")
-    lr.rates = Vocabulary("fedrp.methods", "RATES", lambda rates: [f"{k} {r.centralized:g}" for k, r in rates.items()])
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
-    p.add_argument("--schedule", choices=["linear", "constant"], default="linear", help="after warmup")
-    p.add_argument("--warmup-ratio", type=float, default=0.06)
-    p.add_argument("--max-train-samples", type=_positive_int, default=None, help="a seeded random subset, the same for every method")
-    p.add_argument("--max-eval-samples", type=_positive_int, default=None, help="the first N dev examples")
-    p.add_argument("--validation-samples", type=int, default=0,
-                   help="hold out N training examples (the ones simulations hold out) and report metrics on them "
-                        "instead of dev: for choosing settings")
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
-                   help="bf16 autocast (auto: on CUDA and on CPUs with native bf16)")
-    p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu in that order), or a torch device")
-    p.add_argument("--out", default="runs", help="folder for the adapter file (slash, jrwarp): "
-                                                 "<out>/<task>-<method>.safetensors")
-    p.add_argument("--overwrite", action="store_true", help="replace an adapter an earlier run wrote to the same file")
+    model = {f.name for f in dataclasses.fields(ModelOptions)}
+    actions = _add_options(p, [f for f in dataclasses.fields(TrainOptions) if f.name not in model])
+    actions["lr"].rates = Vocabulary("fedrp.methods", "RATES",
+                                     lambda rates: [f"{k} {r.centralized:g}" for k, r in rates.items()])
     dp = p.add_argument_group("differential privacy (sample-level DP-SGD)")
     dp.add_argument("--dp", action="store_true", help="train with DP-SGD: Poisson batches, per-sample clipping, noise")
     dp.add_argument("--epsilon", type=_positive_float, default=None, help="privacy budget of the whole run")

@@ -3,7 +3,8 @@
 ModelOptions holds the options; the centralized and the federated configs inherit them, the
 command line's options are generated from them, and ModelSpec (the options plus the task's
 number of labels) is what `fedrp.methods.build` takes and what model caches key on. Adding a
-model option is one field here. Nothing here imports torch: the allowed values are read from
+model option is one field here. TrainOptions adds a centralized run's options (`fedrp train`)
+the same way. Nothing here imports torch: the allowed values are read from
 the modules that implement them only when a value is checked or one command's help is shown.
 """
 
@@ -36,9 +37,12 @@ class Vocabulary(Sequence):
         return ", ".join(map(str, self._items))
 
 
-def option(default, help: str, choices: Sequence | None = None, minimum: float | None = None) -> dataclasses.Field:
-    """A config field with its help text and what it accepts, for argparse and the checks below."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum})
+def option(default, help: str, choices: Sequence | None = None, minimum: float | None = None,
+           positive: bool = False) -> dataclasses.Field:
+    """A config field with its help text and what it accepts, for argparse and the checks below (`positive`: a
+    number above 0, for the command line's parser)."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum,
+                                                        "positive": positive})
 
 
 def check_fields(config, fields: Sequence[dataclasses.Field]) -> None:
@@ -80,6 +84,34 @@ class ModelOptions:
         """These options for a task with this many outputs (1 for regression)."""
         return ModelSpec(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ModelOptions)},
                          num_labels=num_labels)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainOptions(ModelOptions):
+    """The options of a centralized run (`fedrp train`), after the model's: the command line is generated from
+    these fields, so each default and help is stated here once."""
+
+    task: str
+    data_dir: str | None = option(None, "local GLUE folder in the official layout (default: $FEDRP_GLUE_DIR, else "
+                                        "the hub's nyu-mll/glue)")
+    data_seed: int = option(0, "the training subset, the initial head and LoRA weights and the shuffles (the "
+                               "projections follow --seed)", minimum=0)
+    epochs: float = option(1.0, "passes over the training examples", positive=True)
+    lr: float | None = option(None, "learning rate (default per method: %(rates)s)", positive=True)
+    batch_size: int = option(32, "examples per micro-batch", minimum=1)
+    grad_accum: int = option(1, "micro-batches per optimizer step", minimum=1)
+    schedule: str = option("linear", "the rate after warmup", ("linear", "constant"))
+    warmup_ratio: float = option(0.06, "the share of the steps the rate warms up over")
+    max_train_samples: int | None = option(None, "a seeded random subset (--data-seed), the same for every method",
+                                           minimum=1)
+    max_eval_samples: int | None = option(None, "the first N dev examples", minimum=1)
+    validation_samples: int = option(0, "hold out N training examples (the ones simulations hold out) and report "
+                                        "metrics on them instead of dev: for choosing settings")
+    max_length: int = option(128, "tokens per example, longer ones truncated")
+    bf16: str = option("auto", "bf16 autocast (auto: on CUDA and on CPUs with native bf16)", ("auto", "on", "off"))
+    device: str = option("auto", "auto (cuda, mps, cpu in that order), or a torch device")
+    out: str | None = option("runs", "folder for the adapter file (slash, jrwarp): <out>/<task>-<method>.safetensors")
+    overwrite: bool = option(False, "replace an adapter an earlier run wrote to the same file")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

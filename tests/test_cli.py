@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from fedrp.cli import main
+from fedrp.cli import build_parser, main
 
 
 def fedrp(capsys, *args, check=True) -> SimpleNamespace:
@@ -402,3 +402,26 @@ def test_an_unreadable_export_is_one_line(adapter, tmp_path, capsys, monkeypatch
     assert res.returncode == 2 and res.stderr.strip() == (
         "fedrp predict: error: --max-length 512 is more than the backbone takes: its 512 position embeddings hold "
         "511 tokens beside the prompt token; expected --max-length of at most 511")
+
+
+def test_every_train_option_comes_from_its_config_field_with_the_fields_default():
+    """`fedrp train`'s options are generated from fedrp.spec.TrainOptions (and ModelOptions): each default and
+    help is stated once, and a run with no options is a RunConfig with the dataclass's defaults."""
+    import dataclasses
+
+    from fedrp.centralized import RunConfig
+    from fedrp.spec import TrainOptions
+
+    parser = build_parser()
+    args = vars(parser.parse_args(["train", "--task", "sst2"]))
+    fields = {f.name: f for f in dataclasses.fields(TrainOptions)}
+    for name, f in fields.items():
+        if name != "task":
+            assert args[name] == f.default, name
+    train = next(a for a in parser._subparsers._group_actions[0].choices["train"]._actions if a.dest == "batch_size")
+    assert train.help.startswith(fields["batch_size"].metadata["help"])
+    own = {"json", "func", "command", "verbose", "dp", "epsilon", "delta", "max_grad_norm", "accountant",
+           "noise_multiplier"}  # the command's own and DP's (fedrp.privacy.config) options
+    assert set(args) - own == set(fields)  # no option stated by hand beside the dataclass
+    cfg = RunConfig(**{k: v for k, v in args.items() if k in fields})
+    assert cfg == RunConfig(task="sst2")
