@@ -16,7 +16,7 @@ from fedrp.files import check_writable_folder
 from fedrp.methods import RATES, build, check_max_length, payload_bytes
 from fedrp.privacy.config import PrivacyConfig
 from fedrp.privacy.engine import train_private
-from fedrp.spec import TrainOptions
+from fedrp.spec import MAX_LENGTH, TrainOptions
 from fedrp.train import TrainConfig, evaluate, select_device, train, use_bf16
 
 
@@ -119,7 +119,7 @@ def check_finite(model) -> None:
 
 
 def evaluate_artifact(path: str | os.PathLike, task_name: str | None = None, data_dir: str | None = None,
-                      max_eval_samples: int | None = None, batch_size: int = 64, max_length: int = 128,
+                      max_eval_samples: int | None = None, batch_size: int = 64, max_length: int = MAX_LENGTH,
                       device: str = "auto", model_name: str | None = None) -> dict:
     """Dev metrics of a saved adapter on its task, or on another (a user's: its TOML file) with the same labels."""
     art = artifact.load(path)  # checked before the backbone loads

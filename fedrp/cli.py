@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from fedrp.spec import ModelOptions, TrainOptions, Vocabulary
+from fedrp.spec import MAX_LENGTH, ModelOptions, TrainOptions, Vocabulary
 
 log = logging.getLogger("fedrp")
 
@@ -402,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None,
                    help="with --input: the JSON Lines file to write, whole or not at all (default: stdout)")
     p.add_argument("--batch-size", type=_positive_int, default=64, help="with --input: rows per forward pass")
-    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--max-length", type=int, default=MAX_LENGTH)
 
     p = command("train", cmd_train, "Train one method on one GLUE task (centralized) and report dev metrics.")
     p.add_argument("--task", required=True, help="cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte or wnli, or a task "
@@ -429,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_options(p)
     p.add_argument("--model", default=None, help="backbone to load instead of the one the adapter names")
     p.add_argument("--max-eval-samples", type=_positive_int, default=None)
-    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--max-length", type=int, default=MAX_LENGTH)
     p.add_argument("--device", default="auto")
 
     p = command("partition", cmd_partition, "Show how a task's training set splits over federated clients.")

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from fedrp import glue, inputs
 from fedrp.cache import cache_root
 from fedrp.files import atomic_path
+from fedrp.spec import MAX_LENGTH
 
 ENCODING_VERSION = "1"  # bump when fedrp.inputs.encode changes what it produces
 def _tokenizer_id(tokenizer) -> str:
@@ -33,7 +34,7 @@ def tokenize(ds: datasets.Dataset, tokenizer, pooling: str, max_length: int) -> 
                   desc="tokenizing")
 
 
-def load_tokenized(task: str | glue.Task, split: str, tokenizer, pooling: str = "mask", max_length: int = 128,
+def load_tokenized(task: str | glue.Task, split: str, tokenizer, pooling: str = "mask", max_length: int = MAX_LENGTH,
                    data_dir: str | os.PathLike | None = None) -> datasets.Dataset:
     """A split with input_ids, attention_mask, (token_type_ids,) label: tokenized once, then read from disk."""
     task = glue.get_task(task) if isinstance(task, str) else task

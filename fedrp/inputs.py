@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from fedrp.spec import MAX_LENGTH
+
 POOLINGS = ("mask", "cls", "mean")
 
 
@@ -32,7 +34,7 @@ def encode(
     texts: Sequence[str],
     pairs: Sequence[str] | None = None,
     pooling: str = "mask",
-    max_length: int = 128,
+    max_length: int = MAX_LENGTH,
 ) -> dict[str, list[list[int]]]:
     """Unpadded token ids per example; text can never produce special tokens itself."""
     check_pooling(pooling)
@@ -82,7 +84,7 @@ def batch_inputs(
     texts: Sequence[str],
     pairs: Sequence[str] | None = None,
     pooling: str = "mask",
-    max_length: int = 128,
+    max_length: int = MAX_LENGTH,
 ) -> dict[str, torch.Tensor]:
     return collate(tokenizer, encode(tokenizer, texts, pairs, pooling, max_length))
 

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from fedrp.files import check_writable_folder
 from fedrp.inputs import batch_inputs
+from fedrp.spec import MAX_LENGTH
 from fedrp.tasks import FORMATS, read_data_file
 
 CHECK_BATCH = 10_000  # rows per Arrow batch when checking an input file's text columns
@@ -23,7 +24,7 @@ ID_COLUMN = "id"  # an input file's column copied into each prediction, when it 
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, label_names: Sequence[str], texts: Sequence[str],
-            pairs: Sequence[str] | None = None, max_length: int = 128) -> list[dict]:
+            pairs: Sequence[str] | None = None, max_length: int = MAX_LENGTH) -> list[dict]:
     """One {label, logits, scores} per text: scores are the softmax per label name; a single-output head is a
     regression score (its label), with no scores."""
     model.eval()
@@ -140,7 +141,7 @@ def check_output(output: str | os.PathLike, input_path: str | os.PathLike) -> No
 
 
 def predict_rows(model: torch.nn.Module, label_names: Sequence[str], ds: datasets.Dataset, text: str,
-                 pair: str | None, batch_size: int = 64, max_length: int = 128) -> Iterator[dict]:
+                 pair: str | None, batch_size: int = 64, max_length: int = MAX_LENGTH) -> Iterator[dict]:
     """One prediction per row, in the file's order and batch by batch: `row` (from 0), the row's `id` when the
     file has that column, then what `predict` gives."""
     has_id = ID_COLUMN in ds.column_names and ID_COLUMN not in (text, pair)

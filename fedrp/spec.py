@@ -37,6 +37,10 @@ class Vocabulary(Sequence):
         return ", ".join(map(str, self._items))
 
 
+MAX_LENGTH = 128  # tokens per example, where a run or a call names no other length
+BF16_MODES = ("auto", "on", "off")  # bf16 autocast: auto (where the device has it natively), always, never
+
+
 def option(default, help: str, choices: Sequence | None = None, minimum: float | None = None,
            positive: bool = False) -> dataclasses.Field:
     """A config field with its help text and what it accepts, for argparse and the checks below (`positive`: a
@@ -107,8 +111,8 @@ class TrainOptions(ModelOptions):
     max_eval_samples: int | None = option(None, "the first N dev examples", minimum=1)
     validation_samples: int = option(0, "hold out N training examples (the ones simulations hold out) and report "
                                         "metrics on them instead of dev: for choosing settings")
-    max_length: int = option(128, "tokens per example, longer ones truncated")
-    bf16: str = option("auto", "bf16 autocast (auto: on CUDA and on CPUs with native bf16)", ("auto", "on", "off"))
+    max_length: int = option(MAX_LENGTH, "tokens per example, longer ones truncated")
+    bf16: str = option("auto", "bf16 autocast (auto: on CUDA and on CPUs with native bf16)", BF16_MODES)
     device: str = option("auto", "auto (cuda, mps, cpu in that order), or a torch device")
     out: str | None = option("runs", "folder for the adapter file (slash, jrwarp): <out>/<task>-<method>.safetensors")
     overwrite: bool = option(False, "replace an adapter an earlier run wrote to the same file")

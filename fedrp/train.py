@@ -18,6 +18,7 @@ from fedrp import metrics as glue_metrics
 from fedrp.classifier import Classifier
 from fedrp.data import loader
 from fedrp.glue import Task
+from fedrp.spec import BF16_MODES
 
 SCHEDULES = ("linear", "constant")
 READ_LOSS_EVERY = 50  # optimizer steps between reads of the loss on an accelerator (on a CPU: every step)
@@ -45,7 +46,7 @@ class TrainConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.bf16 not in ("auto", "on", "off"):
+        if self.bf16 not in BF16_MODES:
             raise ValueError(f"bf16 must be auto, on or off, got {self.bf16!r}")
         for name in ("lr", "epochs", "batch_size", "grad_accum"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):

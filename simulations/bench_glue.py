@@ -20,6 +20,7 @@ import datasets
 import transformers
 
 from fedrp.centralized import RunConfig, run
+from fedrp.spec import BF16_MODES
 from simulations.cells import CellCache, cell_key
 
 SST2_METHODS = ("head", "slash", "jrwarp", "lora", "full")
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--suite", choices=["all", "sst2", "sweep"], default="all")
     parser.add_argument("--data-dir", default=os.environ.get("FEDRP_GLUE_DIR", "../shared/glue"))
     parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--bf16", choices=["auto", "on", "off"], default="auto")
+    parser.add_argument("--bf16", choices=BF16_MODES, default="auto")
     parser.add_argument("--cache", type=Path, default=Path("runs/bench_glue.jsonl"))
     args = parser.parse_args(argv)
     transformers.utils.logging.set_verbosity_error()

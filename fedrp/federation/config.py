@@ -18,7 +18,7 @@ from fedrp.privacy.client_level import ClientLevelDP
 from fedrp.privacy.config import ACCOUNTANTS, PrivacyConfig
 from fedrp.rates import DP_BATCH_SIZE, FEDERATED_BATCH_SIZE
 from fedrp.secagg import SecAggConfig
-from fedrp.spec import ModelOptions, ModelSpec, Vocabulary, check_fields, option
+from fedrp.spec import BF16_MODES, MAX_LENGTH, ModelOptions, ModelSpec, Vocabulary, check_fields, option
 from fedrp.train import OPTIMIZERS, SCHEDULES
 
 LOCAL_LOSSES = ("logit-adjusted", "ce")
@@ -48,7 +48,7 @@ class FedConfig(ModelOptions):
     max_eval_samples: int = option(0, "dev examples the server evaluates on; 0: the whole dev set", minimum=0)
     validation_samples: int = option(0, "> 0: hold out this many training examples and evaluate on them, not on dev "
                                         "(for choosing settings)", minimum=0)
-    max_length: int = option(128, "tokens per example", minimum=8)
+    max_length: int = option(MAX_LENGTH, "tokens per example", minimum=8)
     # local training: what each sampled client does in a round
     local_epochs: float = option(1.0, "passes over a client's data per round")
     lr: float = option(0.0, "the clients' rate in round 1; 0: the method's federated default for its local "
@@ -66,7 +66,7 @@ class FedConfig(ModelOptions):
     batch_size: int = option(0, f"local batches; 0: {FEDERATED_BATCH_SIZE} (more steps a round for the same "
                                 f"compute), or {DP_BATCH_SIZE} with dp-epsilon (fewer, less noisy DP-SGD steps)",
                              minimum=0)
-    bf16: str = option("auto", "bfloat16 autocast where the device has it natively", ("auto", "on", "off"))
+    bf16: str = option("auto", "bfloat16 autocast where the device has it natively", BF16_MODES)
     faulty_clients: str = option("", "testing: partitions that send corrupted replies, as "
                                      "'0:nan,1:wrong-fingerprint' (fedrp.faults)")
     # server: rounds, sampling, aggregation and the checks on replies
