@@ -28,6 +28,7 @@ import tempfile
 import time
 
 from fedrp.rates import FEDERATED_BATCH_SIZE
+from simulations.bench_options import add_data_dir
 
 TARGET = 0.8  # federated examples per second over centralized, at least
 
@@ -69,7 +70,7 @@ def federated(args, scratch: str, engine: str) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.environ.get("FEDRP_GLUE_DIR", "../shared/glue"))
+    add_data_dir(parser)
     parser.add_argument("--task", default="sst2")
     parser.add_argument("--examples", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=3)

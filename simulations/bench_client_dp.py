@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from simulations.bench_federation import common_options
+from simulations.bench_options import add_data_dir
 from simulations.cells import CellCache, cell_key, condense, run_federation
 
 CLIPS = (0.5, 2.0)  # candidate client-dp-clip, compared at SELECT_NOISE on held-out examples
@@ -39,7 +39,7 @@ def options(data_dir: str, rounds: int) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.environ.get("FEDRP_GLUE_DIR", "../shared/glue"))
+    add_data_dir(parser)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--cache", type=Path, default=Path("docs/results/bench_client_dp.jsonl"))
     args = parser.parse_args(argv)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from fedrp.cli import OneLineParser
 from server.store import RunStore
+from simulations.bench_options import add_data_dir
 from simulations.cells import run_federation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +99,7 @@ def summarize(seconds: list[float]) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = OneLineParser(prog="simulations.bench_deploy", description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.environ.get("FEDRP_GLUE_DIR", "../shared/glue"))
+    add_data_dir(parser)
     parser.add_argument("--task", default="sst2")
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=4)

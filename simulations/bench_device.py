@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 
@@ -42,6 +41,7 @@ from fedrp.train import (
     train,
     use_bf16,
 )
+from simulations.bench_options import add_data_dir
 
 
 def _sync(device: torch.device) -> None:
@@ -145,7 +145,7 @@ def projection_check(model_name: str, device: torch.device) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.environ.get("FEDRP_GLUE_DIR", "../shared/glue"))
+    add_data_dir(parser)
     parser.add_argument("--model", default="", help="backbone name or folder (default: the packaged MiniLM)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--methods", default="slash,jrwarp,lora,full")

@@ -17,6 +17,7 @@ import os
 import sys
 from pathlib import Path
 
+from simulations.bench_options import add_data_dir
 from simulations.cells import CellCache, cell_key, condense, run_federation
 
 METHODS = ("slash", "lora", "full")
@@ -58,7 +59,7 @@ def summarize(cells: list[dict], reference: float) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.environ.get("FEDRP_GLUE_DIR", "../shared/glue"))
+    add_data_dir(parser)
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--alphas", nargs="+", type=float, default=list(ALPHAS))
     parser.add_argument("--rounds", type=int, default=20)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import transformers
 
 from fedrp.centralized import RunConfig, run
 from fedrp.spec import BF16_MODES
+from simulations.bench_options import add_data_dir
 from simulations.cells import CellCache, cell_key
 
 SST2_METHODS = ("head", "slash", "jrwarp", "lora", "full")
@@ -68,7 +68,7 @@ def summarize_sst2(results: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", choices=["all", "sst2", "sweep"], default="all")
-    parser.add_argument("--data-dir", default=os.environ.get("FEDRP_GLUE_DIR", "../shared/glue"))
+    add_data_dir(parser)
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--bf16", choices=BF16_MODES, default="auto")
     parser.add_argument("--cache", type=Path, default=Path("runs/bench_glue.jsonl"))

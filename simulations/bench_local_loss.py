@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 
 import numpy as np
@@ -36,6 +35,7 @@ from fedrp.payload import load_trainable_state, trainable_state
 from fedrp.privacy.budget import ClientBudget
 from fedrp.privacy.engine import train_private
 from fedrp.train import select_device
+from simulations.bench_options import add_data_dir
 
 
 def fixed_noise_round(cfg: FedConfig, state: dict, train_data, rnd: int, pid: int, noise: float) -> dict:
@@ -49,7 +49,7 @@ def fixed_noise_round(cfg: FedConfig, state: dict, train_data, rnd: int, pid: in
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.environ.get("FEDRP_GLUE_DIR", "../shared/glue"))
+    add_data_dir(parser)
     parser.add_argument("--alpha", type=float, default=1.0)
     parser.add_argument("--lr", type=float, default=0.0)
     parser.add_argument("--local-loss", default="logit-adjusted")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import platform
 import statistics
 import sys
@@ -31,6 +30,7 @@ from fedrp.adapters import build_model, make_config
 from fedrp.backbone import load_backbone, target_linears
 from fedrp.export import ExportedClassifier, export
 from fedrp.inputs import batch_inputs, classify
+from simulations.bench_options import glue_dir_default
 
 TARGETS = {"slash_train_ratio_max": 1.10, "export_latency_ratio_max": 1.02}
 
@@ -142,7 +142,7 @@ def bench_inference(texts: list[str], rounds: int, steps: int) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("FEDRP_GLUE_DIR", "../shared/glue")))
+    parser.add_argument("--data-dir", type=Path, default=Path(glue_dir_default()))
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-batches", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=7)

@@ -31,6 +31,7 @@ import transformers
 from fedrp.centralized import RunConfig, run
 from fedrp.privacy.config import PrivacyConfig
 from fedrp.spec import BF16_MODES
+from simulations.bench_options import add_data_dir
 from simulations.cells import CellCache, cell_key, condense, run_federation
 
 METHODS = ("slash", "lora")
@@ -86,7 +87,7 @@ def federated(epsilon: float, alpha: float, data_dir: str, **options) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.environ.get("FEDRP_GLUE_DIR", "../shared/glue"))
+    add_data_dir(parser)
     parser.add_argument("--bf16", choices=BF16_MODES, default="off")
     parser.add_argument("--no-federated", action="store_true", help="skip the federated cells")
     parser.add_argument("--no-centralized", action="store_true", help="skip the centralized cells")

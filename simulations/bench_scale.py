@@ -32,6 +32,8 @@ from pathlib import Path
 
 import psutil
 
+from simulations.bench_options import add_data_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 CLIENTS = (10, 30, 100)
 SAMPLED = 10
@@ -227,7 +229,7 @@ def verdict(cells: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.environ.get("FEDRP_GLUE_DIR", "../shared/glue"))
+    add_data_dir(parser)
     parser.add_argument("--clients", nargs="+", type=int, default=list(CLIENTS))
     parser.add_argument("--sampled", type=int, default=SAMPLED, help="clients trained per round at every size")
     parser.add_argument("--rounds", type=int, default=3)

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from simulations.bench_federation import common_options
+from simulations.bench_options import add_data_dir
 from simulations.cells import CellCache, cell_key, condense, run_federation
 
 CELLS = (
@@ -29,7 +29,7 @@ CELLS = (
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.environ.get("FEDRP_GLUE_DIR", "../shared/glue"))
+    add_data_dir(parser)
     parser.add_argument("--cache", type=Path, default=Path("runs/bench_federation.jsonl"))
     args = parser.parse_args(argv)
     common = common_options(args.data_dir, 20, "none", args.cache)

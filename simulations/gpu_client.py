@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 
@@ -30,11 +29,12 @@ from fedrp.federation import (
 )
 from fedrp.privacy.budget import ClientBudget
 from fedrp.train import select_device, use_bf16
+from simulations.bench_options import add_data_dir
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.environ.get("FEDRP_GLUE_DIR", "../shared/glue"))
+    add_data_dir(parser)
     parser.add_argument("--model", default="", help="backbone name or folder (default: the packaged MiniLM)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--samples", type=int, default=400, help="the client's training examples")

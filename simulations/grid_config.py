@@ -17,6 +17,7 @@ from fedrp import glue
 from fedrp.centralized import RunConfig
 from fedrp.federation import FedConfig
 from fedrp.methods import METHODS
+from simulations.bench_options import SHARED_GLUE
 from simulations.qnli_split import read_rows, split_qnli
 
 DEFAULT_CONFIG = Path("simulations/grid.toml")
@@ -110,7 +111,7 @@ def load_config(path: Path | str, data_dir: str | None = None) -> Grid:
     _known(section, GRID_KEYS, f"{path} [grid]: key")
     methods = _parse_methods(section.get("methods", list(METHODS)), path)
     tasks = _parse_tasks(section.get("tasks", []), path)
-    folder = data_dir or os.environ.get(glue.GLUE_DIR_ENV) or section.get("data-dir", "../shared/glue")
+    folder = data_dir or os.environ.get(glue.GLUE_DIR_ENV) or section.get("data-dir", SHARED_GLUE)
     return Grid(
         tasks=tasks, alphas=_parse_alphas(section.get("alphas", []), path),
         methods=methods, reference=bool(section.get("reference", True)), data_dir=Path(folder).resolve(),

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from fedrp import glue
 from fedrp.federation import FedConfig
+from simulations.bench_options import add_data_dir
 from simulations.cells import CellCache, cell_key, condense, run_federation
 
 LAST = 3  # evaluations averaged into a run's score
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="sst2")
     parser.add_argument("--method", default="slash")
-    parser.add_argument("--data-dir", default=os.environ.get("FEDRP_GLUE_DIR", "../shared/glue"))
+    add_data_dir(parser)
     parser.add_argument("--validation-samples", type=int, default=1000)
     parser.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2", help="values to compare")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fixed run-config values")

@@ -61,8 +61,10 @@ def test_wording_keeps_the_version_and_behaviour_changes_it(project):
 
 # Each input that decides a cached number, planted with a change: (file, old, new, the kinds whose key moves).
 PLANTS = {
-    "CLI default": ("fedrp/cli.py", '"--warmup-ratio", type=float, default=0.06', '"--warmup-ratio", type=float, default=0.1',
-                    {"reference", "federated"}),  # simulations.run imports fedrp.cli too
+    "CLI default": ("fedrp/spec.py", "warmup_ratio: float = option(0.06,", "warmup_ratio: float = option(0.1,",
+                    {"reference", "federated"}),  # `fedrp train`'s options (fedrp.spec.TrainOptions), which both import
+    "CLI code": ("fedrp/cli.py", "def _option_type(", "CLI_RULE = 2\n\n\ndef _option_type(",
+                 {"reference", "federated"}),  # simulations.run imports fedrp.cli too
     "QNLI split": ("simulations/qnli_split.py", "def read_rows(", "SPLIT_RULE = 2\n\n\ndef read_rows(",
                    {"reference", "federated"}),
     "cell condensing": ("simulations/cells.py", '"refused": sum(r["refused"] for r in rounds)',
