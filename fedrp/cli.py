@@ -211,17 +211,18 @@ def _privacy(args: argparse.Namespace):
     from fedrp.methods import check_private
     from fedrp.privacy.config import PrivacyConfig
 
-    given = [o for o in ("epsilon", "delta", "max_grad_norm", "noise_multiplier") if getattr(args, o) is not None]
+    given = [o for o in ("dp_epsilon", "dp_delta", "dp_max_grad_norm", "dp_noise_multiplier")
+             if getattr(args, o) is not None]
     if not args.dp:
         if given:
             raise ValueError(f"--{given[0].replace('_', '-')} needs --dp")
         return None
-    if args.epsilon is None:
-        raise ValueError("--dp needs --epsilon E (the privacy budget for the whole run)")
+    if args.dp_epsilon is None:
+        raise ValueError("--dp needs --dp-epsilon E (the privacy budget for the whole run)")
     check_private(args.method)
-    return PrivacyConfig(epsilon=args.epsilon, delta=args.delta,
-                         max_grad_norm=1.0 if args.max_grad_norm is None else args.max_grad_norm,
-                         accountant=args.accountant, noise_multiplier=args.noise_multiplier)
+    return PrivacyConfig(epsilon=args.dp_epsilon, delta=args.dp_delta,
+                         max_grad_norm=1.0 if args.dp_max_grad_norm is None else args.dp_max_grad_norm,
+                         accountant=args.dp_accountant, noise_multiplier=args.dp_noise_multiplier)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -314,6 +315,16 @@ def _option_type(f: dataclasses.Field) -> Callable[[str], object]:
     if base == "float":
         return _positive_float if f.metadata.get("positive") else float
     return str
+
+
+class _Renamed(argparse.Action):
+    """An option under its new name (the first) that still takes its old one, with a warning when it is used."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if option_string != self.option_strings[0]:
+            print(f"{parser.prog}: {option_string} is now {self.option_strings[0]}; the old name will go",
+                  file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def _positive_int(text: str) -> int:
@@ -414,12 +425,17 @@ def build_parser() -> argparse.ArgumentParser:
                                      lambda rates: [f"{k} {r.centralized:g}" for k, r in rates.items()])
     dp = p.add_argument_group("differential privacy (sample-level DP-SGD)")
     dp.add_argument("--dp", action="store_true", help="train with DP-SGD: Poisson batches, per-sample clipping, noise")
-    dp.add_argument("--epsilon", type=_positive_float, default=None, help="privacy budget of the whole run")
-    dp.add_argument("--delta", type=float, default=None, help="default 1/(2n) for n training examples")
-    dp.add_argument("--max-grad-norm", type=_positive_float, default=None, help="per-sample clipping norm (default 1.0)")
-    dp.add_argument("--accountant", choices=["rdp", "prv"], default="rdp")
-    dp.add_argument("--noise-multiplier", type=_positive_float, default=None,
-                    help="fix the noise instead of calibrating it")
+    # Named as the run config names them (dp-epsilon, ...), so a setting has one name; the old spellings
+    # still work, with a warning.
+    dp.add_argument("--dp-epsilon", "--epsilon", type=_positive_float, default=None, action=_Renamed,
+                    help="privacy budget of the whole run")
+    dp.add_argument("--dp-delta", "--delta", type=float, default=None, action=_Renamed,
+                    help="default 1/(2n) for n training examples")
+    dp.add_argument("--dp-max-grad-norm", "--max-grad-norm", type=_positive_float, default=None, action=_Renamed,
+                    help="per-sample clipping norm (default 1.0)")
+    dp.add_argument("--dp-accountant", "--accountant", choices=["rdp", "prv"], default="rdp", action=_Renamed)
+    dp.add_argument("--dp-noise-multiplier", "--noise-multiplier", type=_positive_float, default=None,
+                    action=_Renamed, help="fix the noise instead of calibrating it")
 
     p = command("eval", cmd_eval, "Dev metrics of a saved adapter.")
     p.add_argument("--adapter", required=True)

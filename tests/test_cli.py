@@ -184,7 +184,7 @@ def test_missing_task_data_is_one_line(glue_env, capsys):
 def test_train_with_dp_reports_what_it_spent(glue_env, tmp_path, capsys):
     res = fedrp(capsys, "train", "--task", "sst2", "--method", "jrwarp", "--d", "256", "--max-train-samples", "128",
                 "--max-eval-samples", "32", "--out", str(tmp_path), "--bf16", "off", "--json",
-               "--dp", "--epsilon", "2", "--max-grad-norm", "0.5", "--accountant", "prv")
+               "--dp", "--dp-epsilon", "2", "--dp-max-grad-norm", "0.5", "--dp-accountant", "prv")
     assert res.returncode == 0, res.stderr
     privacy = json.loads(res.stdout)["privacy"]
     assert set(privacy) == {"epsilon", "delta", "noise_multiplier", "sample_rate", "steps", "max_grad_norm", "accountant"}
@@ -239,18 +239,18 @@ REFUSED = [
      "--text-pair given, but the adapter's task sst2 classifies one sentence"),
     (["dashboard", "--store", "{tmp}/s.sqlite", "--port", "70000"], "port must be between 1 and 65535"),
     (["train", "--task", "nope"], "unknown GLUE task 'nope'"),
-    (["train", "--task", "sst2", "--epsilon", "3"], "--epsilon needs --dp"),
-    (["train", "--task", "sst2", "--dp"], "--dp needs --epsilon"),
-    (["train", "--task", "sst2", "--dp", "--epsilon", "3", "--method", "bitfit"],
+    (["train", "--task", "sst2", "--dp-epsilon", "3"], "--dp-epsilon needs --dp"),
+    (["train", "--task", "sst2", "--dp"], "--dp needs --dp-epsilon"),
+    (["train", "--task", "sst2", "--dp", "--dp-epsilon", "3", "--method", "bitfit"],
      "DP training supports slash, jrwarp and the baselines head, lora; got 'bitfit'"),
-    (["train", "--task", "sst2", "--dp", "--epsilon", "3", "--max-grad-norm", "0"],
-     "argument --max-grad-norm: expected a finite number above 0, got '0'"),
-    (["train", "--task", "sst2", "--dp", "--epsilon", "3", "--max-grad-norm", "inf"],
-     "argument --max-grad-norm: expected a finite number above 0, got 'inf'"),
-    (["train", "--task", "sst2", "--dp", "--epsilon", "8", "--noise-multiplier", "inf"],
-     "argument --noise-multiplier: expected a finite number above 0, got 'inf'"),
-    (["train", "--task", "sst2", "--dp", "--epsilon", "inf"], "argument --epsilon: expected a finite number above 0"),
-    (["train", "--task", "sst2", "--dp", "--epsilon", "nan"], "argument --epsilon: expected a finite number above 0"),
+    (["train", "--task", "sst2", "--dp", "--dp-epsilon", "3", "--dp-max-grad-norm", "0"],
+     "argument --dp-max-grad-norm/--max-grad-norm: expected a finite number above 0, got '0'"),
+    (["train", "--task", "sst2", "--dp", "--dp-epsilon", "3", "--dp-max-grad-norm", "inf"],
+     "argument --dp-max-grad-norm/--max-grad-norm: expected a finite number above 0, got 'inf'"),
+    (["train", "--task", "sst2", "--dp", "--dp-epsilon", "8", "--dp-noise-multiplier", "inf"],
+     "argument --dp-noise-multiplier/--noise-multiplier: expected a finite number above 0, got 'inf'"),
+    (["train", "--task", "sst2", "--dp", "--dp-epsilon", "inf"], "argument --dp-epsilon/--epsilon: expected a finite number above 0"),
+    (["train", "--task", "sst2", "--dp", "--dp-epsilon", "nan"], "argument --dp-epsilon/--epsilon: expected a finite number above 0"),
     (["train", "--task", "wnli", "--data-dir", "{glue}", "--max-length", "1024"],
      ("--max-length 1024 is more than the backbone takes: its 512 position embeddings hold 512 tokens; expected "
       "--max-length of at most 512")),
@@ -420,8 +420,18 @@ def test_every_train_option_comes_from_its_config_field_with_the_fields_default(
             assert args[name] == f.default, name
     train = next(a for a in parser._subparsers._group_actions[0].choices["train"]._actions if a.dest == "batch_size")
     assert train.help.startswith(fields["batch_size"].metadata["help"])
-    own = {"json", "func", "command", "verbose", "dp", "epsilon", "delta", "max_grad_norm", "accountant",
-           "noise_multiplier"}  # the command's own and DP's (fedrp.privacy.config) options
+    own = {"json", "func", "command", "verbose", "dp", "dp_epsilon", "dp_delta", "dp_max_grad_norm", "dp_accountant",
+           "dp_noise_multiplier"}  # the command's own and DP's (fedrp.privacy.config) options
     assert set(args) - own == set(fields)  # no option stated by hand beside the dataclass
     cfg = RunConfig(**{k: v for k, v in args.items() if k in fields})
     assert cfg == RunConfig(task="sst2")
+
+
+def test_the_dp_options_carry_the_run_configs_names_and_the_old_ones_still_work_with_a_warning(capsys):
+    parser = build_parser()
+    new = parser.parse_args(["train", "--task", "sst2", "--dp", "--dp-epsilon", "3", "--dp-max-grad-norm", "0.5"])
+    assert capsys.readouterr().err == ""
+    old = parser.parse_args(["train", "--task", "sst2", "--dp", "--epsilon", "3", "--max-grad-norm", "0.5"])
+    assert (old.dp_epsilon, old.dp_max_grad_norm) == (new.dp_epsilon, new.dp_max_grad_norm) == (3.0, 0.5)
+    err = capsys.readouterr().err
+    assert "--epsilon is now --dp-epsilon" in err and "--max-grad-norm is now --dp-max-grad-norm" in err
