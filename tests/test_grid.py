@@ -15,7 +15,7 @@ import pytest
 
 from fedrp import glue
 from fedrp.payload import error_line
-from simulations import results_page
+from simulations import results_page, results_rows, results_targets
 from simulations.code_version import code_version
 from simulations.grid import cell_key, parse_only, prune_checkpoints, select, sweep
 from simulations.grid_config import cells, load_config, task_label
@@ -351,8 +351,8 @@ def test_results_page_opens_with_the_table_and_judges_targets_and_rounds(tmp_pat
 
 def test_first_round_reaching_skips_rounds_that_were_not_evaluated():
     row = {"metrics": [{}, {"accuracy": 0.5}, {}, {"accuracy": 0.9}, {}, {"accuracy": 0.95}]}
-    assert results_page.first_round_reaching(row, "accuracy", 0.9) == 4
-    assert results_page.first_round_reaching(row, "accuracy", 0.99) is None
+    assert results_targets.first_round_reaching(row, "accuracy", 0.9) == 4
+    assert results_targets.first_round_reaching(row, "accuracy", 0.99) is None
 
 
 def test_a_failed_cell_keeps_its_errors_last_line_and_finished_runs_keep_one_checkpoint(tmp_path):
@@ -404,8 +404,8 @@ def test_the_page_counts_the_bytes_of_accepted_replies():
     """Rows cached before simulations.cells counted accepted bytes only divided every reply's bytes by the accepted
     count: a round that refused one of five head-only replies read 5,133 B, not the 3,080 B a reply carries."""
     row = {"bytes_up_per_client": [3080.0] * 7 + [5133.3] + [3080.0] * 22, "params": 1283}
-    assert results_page.upload(row) == 3080.0 and results_page.trainable(row) == 770
-    assert results_page.trainable({"params": 22_713_986}) == 22_713_986  # a reference reports its own count
+    assert results_rows.upload(row) == 3080.0 and results_rows.trainable(row) == 770
+    assert results_rows.trainable({"params": 22_713_986}) == 22_713_986  # a reference reports its own count
 
 
 def test_results_page_writes_the_qnli_split_it_reads_on_a_fresh_checkout(tmp_path, glue_dir, monkeypatch):
@@ -433,12 +433,12 @@ def test_slash_vs_lora_is_the_mean_of_seed_paired_differences_over_the_four_targ
     for task in ("sst2", "mrpc", "stsb", "qnli", "rte"):
         seeded[(task, "lora", 1.0)] = {s: row(task, v) for s, v in lora.items()}
         seeded[(task, "slash", 1.0)] = {s: row(task, v) for s, v in slash.get(task, {0: 0.2, 1: 0.2, 2: 0.2}).items()}
-    line = results_page.lora_gap_line(grid, seeded, 1.0)
+    line = results_targets.lora_gap_line(grid, seeded, 1.0)
     # per seed: (-1 + 0 - 1 - 2) / 4 = -1.0, (-2 - 1 - 1 - 2) / 4 = -1.5, (0 - 1 + 0 + 0) / 4 = -0.25; mean -0.92
     assert "-0.9 over SST-2, MRPC, STS-B, QNLI, 95% interval [-2.5, +0.6] over 3 seeds" in line  # RTE's -60 left out
     assert line.endswith("target slash at most 2 points below: undecided")
     seeded[("qnli", "slash", 1.0)] = {0: row("qnli", 0.78)}  # QNLI at one seed: the verdict waits for it
-    line = results_page.lora_gap_line(grid, seeded, 1.0)
+    line = results_targets.lora_gap_line(grid, seeded, 1.0)
     assert "-1.0 over SST-2, MRPC, STS-B, QNLI, one seed; target slash at most 2 points below: undecided (one seed)" in line
     assert line.endswith("So far over the 3 tasks with 3 seeds (SST-2, MRPC, STS-B): -0.8, 95% interval [-2.0, +0.5] "
                          "over 3 seeds (not a verdict)")
