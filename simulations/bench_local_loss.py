@@ -3,7 +3,7 @@
     python -m simulations.bench_local_loss --alpha 1.0 --lr 0.01 --local-loss ce --rounds 5
     python -m simulations.bench_local_loss --set dp-epsilon=8 --set dp-max-grad-norm=5 [--noise-multiplier 0.01]
 
-Samples clients and averages their replies by examples exactly as FedAvgRP does, but in one
+Samples clients and averages their replies by examples with the server's rule (Flower's FedAvg), but in one
 process on one thread, so settings can be compared side by side in minutes. The figures on
 local learning rates, the logit-adjusted loss and federated DP's clipping in docs/guide/
 (federation.md, privacy.md) come from it. With dp-epsilon, each client keeps its budget across rounds as deployed clients do;
@@ -17,9 +17,10 @@ import dataclasses
 import json
 import sys
 
-import numpy as np
 import torch
 import transformers
+from flwr.app import MetricRecord, RecordDict
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from fedrp.federation import (
     FedConfig,
@@ -35,6 +36,7 @@ from fedrp.payload import load_trainable_state, trainable_state
 from fedrp.privacy.budget import ClientBudget
 from fedrp.privacy.engine import train_private
 from fedrp.train import select_device
+from server.strategy import from_record, to_record
 from simulations.bench_options import add_data_dir
 
 
@@ -81,8 +83,9 @@ def main(argv: list[str] | None = None) -> None:
                 new = local_train(cfg, state, train_data, rnd, pid, device="cpu", budget=budgets.get(pid),
                                   num_partitions=args.clients)[0]
             replies.append((new, len(train_data)))
-        total = sum(n for _, n in replies)
-        state = {k: (sum(n * s[k] for s, n in replies) / total).astype(np.float32) for k in state}
+        # The server's rule: Flower's FedAvg over the replies' arrays, weighted by their examples.
+        records = [RecordDict({"arrays": to_record(s), "metrics": MetricRecord({"num-examples": n})}) for s, n in replies]
+        state = from_record(aggregate_arrayrecords(records, "num-examples"))
         accuracy.append(server_evaluate(cfg, model, state)["accuracy"])
         print(f"round {rnd}: {accuracy[-1]:.3f}", file=sys.stderr, flush=True)
     json.dump({"config": {k: v for k, v in vars(args).items() if k != "data_dir"}, "lr": cfg.learning_rate,
