@@ -72,7 +72,7 @@ def test_the_choice_is_the_best_mean_over_the_tasks_then_against_the_other_decay
 
 
 def test_a_pinned_plan_refuses_to_run_under_other_code_but_reads_its_cache(tmp_path, monkeypatch, capsys, glue_dir):
-    text = PLAN.read_text().replace('# commit = "..."', 'commit = "' + "a" * 40 + '"')
+    text = re.sub(r'^commit = ".*"$', 'commit = "' + "a" * 40 + '"', PLAN.read_text(), flags=re.MULTILINE)
     text = text.replace('cache = "docs/results/tuning.jsonl"', f'cache = "{tmp_path / "tuning.jsonl"}"')
     text = text.replace('grid = "simulations/grid.toml"', f'grid = "{PLAN.parent / "grid.toml"}"')
     (tmp_path / "plan.toml").write_text(text)
