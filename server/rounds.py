@@ -107,6 +107,7 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
     log.info("run %d: %s / %s, rounds %d..%d, store %s", run_id, task.name, cfg.method, start_round + 1,
              cfg.num_server_rounds, cfg.store)
     counts: dict[int, list[int]] = {}  # node id -> the label counts it reported (FedConfig.eval_prior)
+    run = Run(cfg, grid, strategy, store, run_id, model, {**ident, "run-lineage": lineage})
     try:
         nodes = discover(grid, {}, cfg.round_timeout, minimum=cfg.min_train_nodes, counts=counts)
         prior = _federation_prior(counts, None)  # before round 0, whose evaluation uses it too
@@ -117,9 +118,8 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
                      format_metrics(initial))
         for rnd in range(start_round + 1, cfg.num_server_rounds + 1):
             nodes = discover(grid, nodes, cfg.round_timeout, minimum=cfg.min_train_nodes, counts=counts)
-            prior = _federation_prior(counts, prior)
+            prior = run.prior = _federation_prior(counts, prior)
             strategy.prepare(nodes, cfg.data_seed, ident.get("fingerprint"), cfg.norm_bound, cfg.client_dp, cfg.norm_ratio)
-            run = Run(cfg, grid, strategy, store, run_id, model, {**ident, "run-lineage": lineage}, prior)
             state = _one_round(run, rnd, state)
             checkpoint.save(folder, rnd, state, strategy.server_state(), {
                 "method": cfg.method, "fingerprint": ident.get("fingerprint"), "run_id": run_id, "lineage": lineage})

@@ -46,7 +46,7 @@ class QnliSplit:
 @dataclasses.dataclass(frozen=True)
 class Seeds:
     """Replicates where a verdict rests: these cells again at each extra data seed (the grid's own cells are
-    seed 0). A seed is the run's `data-seed`: the subset, the partition, client sampling and the shuffles."""
+    seed 0). A seed is the run's `data-seed` (what it draws: fedrp.federation.FedConfig.data_seed)."""
 
     seeds: tuple[int, ...] = ()
     tasks: tuple[str, ...] = ()
@@ -91,10 +91,6 @@ class Grid:
     config: Path
     commit: str | None = None  # the commit whose result code the page reports; None: the working tree's
     seeds: Seeds = Seeds()
-
-    def seeds_of(self, task: str, method: str, alpha: float | None) -> tuple[int, ...]:
-        """The data seeds a cell runs at: 0, and the extra seeds where [seeds] names it."""
-        return (0, *self.seeds.seeds) if self.seeds.covers(task, method, alpha) else (0,)
 
 
 # ---- the config file ----------------------------------------------------------------------
