@@ -301,7 +301,9 @@ def _add_options(p: argparse.ArgumentParser, fields: Sequence[dataclasses.Field]
             continue
         allowed = choices.get(f.name, f.metadata["choices"])
         extra = {"choices": allowed, "metavar": f.name.upper()} if allowed is not None else {}
-        shown = [*(["%(choices)s"] if allowed is not None else []), *([f"default {f.default!r}"] if f.default is not None else [])]
+        shown = ["%(choices)s"] if allowed is not None else []
+        if f.default is not None:
+            shown.append(f"default {f.default!r}")
         actions[f.name] = p.add_argument(flag, type=_option_type(f), default=f.default, **extra,
                                          help=f.metadata["help"] + (f" ({'; '.join(shown)})" if shown else ""))
     return actions
