@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -12,6 +14,10 @@ from fedrp.refusals import StateMismatch
 
 class Classifier(nn.Module):
     """backbone -> hidden states -> pooling -> head; subclasses change how the states are computed."""
+
+    # How DP-SGD gets a method's per-sample gradients (fedrp.privacy.grad_sample): "exact" (the method's own
+    # rules), "opacus" (Opacus's rules for its trainable layers), or None (DP-SGD is not offered).
+    private_rule: ClassVar[str | None] = None
 
     def __init__(self, backbone: nn.Module, tokenizer, head: nn.Linear, pooling: str) -> None:
         super().__init__()
@@ -66,11 +72,6 @@ class Classifier(nn.Module):
     def identity(self) -> dict[str, str]:
         """What a server sends so that a client can prove it runs the same model: here, the backbone."""
         return {"backbone": self.backbone_name, "backbone-hash": self.backbone_config_hash}
-
-    def private_gradients(self) -> str | None:
-        """How DP-SGD gets this model's per-sample gradients (fedrp.privacy.grad_sample): "exact" (the
-        method's own rules), "opacus" (Opacus's rules for its trainable layers), or None (not supported)."""
-        return None
 
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
         return {name: p for name, p in self.named_parameters() if p.requires_grad}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from collections.abc import Callable, Sequence
-from functools import cached_property
 
 
 class Vocabulary(Sequence):
@@ -23,8 +22,8 @@ class Vocabulary(Sequence):
     def __init__(self, module: str, name: str, render: Callable[[object], list] = list) -> None:
         self.module, self.name, self.render = module, name, render
 
-    @cached_property
-    def _items(self) -> list:
+    @property
+    def _items(self) -> list:  # read on every use: a method registered later (fedrp.methods) is listed too
         return self.render(getattr(importlib.import_module(self.module), self.name))
 
     def __getitem__(self, i):

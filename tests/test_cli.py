@@ -242,7 +242,7 @@ REFUSED = [
     (["train", "--task", "sst2", "--dp-epsilon", "3"], "--dp-epsilon needs --dp"),
     (["train", "--task", "sst2", "--dp"], "--dp needs --dp-epsilon"),
     (["train", "--task", "sst2", "--dp", "--dp-epsilon", "3", "--method", "bitfit"],
-     "DP training supports slash, jrwarp and the baselines head, lora; got 'bitfit'"),
+     "DP training supports slash, jrwarp, head, lora; got 'bitfit'"),
     (["train", "--task", "sst2", "--dp", "--dp-epsilon", "3", "--dp-max-grad-norm", "0"],
      "argument --dp-max-grad-norm/--max-grad-norm: expected a finite number above 0, got '0'"),
     (["train", "--task", "sst2", "--dp", "--dp-epsilon", "3", "--dp-max-grad-norm", "inf"],

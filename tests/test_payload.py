@@ -87,6 +87,6 @@ def test_shared_code_asks_the_model_so_a_model_of_no_known_kind_travels_and_is_r
     with pytest.raises(StateMismatch, match="shape"):
         payload.load_trainable_state(toy, {"head.weight": np.zeros((2, 2), np.float32), "head.bias": state["head.bias"]})
     assert identity(toy) == {"backbone": "tiny-bert", "backbone-hash": "h"}
-    refused = "DP training supports slash, jrwarp and the baselines head, lora; got 'toy'"
+    refused = "DP training supports slash, jrwarp, head, lora; got 'toy'"
     with pytest.raises(ValueError, match=refused), per_sample_engine(toy):
         pass

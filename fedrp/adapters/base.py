@@ -15,6 +15,7 @@ from fedrp.adapters.projectors import Projections, make_projections
 from fedrp.backbone import Backbone
 from fedrp.classifier import Classifier
 from fedrp.refusals import StateMismatch
+from fedrp.spec import ModelSpec
 
 TRAINABLE = ("z", "head.weight", "head.bias")
 __all__ = ["TRAINABLE", "AdapterModel", "Projections"]
@@ -24,6 +25,15 @@ class AdapterModel(Classifier):
     """Base of SLaSh and JR-WARP: subclasses say where the vectors z W_l enter the backbone."""
 
     config_class: ClassVar[type[AdapterConfig]] = AdapterConfig
+    private_rule = "exact"  # z's and the head's per-sample gradients in closed form (fedrp.privacy.grad_sample)
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.rates = cls.config_class.rates  # declared with the method's config
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, backbone: Backbone) -> AdapterModel:
+        return cls(backbone, cls.config_class.from_spec(spec))
 
     def __init__(self, backbone: Backbone, config: AdapterConfig) -> None:
         if getattr(backbone.model, "_fedrp_adapter", False):
@@ -86,9 +96,6 @@ class AdapterModel(Classifier):
     def identity(self) -> dict[str, str]:
         """The backbone, and the spec and fingerprint of the projections a client must regenerate alike."""
         return {**super().identity(), "spec": self.spec.canonical_json(), "fingerprint": self.fingerprint}
-
-    def private_gradients(self) -> str | None:
-        return "exact"  # z's and the head's per-sample gradients in closed form (fedrp.privacy.grad_sample)
 
     def state_vectors(self) -> dict[str, torch.Tensor]:
         """What travels and what an artifact stores: z and the head, fp32 on the CPU."""

@@ -73,7 +73,7 @@ def per_sample_engine(model: nn.Module) -> Iterator[Callable]:
     removed on exit. BitFit (LayerNorm biases Opacus's hooks did not record here) and full
     finetuning (B copies of 22M gradients) are refused.
     """
-    rule = model.private_gradients()
+    rule = model.private_rule
     if rule == "exact":
         yield lambda *args: per_sample_gradients(model, *args)
         return

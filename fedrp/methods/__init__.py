@@ -1,19 +1,38 @@
-"""Every trainable method by name, with the defaults a user gets when naming none."""
+"""Every trainable method by name (PEFT's way: a module per method, registered here), with the defaults a
+user gets when naming none.
+
+A method is a model class (fedrp.classifier.Classifier) that builds itself from a spec (`from_spec`), states
+its rates (`rates`, fedrp.rates.Rates) and how DP-SGD gets its per-sample gradients (`private_rule`), and
+registers under its name with `register_method`. Shared code asks the registry and the model, never a
+method's name or type. SLaSh and JR-WARP live in fedrp.adapters; the baselines in this package's modules.
+"""
 
 from __future__ import annotations
 
 from fedrp.adapters import METHODS as ADAPTERS
-from fedrp.adapters import build_model, get_method
 from fedrp.backbone import Backbone, check_positions, load_config
-from fedrp.baselines import BASELINES, DP_BASELINES, BaselineModel
 from fedrp.classifier import Classifier
 from fedrp.rates import Rates
 from fedrp.spec import ModelSpec
 
-METHODS = (*ADAPTERS, *BASELINES)
+METHODS: dict[str, type[Classifier]] = {}  # name -> the method's model class, in registration order
+RATES: dict[str, Rates] = {}  # name -> its rates, declared beside the method
 
-# Each method's rates (fedrp.rates.Rates), declared beside the method.
-RATES: dict[str, Rates] = {**{name: model.config_class.rates for name, model in ADAPTERS.items()}, **BASELINES}
+
+def register_method(model: type[Classifier], name: str | None = None) -> type[Classifier]:
+    """Make a method known by name (default: the class's `method`); a name is registered once."""
+    name = name or model.method
+    if name in METHODS:
+        raise ValueError(f"method {name!r} is registered already (by {METHODS[name].__name__})")
+    METHODS[name] = model
+    RATES[name] = model.rates
+    return model
+
+
+def get_method(name: str) -> type[Classifier]:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; expected one of {list(METHODS)}")
+    return METHODS[name]
 
 
 def federated_local(method: str, optimizer: str = "", private: bool = False) -> tuple[str, float | None]:
@@ -28,9 +47,9 @@ def federated_local(method: str, optimizer: str = "", private: bool = False) -> 
 
 def check_private(method: str) -> None:
     """Refuse DP-SGD for a method it cannot train, by name, before a model loads."""
-    if method not in (*ADAPTERS, *DP_BASELINES):
-        raise ValueError(f"DP training supports {', '.join(ADAPTERS)} and the baselines {', '.join(DP_BASELINES)}; "
-                         f"got {method!r}")
+    if method not in METHODS or METHODS[method].private_rule is None:
+        supported = [name for name, model in METHODS.items() if model.private_rule is not None]
+        raise ValueError(f"DP training supports {', '.join(supported)}; got {method!r}")
 
 
 def prompt_tokens(method: str) -> int:
@@ -47,11 +66,7 @@ def check_max_length(max_length: int, model: str | None, method: str, option: st
 def build(spec: ModelSpec, backbone: Backbone, data_seed: int = 0) -> Classifier:
     """The model a spec describes, on a loaded backbone; a data seed other than 0 draws its initial head (and
     LoRA's A) anew (Classifier.reseed)."""
-    if spec.method in ADAPTERS:
-        model = build_model(backbone, get_method(spec.method).config_class.from_spec(spec))
-    else:
-        model = BaselineModel(backbone, spec.method, spec.num_labels, spec.pooling, lora_rank=spec.lora_rank,
-                              seed=spec.seed)
+    model = get_method(spec.method).from_spec(spec, backbone)
     model.reseed(data_seed)
     return model
 
@@ -59,3 +74,9 @@ def build(spec: ModelSpec, backbone: Backbone, data_seed: int = 0) -> Classifier
 def payload_bytes(model: Classifier, bytes_per_value: int = 4) -> int:
     """What one update of this method would send: every trainable value."""
     return model.num_trainable() * bytes_per_value
+
+
+for _name, _model in ADAPTERS.items():
+    register_method(_model, _name)
+# The baselines register themselves; imported last, as they import register_method from here.
+from fedrp.methods import head, full, lora, bitfit  # noqa: F401, I001  (this order: the CLI lists them so)
