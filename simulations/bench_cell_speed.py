@@ -28,7 +28,7 @@ import tempfile
 import time
 
 from fedrp.rates import FEDERATED_BATCH_SIZE
-from simulations.bench_options import add_data_dir
+from simulations.bench_options import add_data_dir, machine
 
 TARGET = 0.8  # federated examples per second over centralized, at least
 
@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=FEDERATED_BATCH_SIZE, help="both sides' batches")
     parser.add_argument("--engines", nargs="+", default=["inprocess", "flower"], choices=["inprocess", "flower"])
     args = parser.parse_args(argv)
+    host = machine()  # before the work: whether other jobs shared the cores
     if args.examples < 10 or args.epochs < 2 or args.batch_size < 1:
         parser.error("expected --examples of at least 10 (one per client), --epochs of at least 2 and a positive "
                      "--batch-size")
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         out[engine]["ratio"] = {k: round(out[engine][f"examples_per_second_{k}"] / base[f"examples_per_second_{k}"], 3)
                                 for k in ("train", "end_to_end")}
         out[engine]["met"] = out[engine]["ratio"]["end_to_end"] >= TARGET
+    out["machine"] = host
     print(json.dumps(out, indent=1))
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from fedrp.cli import OneLineParser
 from server.store import RunStore
-from simulations.bench_options import add_data_dir
+from simulations.bench_options import add_data_dir, machine
 from simulations.cells import run_federation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--flower-poll", action="store_true",
                         help="also run it with Flower's default task poll of 1 s instead of the script's")
     args = parser.parse_args(argv)
+    host = machine()  # before the work: whether other jobs shared the cores
     if args.nodes < 1 or args.rounds < 2 or args.samples_per_client < 1 or args.eval_samples < 1:
         parser.error("--nodes, --samples-per-client and --eval-samples must be at least 1, --rounds at least 2")
     args.data_dir = os.path.abspath(args.data_dir)
@@ -130,7 +131,8 @@ def main(argv: list[str] | None = None) -> None:
               for name, row in rows.items() if name.startswith("deploy")}
     json.dump({"config": {**run_config(args), "nodes": args.nodes, "rounds": args.rounds},
                "target_deploy_over_simulation_max": TARGET_DEPLOY_OVER_SIMULATION, "variants": rows, "ratios": ratios,
-               "met": ratios["deploy_warm_over_simulation"] <= TARGET_DEPLOY_OVER_SIMULATION}, sys.stdout, indent=1)
+               "met": ratios["deploy_warm_over_simulation"] <= TARGET_DEPLOY_OVER_SIMULATION, "machine": host},
+              sys.stdout, indent=1)
     print()
 
 

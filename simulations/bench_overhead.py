@@ -30,7 +30,7 @@ from fedrp.adapters import build_model, make_config
 from fedrp.backbone import load_backbone, target_linears
 from fedrp.export import ExportedClassifier, export
 from fedrp.inputs import batch_inputs, classify
-from simulations.bench_options import glue_dir_default
+from simulations.bench_options import glue_dir_default, machine
 
 TARGETS = {"slash_train_ratio_max": 1.10, "export_latency_ratio_max": 1.02}
 
@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=3)
     args = parser.parse_args(argv)
+    host = machine()  # before the work: whether other jobs shared the cores
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     torch.manual_seed(0)
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         "device": "cpu", "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "batch_size": args.batch_size,
         "mean_tokens": sum(int(b["attention_mask"].sum()) for b in batches) / len(texts),
-        "train": train, "inference": infer, "targets": TARGETS,
+        "train": train, "inference": infer, "targets": TARGETS, "machine": host,
         "met": {
             "slash_train": train["slash"]["ratio_to_floor"] <= TARGETS["slash_train_ratio_max"],
             "export_latency": all(v["ratio"] <= TARGETS["export_latency_ratio_max"] for v in infer.values()),

@@ -25,6 +25,8 @@ import sys
 import tempfile
 import time
 
+from simulations.bench_options import machine
+
 SHAPES = {"big": (4096, 4096, 32), "default": (1024, 384, 6)}  # d, H, blocks
 MODES = ("stored", "streamed", "srht")
 
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--big-blocks", type=int, default=4, help="blocks measured (big stored, streamed), then scaled")
     parser.add_argument("--child", nargs=3, metavar=("SHAPE", "MODE", "BLOCKS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    host = machine()  # before the work: whether other jobs shared the cores
     if args.child:
         print(json.dumps(child(args.child[0], args.child[1], int(args.child[2]))))
         return
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
                        "the buffers share generate()'s cached arrays (one copy of W). "
                        "generation_ns_per_value (streamed): its fingerprint pass, generate + hash, per W entry; "
                        "stored's fingerprint reads the disk cache its build wrote.")
-    results["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count()}
+    results["machine"] = {**host, "python": platform.python_version()}
     results["wall_s"] = time.perf_counter() - start
     print(json.dumps(results, indent=1))
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import psutil
 
-from simulations.bench_options import add_data_dir
+from simulations.bench_options import add_data_dir, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENTS = (10, 30, 100)
@@ -239,6 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds one size may take")
     parser.add_argument("--log-dir", type=Path, default=None, help="keep each run's stderr here")
     args = parser.parse_args(argv)
+    host = machine()  # before the work: whether other jobs shared the cores
     cpu_before = psutil.Process().cpu_times()
     cells = [run_size(n, args) for n in sorted(args.clients)]
     cpu_after = psutil.Process().cpu_times()
@@ -251,6 +252,7 @@ def main(argv: list[str] | None = None) -> None:
                     "sampler_cpu_seconds": round((cpu_after.user + cpu_after.system)
                                                  - (cpu_before.user + cpu_before.system), 1)},
         "target_peak_gib": TARGET_PEAK_GIB, "cells": cells, "growth": growth(cells), "met": verdict(cells),
+        "machine": host,
     }, sys.stdout, indent=1)
     print()
 

@@ -47,6 +47,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from simulations.bench_options import machine
+
 ROWS = (10_000, 100_000, 1_000_000)
 RSS_GROWTH_LIMIT_MB = 200.0
 WARM_SECONDS_LIMIT = 5.0
@@ -316,16 +318,6 @@ def first_step(result_file: str, fedrp_argv: list[str]) -> None:
 
 
 # ---- the benchmark ---------------------------------------------------------------------------
-
-def machine() -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() else \
-        platform.processor()
-    return {"cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)), "cpu_model": model,
-            "memory_total_mb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / MB),
-            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "platform": platform.platform()}
-
 
 def versions() -> dict:
     out = {"python": platform.python_version()}
