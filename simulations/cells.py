@@ -67,15 +67,17 @@ class CellCache:
 
 def run_federation(options: dict, stderr=None) -> dict:
     """One `simulations.run --json` process with these options; its log goes to `stderr` (a file, or ours)."""
-    cmd = [sys.executable, "-m", "simulations.run", "--json", *(f"--{k}={v}" for k, v in options.items())]
-    print("running", " ".join(cmd), file=sys.stderr, flush=True)
-    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, stderr=stderr, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return _run_json(["simulations.run", "--json"], options, stderr)
 
 
 def run_reference(options: dict, stderr=None) -> dict:
     """One `fedrp train --json` process (a centralized run) with these options; its log goes to `stderr`."""
-    cmd = [sys.executable, "-m", "fedrp", "train", "--json", "--overwrite", *(f"--{k}={v}" for k, v in options.items())]
+    return _run_json(["fedrp", "train", "--json", "--overwrite"], options, stderr)
+
+
+def _run_json(command: list[str], options: dict, stderr) -> dict:
+    """`python -m <command> --key=value ...`; the JSON object its last stdout line holds."""
+    cmd = [sys.executable, "-m", *command, *(f"--{k}={v}" for k, v in options.items())]
     print("running", " ".join(cmd), file=sys.stderr, flush=True)
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, stderr=stderr, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
