@@ -23,23 +23,23 @@ class BaselineModel(Classifier):
     method: ClassVar[str]
     rates: ClassVar[Rates]
 
-    def __init__(self, backbone: Backbone, num_labels: int, pooling: str = "mask", lora_rank: int = 8,
-                 seed: int = 0) -> None:
+    def __init__(self, backbone: Backbone, spec: ModelSpec) -> None:
         identity = (backbone.name, backbone.config_hash)  # taken before a method (PEFT) wraps the model
-        model = self.trainable_backbone(backbone, lora_rank, seed)
-        head = nn.Linear(backbone.hidden_size, num_labels)
+        model = self.trainable_backbone(backbone, spec)
+        head = nn.Linear(backbone.hidden_size, spec.num_labels)
         std = getattr(backbone.model.config, "initializer_range", 0.02)
         with torch.no_grad():
-            head.weight.normal_(0.0, std, generator=torch.Generator().manual_seed(seed))
+            head.weight.normal_(0.0, std, generator=torch.Generator().manual_seed(spec.seed))
             head.bias.zero_()
-        super().__init__(model, backbone.tokenizer, head, pooling)
+        super().__init__(model, backbone.tokenizer, head, spec.pooling)
         self.backbone_name, self.backbone_config_hash = identity
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, backbone: Backbone) -> BaselineModel:
-        return cls(backbone, spec.num_labels, spec.pooling, lora_rank=spec.lora_rank, seed=spec.seed)
+        return cls(backbone, spec)
 
     @classmethod
-    def trainable_backbone(cls, backbone: Backbone, lora_rank: int, seed: int) -> nn.Module:
-        """The backbone module the classifier runs, with the method's weights set to train."""
+    def trainable_backbone(cls, backbone: Backbone, spec: ModelSpec) -> nn.Module:
+        """The backbone module the classifier runs, with the method's weights set to train (a method reads its
+        own options from the spec)."""
         raise NotImplementedError

@@ -10,10 +10,9 @@ from pathlib import Path
 import torch
 
 from fedrp import artifact, data, glue
-from fedrp.adapters import METHODS as ADAPTERS
 from fedrp.backbone import load_backbone
 from fedrp.files import check_writable_folder
-from fedrp.methods import RATES, build, check_max_length, payload_bytes
+from fedrp.methods import RATES, build, check_max_length, get_method, payload_bytes
 from fedrp.privacy.config import PrivacyConfig
 from fedrp.privacy.engine import train_private
 from fedrp.spec import MAX_LENGTH, TrainOptions
@@ -92,7 +91,7 @@ def run(cfg: RunConfig) -> dict:
 def artifact_path(cfg: RunConfig, task: glue.Task) -> Path | None:
     """Where the run writes its adapter: None for a baseline, without --out, or when it reports on held-out
     training examples (an artifact's metric is a dev metric)."""
-    if cfg.method not in ADAPTERS or not cfg.out or cfg.validation_samples:
+    if not get_method(cfg.method).writes_artifact or not cfg.out or cfg.validation_samples:
         return None
     return Path(cfg.out) / f"{task.name}-{cfg.method}.safetensors"
 

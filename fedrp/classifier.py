@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -18,6 +19,8 @@ class Classifier(nn.Module):
     # How DP-SGD gets a method's per-sample gradients (fedrp.privacy.grad_sample): "exact" (the method's own
     # rules), "opacus" (Opacus's rules for its trainable layers), or None (DP-SGD is not offered).
     private_rule: ClassVar[str | None] = None
+    prompt_tokens: ClassVar[int] = 0  # tokens the method prepends to every input (they take positions too)
+    writes_artifact: ClassVar[bool] = False  # whether a run saves its trained state as an adapter file (fedrp.artifact)
 
     def __init__(self, backbone: nn.Module, tokenizer, head: nn.Linear, pooling: str) -> None:
         super().__init__()
@@ -27,6 +30,13 @@ class Classifier(nn.Module):
         self.pooling = check_pooling(pooling)
         base = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone  # PEFT wrappers
         self._accepts = accepted_inputs(base)
+
+    @classmethod
+    def load_exported(cls, backbone: nn.Module, tokenizer, head: nn.Linear, pooling: str,
+                      read_tensors: Callable[[str], dict[str, torch.Tensor]]) -> Classifier:
+        """An export of this method loaded for inference (fedrp.export); `read_tensors(name)` reads a file the
+        method's `prepare_export` wrote beside the backbone. Here: the plain backbone, as exported."""
+        return Classifier(backbone, tokenizer, head, pooling)
 
     def backbone_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v for k, v in batch.items() if k in self._accepts}

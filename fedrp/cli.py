@@ -153,12 +153,12 @@ def _predictor(args: argparse.Namespace) -> tuple[list[str], dict | None, Callab
     from fedrp.predict import recorded_task
 
     if args.exported:
-        from fedrp.export import ExportedClassifier, check_max_length, read_info
+        from fedrp.export import check_max_length, load_exported, read_info
 
         check_max_length(args.exported, args.max_length)  # from its config, before the weights load
         info = read_info(Path(args.exported))
         return (info["label_names"], recorded_task(info.get("task"), info.get("task_definition")),
-                lambda: ExportedClassifier(args.exported))
+                lambda: load_exported(args.exported))
     from fedrp import artifact
     from fedrp.methods import check_max_length
 
@@ -385,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = command("init", cmd_init, "Write a fresh, untrained adapter for a backbone.")
-    _add_model_options(p, skip=("lora_rank",), method=Vocabulary("fedrp.adapters", "METHODS"))
+    _add_model_options(p, skip=("lora_rank",), method=Vocabulary("fedrp.adapters", "adapter_methods", lambda f: f()))
     p.add_argument("--labels", nargs="+", default=["0", "1"], help="label names, one per class (one for regression)")
     p.add_argument("--task", default=None)
     p.add_argument("--out", required=True, help="adapter file to write (.safetensors)")

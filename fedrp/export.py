@@ -1,7 +1,8 @@
 """Export: a plain transformers folder plus a small head, with no W_l needed at inference.
 
-SLaSh shifts fold into the biases of the Linear layers they follow, so the exported backbone
-has the original architecture and latency. JR-WARP stores its per-layer prompt vectors z W_l.
+Each method says what its export holds (`prepare_export`) and how it loads back (`load_exported`):
+SLaSh's shifts fold into the biases of the Linear layers they follow, so the exported backbone has
+the original architecture and latency; JR-WARP stores its per-layer prompt vectors z W_l.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from fedrp import artifact as artifacts
-from fedrp.adapters.jrwarp import PROMPT_FILE, attach_prompt, prompted_hidden_states, slot_id
+from fedrp import methods
 from fedrp.backbone import check_positions, freeze
 from fedrp.classifier import Classifier
 from fedrp.files import atomic_path
@@ -28,7 +29,7 @@ from fedrp.files import atomic_path
 HEAD_FILE = "fedrp_head.safetensors"
 INFO_FILE = "fedrp_head.json"
 T = TypeVar("T")
-INFO_KEYS = ("pooling", "prompt", "label_names")  # what loading an export reads from INFO_FILE
+INFO_KEYS = ("method", "pooling", "label_names")  # what loading an export reads from INFO_FILE
 
 
 def export(adapter_path: str | os.PathLike, out_dir: str | os.PathLike, model_name: str | None = None) -> Path:
@@ -105,12 +106,20 @@ def read_info(path: Path) -> dict:
 def check_max_length(path: str | os.PathLike, max_length: int, option: str = "--max-length") -> None:
     """Refuse, from the export's config alone (no weights), a max length its backbone cannot embed."""
     path = Path(path)
-    prompt = 1 if read_info(path)["prompt"] else 0  # JR-WARP's exported prompt token
+    prompt = exported_method(path, read_info(path)).prompt_tokens
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as err:
         raise ValueError(f"{path}'s config.json is unreadable ({_first_line(err)}): export the adapter again") from None
     check_positions(max_length, config, prompt, option)
+
+
+def exported_method(path: Path, info: dict) -> type[Classifier]:
+    """The registered method an export names: it says how the export loads back."""
+    try:
+        return methods.get_method(info["method"])
+    except ValueError as err:
+        raise ValueError(f"{path / INFO_FILE}: {err}") from None
 
 
 def _first_line(err: Exception) -> str:
@@ -134,26 +143,17 @@ def _head(tensors: dict[str, torch.Tensor]) -> nn.Linear:
     return head
 
 
-class ExportedClassifier(Classifier):
-    """An exported folder loaded for inference: plain backbone, head, pooling, optional prompt."""
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        path = Path(path)
-        info = read_info(path)
-        head = _read(path, HEAD_FILE, lambda: _head(load_file(path / HEAD_FILE)))
-        backbone = _read(path, "its model (config.json, model.safetensors)",
-                         lambda: freeze(AutoModel.from_pretrained(path, local_files_only=True)))
-        tokenizer = _read(path, "its tokenizer files",
-                          lambda: AutoTokenizer.from_pretrained(path, local_files_only=True))
-        prompt = _read(path, PROMPT_FILE, lambda: load_file(path / PROMPT_FILE)["prompt"]) if info["prompt"] else None
-        super().__init__(backbone, tokenizer, head.requires_grad_(False), info["pooling"])
-        self.info = info
-        self.label_names = info["label_names"]
-        if prompt is not None:
-            self.register_buffer("prompt", prompt)
-            self._layers = attach_prompt(self.backbone, lambda i: self.prompt[i])
-
-    def hidden_states(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.info["prompt"]:
-            return prompted_hidden_states(self.backbone, inputs, slot_id(self.tokenizer))
-        return super().hidden_states(inputs)
+def load_exported(path: str | os.PathLike) -> Classifier:
+    """An exported folder loaded for inference: the plain backbone, the head and pooling, and what the method
+    stored beside them; `info` and `label_names` say what the export was trained for."""
+    path = Path(path)
+    info = read_info(path)
+    method = exported_method(path, info)
+    head = _read(path, HEAD_FILE, lambda: _head(load_file(path / HEAD_FILE)))
+    backbone = _read(path, "its model (config.json, model.safetensors)",
+                     lambda: freeze(AutoModel.from_pretrained(path, local_files_only=True)))
+    tokenizer = _read(path, "its tokenizer files", lambda: AutoTokenizer.from_pretrained(path, local_files_only=True))
+    model = method.load_exported(backbone, tokenizer, head.requires_grad_(False), info["pooling"],
+                                 lambda name: _read(path, name, lambda: load_file(path / name)))
+    model.info, model.label_names = info, info["label_names"]
+    return model

@@ -41,17 +41,23 @@ BF16_MODES = ("auto", "on", "off")  # bf16 autocast: auto (where the device has 
 
 
 def option(default, help: str, choices: Sequence | None = None, minimum: float | None = None,
-           positive: bool = False) -> dataclasses.Field:
+           positive: bool = False, method: str | None = None) -> dataclasses.Field:
     """A config field with its help text and what it accepts, for argparse and the checks below (`positive`: a
-    number above 0, for the command line's parser)."""
+    number above 0, for the command line's parser; `method`: the one method that reads it, named in its help)."""
+    if method:
+        help = f"{help} ({method} only)"
     return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum,
-                                                        "positive": positive})
+                                                        "positive": positive, "method": method})
 
 
 def check_fields(config, fields: Sequence[dataclasses.Field]) -> None:
-    """Refuse a value outside a field's choices or below its minimum, naming the option as a user types it."""
+    """Refuse a value outside a field's choices or below its minimum, or a method's own option set for another
+    method (it would be ignored), naming the option as a user types it."""
     for f in fields:
         value, name = getattr(config, f.name), f.name.replace("_", "-")
+        owner = f.metadata.get("method")
+        if owner and value != f.default and getattr(config, "method", owner) != owner:
+            raise ValueError(f"{name} is an option of method {owner}; method {config.method} would ignore it")
         choices, minimum = f.metadata.get("choices"), f.metadata.get("minimum")
         if choices is not None and value not in choices:
             raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
@@ -71,14 +77,14 @@ class ModelOptions:
     pooling: str = option("mask", "what the head reads: a mask token after the first sentence, CLS, or the mean",
                           Vocabulary("fedrp.inputs", "POOLINGS"))
     position: str = option("output", "where SLaSh's shift enters each block",
-                           Vocabulary("fedrp.adapters.slash", "SLASH_POSITIONS"))
+                           Vocabulary("fedrp.methods.slash", "SLASH_POSITIONS"), method="slash")
     distribution: str = option("gaussian", "entries of the projections W_l",
                                Vocabulary("fedrp.projection", "DISTRIBUTIONS"))
     projection_mode: str = option("stored", "how the W_l are held: stored (d x H floats per block), streamed (the "
                                             "same W_l rebuilt in row blocks on every use: little memory, more time) "
                                             "or srht (a structured projection with its own fingerprint)",
                                   Vocabulary("fedrp.projection", "MODES"))
-    lora_rank: int = option(8, "rank of LoRA's updates (lora)", minimum=1)
+    lora_rank: int = option(8, "rank of LoRA's updates", minimum=1, method="lora")
 
     def __post_init__(self) -> None:
         check_fields(self, dataclasses.fields(ModelOptions))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from simulations.bench_federation import common_options
 from simulations.bench_options import add_data_dir
-from simulations.cells import CellCache, cell_key, condense, run_federation
+from simulations.harness.cells import CellCache, cell_key, condense, run_federation
 
 CLIPS = (0.5, 2.0)  # candidate client-dp-clip, compared at SELECT_NOISE on held-out examples
 SELECT_NOISE = 1.0

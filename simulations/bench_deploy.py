@@ -27,7 +27,7 @@ from pathlib import Path
 from fedrp.cli import OneLineParser
 from server.store import RunStore
 from simulations.bench_options import add_data_dir, machine
-from simulations.cells import run_federation
+from simulations.harness.cells import run_federation
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_DEPLOY_OVER_SIMULATION = 1.5

@@ -5,7 +5,7 @@
 The 4,000 SST-2 training examples of `bench_glue --suite sst2` are split over 10 clients by
 Dirichlet label skew (alpha 0.1 and 1.0); 20 rounds sample half of the clients each. Every
 cell is one `python -m simulations.run` process (the same ServerApp and ClientApp as
-`flwr run .`); finished cells are appended to --cache (simulations.cells: keyed by settings and
+`flwr run .`); finished cells are appended to --cache (simulations.harness.cells: keyed by settings and
 code version) and skipped when asked for again.
 """
 
@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from simulations.bench_options import add_data_dir
-from simulations.cells import CellCache, cell_key, condense, run_federation
+from simulations.harness.cells import CellCache, cell_key, condense, run_federation
 
 METHODS = ("slash", "lora", "full")
 ALPHAS = (0.1, 1.0)

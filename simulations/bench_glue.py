@@ -21,7 +21,7 @@ import transformers
 from fedrp.centralized import RunConfig, run
 from fedrp.spec import BF16_MODES
 from simulations.bench_options import add_data_dir
-from simulations.cells import CellCache, cell_key
+from simulations.harness.cells import CellCache, cell_key
 
 SST2_METHODS = ("head", "slash", "jrwarp", "lora", "full")
 TARGETS = {"slash_accuracy_vs_full_min": 0.95, "slash_throughput_vs_full_min": 1.8}
@@ -42,7 +42,7 @@ def cells(suite: str) -> list[dict]:
 
 
 def run_cells(todo: list[dict], common: dict, cache: Path) -> list[dict]:
-    """Each centralized cell the cache (simulations.cells: settings and code version) lacks, then all of them."""
+    """Each centralized cell the cache (simulations.harness.cells: settings and code version) lacks, then all of them."""
     done = CellCache(cache)
     results = []
     for cell in todo:

@@ -28,7 +28,7 @@ import transformers
 from fedrp import artifact
 from fedrp.adapters import build_model, make_config
 from fedrp.backbone import load_backbone, target_linears
-from fedrp.export import ExportedClassifier, export
+from fedrp.export import export, load_exported
 from fedrp.inputs import batch_inputs, classify
 from simulations.bench_options import glue_dir_default, machine
 
@@ -123,7 +123,7 @@ def bench_inference(texts: list[str], rounds: int, steps: int) -> dict:
         model.z.normal_()
     with tempfile.TemporaryDirectory() as tmp:
         path = artifact.save(artifact.from_model(model), Path(tmp) / "a.safetensors")
-        exported = ExportedClassifier(export(path, Path(tmp) / "exported")).backbone
+        exported = load_exported(export(path, Path(tmp) / "exported")).backbone
     plain = load_backbone()
     results = {}
     for bs in (1, 32):

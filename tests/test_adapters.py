@@ -5,7 +5,7 @@ import torch
 import transformers
 from transformers import AutoModel
 
-from fedrp.adapters import METHODS, build_model, make_config
+from fedrp.adapters import build_model, make_config
 from fedrp.backbone import FAMILIES, Backbone, accepted_inputs, freeze, target_linears
 from fedrp.inputs import batch_inputs, encode
 from tests.conftest import PAIRS, TEXTS, TINY_CONFIGS
@@ -126,7 +126,7 @@ def test_mask_token_sits_after_the_first_segment(default_tokenizer):
 
 
 @pytest.mark.parametrize("pooling", ["mask", "cls", "mean"])
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", ["jrwarp", "slash"])
 def test_poolings_on_default_backbone(default_backbone, pooling, method):
     model = build_model(default_backbone, make_config(method, pooling=pooling, num_labels=1))
     batch = batch_inputs(model.tokenizer, TEXTS, PAIRS, pooling)
@@ -139,7 +139,7 @@ def test_poolings_on_default_backbone(default_backbone, pooling, method):
 
 def test_jrwarp_prompt_replaces_the_slot_at_block_zero(default_backbone):
     """Whatever token fills the prompt slot, block 0 sees only z W_0 there."""
-    from fedrp.adapters import jrwarp
+    from fedrp.methods import jrwarp
 
     model = build_model(default_backbone, make_config("jrwarp"))
     inputs = model.backbone_inputs(batch_inputs(model.tokenizer, TEXTS, PAIRS))
@@ -159,7 +159,7 @@ def test_jrwarp_prompt_replaces_the_slot_at_block_zero(default_backbone):
 def test_bad_config_is_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         make_config("slash", **kwargs)
-    with pytest.raises(ValueError, match="unknown method"):
+    with pytest.raises(ValueError, match="unknown adapter method"):
         make_config("prefix")
 
 

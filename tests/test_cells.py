@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from simulations.cells import CellCache, cell_key
-from simulations.code_version import code_version
+from simulations.harness.cells import CellCache, cell_key
+from simulations.harness.code_version import code_version
 
 
 def test_a_key_holds_the_settings_and_the_code_version_but_not_the_paths():
@@ -40,7 +40,7 @@ def test_condensed_bytes_per_client_count_the_accepted_replies_only(tmp_path):
     """A refused reply's bytes arrived but were not averaged: the head's 3,080 B, not (2 x 3,080 + 9,000) / 2."""
     from server.rounds import summary
     from server.store import RunStore
-    from simulations.cells import condense
+    from simulations.harness.cells import condense
 
     store = RunStore(tmp_path / "runs.sqlite")
     run = store.start_run("sst2", "head", "backbone", {}, None, None, 1)

@@ -267,6 +267,10 @@ REFUSED = [
     (["train", "--task", "sst2", "--max-train-samples", "-1"], "argument --max-train-samples: expected a positive"),
     (["train", "--task", "sst2", "--d", "0"], "argument --d: expected a positive integer, got '0'"),
     (["train", "--task", "sst2", "--method", "lora", "--lora-rank", "0"], "argument --lora-rank: expected a positive"),
+    (["train", "--task", "sst2", "--method", "slash", "--lora-rank", "4"],
+     "lora-rank is an option of method lora; method slash would ignore it"),
+    (["train", "--task", "sst2", "--method", "lora", "--position", "attention"],
+     "position is an option of method slash; method lora would ignore it"),
     (["train", "--task", "sst2", "--epochs", "inf"], "argument --epochs: expected a finite number above 0, got 'inf'"),
     (["train", "--task", "sst2", "--data-dir", "{glue}", "--out", "{adapter}/sub"],
      "is a file: expected a folder to write the adapter into"),
@@ -397,7 +401,7 @@ def test_an_unreadable_export_is_one_line(adapter, tmp_path, capsys, monkeypatch
     def unreached(path):
         raise AssertionError("the exported weights loaded before the max length was checked")
 
-    monkeypatch.setattr(export, "ExportedClassifier", unreached)
+    monkeypatch.setattr(export, "load_exported", unreached)
     res = fedrp(capsys, "predict", "--exported", out, "--text", "a film", "--max-length", "512", check=False)
     assert res.returncode == 2 and res.stderr.strip() == (
         "fedrp predict: error: --max-length 512 is more than the backbone takes: its 512 position embeddings hold "

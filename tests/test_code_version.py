@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from simulations import code_version as cv
+from simulations.harness import code_version as cv
 
 
 @pytest.fixture
@@ -31,15 +31,15 @@ def edit(path, old: str, new: str) -> None:
 
 def test_each_kind_depends_on_the_modules_it_imports():
     reference, federated = cv.result_modules("reference"), cv.result_modules("federated")
-    assert {"fedrp.centralized", "fedrp.train", "fedrp.adapters.slash", "fedrp.data"} <= reference
+    assert {"fedrp.centralized", "fedrp.train", "fedrp.methods.slash", "fedrp.data"} <= reference
     assert "fedrp.federation" not in reference and "server.strategy" not in reference
     assert reference < federated
     assert {"fedrp.federation", "fedrp.partition", "server.rounds", "server.strategy", "clients.client_app",
             "simulations.inprocess"} <= federated
-    harness = {"simulations.grid", "simulations.grid_config", "simulations.cells", "simulations.qnli_split"}
+    harness = {"simulations.harness.grid", "simulations.harness.grid_config", "simulations.harness.cells", "simulations.harness.qnli_split"}
     assert harness <= reference and harness <= federated
     assert "fedrp.cli" in reference  # its defaults set a reference's batch size, warmup and schedule
-    assert not {"fedrp.artifact", "fedrp.export", "server.dashboard", "simulations.results_page"} & federated
+    assert not {"fedrp.artifact", "fedrp.export", "server.dashboard", "simulations.harness.results_page"} & federated
     with pytest.raises(ValueError, match="cell kind"):
         cv.result_modules("other")
 
@@ -65,11 +65,11 @@ PLANTS = {
                     {"reference", "federated"}),  # `fedrp train`'s options (fedrp.spec.TrainOptions), which both import
     "CLI code": ("fedrp/cli.py", "def _option_type(", "CLI_RULE = 2\n\n\ndef _option_type(",
                  {"reference", "federated"}),  # simulations.run imports fedrp.cli too
-    "QNLI split": ("simulations/qnli_split.py", "def read_rows(", "SPLIT_RULE = 2\n\n\ndef read_rows(",
+    "QNLI split": ("simulations/harness/qnli_split.py", "def read_rows(", "SPLIT_RULE = 2\n\n\ndef read_rows(",
                    {"reference", "federated"}),
-    "cell condensing": ("simulations/cells.py", '"refused": sum(r["refused"] for r in rounds)',
+    "cell condensing": ("simulations/harness/cells.py", '"refused": sum(r["refused"] for r in rounds)',
                         '"refused": sum(r["refused"] for r in rounds[1:])', {"reference", "federated"}),
-    "the grid": ("simulations/grid.py", "def prune_checkpoints(", "GRID_RULE = 2\n\n\ndef prune_checkpoints(",
+    "the grid": ("simulations/harness/grid.py", "def prune_checkpoints(", "GRID_RULE = 2\n\n\ndef prune_checkpoints(",
                  {"reference", "federated"}),
 }
 
@@ -129,7 +129,7 @@ def test_a_commit_is_versioned_by_its_own_rule(committed_project):
     import subprocess
 
     root, _ = committed_project
-    edit(root / "simulations/code_version.py", "    for name, version in library_versions().items():",
+    edit(root / "simulations/harness/code_version.py", "    for name, version in library_versions().items():",
          "    for name, version in {}.items():  # an older rule: no library versions")
     git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
     subprocess.run([*git, "commit", "-qam", "older rule"], check=True)
@@ -147,12 +147,12 @@ def test_the_pinned_grids_rows_are_found_under_their_commits_rule():
     """The page reads the pinned commit's cells by the versions that commit gave them."""
     import json
 
-    from simulations.grid import versions as grid_versions
-    from simulations.grid_config import DEFAULT_CONFIG, load_config
+    from simulations.harness.grid import versions as grid_versions
+    from simulations.harness.grid_config import DEFAULT_CONFIG, load_config
 
     grid = load_config(DEFAULT_CONFIG)
     if grid.commit is None:
-        pytest.skip("simulations/grid.toml pins no commit")
+        pytest.skip("simulations/harness/grid.toml pins no commit")
     cached = {json.loads(line)["key"] for line in (cv.ROOT / "docs/results/cells.jsonl").read_text().splitlines()}
     codes = {json.loads(key)["code"] for key in cached}
     assert set(grid_versions(grid).values()) <= codes

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from simulations import equal_tuning as et
+from simulations.harness import equal_tuning as et
 
-PLAN = Path(__file__).resolve().parents[1] / "simulations" / "tuning.toml"
+PLAN = Path(__file__).resolve().parents[1] / "simulations" / "harness" / "tuning.toml"
 
 
 def test_the_shipped_plan_gives_every_compared_method_the_same_budget():
@@ -74,7 +74,7 @@ def test_the_choice_is_the_best_mean_over_the_tasks_then_against_the_other_decay
 def test_a_pinned_plan_refuses_to_run_under_other_code_but_reads_its_cache(tmp_path, monkeypatch, capsys, glue_dir):
     text = re.sub(r'^commit = ".*"$', 'commit = "' + "a" * 40 + '"', PLAN.read_text(), flags=re.MULTILINE)
     text = text.replace('cache = "docs/results/tuning.jsonl"', f'cache = "{tmp_path / "tuning.jsonl"}"')
-    text = text.replace('grid = "simulations/grid.toml"', f'grid = "{PLAN.parent / "grid.toml"}"')
+    text = text.replace('grid = "simulations/harness/grid.toml"', f'grid = "{PLAN.parent / "grid.toml"}"')
     (tmp_path / "plan.toml").write_text(text)
     monkeypatch.setattr(et, "changed_modules", lambda kind, commit: ["fedrp.train"] if kind == "reference" else [])
     monkeypatch.setattr(et, "cell_key", lambda kind, settings, commit=None: f"{kind}@{commit}")  # no git lookup

@@ -10,7 +10,7 @@ import torch
 from fedrp import artifact
 from fedrp.adapters import build_model, make_config
 from fedrp.backbone import load_backbone
-from fedrp.export import ExportedClassifier, export
+from fedrp.export import export, load_exported
 from fedrp.predict import predict
 from tests.conftest import PAIRS, TEXTS
 
@@ -31,7 +31,7 @@ def _adapter(tmp_path, method, position, pooling="mask"):
 def test_exported_model_predicts_what_the_adapter_predicts(tmp_path, method, position):
     model, path = _adapter(tmp_path, method, position)
     out = export(path, tmp_path / "exported")
-    exported = ExportedClassifier(out)
+    exported = load_exported(out)
     a = predict(model, ["neg", "pos"], TEXTS, PAIRS)
     b = predict(exported, exported.label_names, TEXTS, PAIRS)
     for x, y in zip(a, b):
@@ -44,7 +44,7 @@ def test_export_keeps_the_architecture_and_stores_no_projection(tmp_path, method
     model, path = _adapter(tmp_path, method, position)
     out = export(path, tmp_path / "exported")
     original = load_backbone().model.state_dict()
-    exported = ExportedClassifier(out).backbone.state_dict()
+    exported = load_exported(out).backbone.state_dict()
     assert exported.keys() == original.keys()
     changed = {k for k in original if not torch.equal(original[k], exported[k])}
     if method == "jrwarp":
@@ -119,4 +119,4 @@ def test_export_names_the_users_labels_in_its_config(tmp_path, labels, id2label,
     assert config.problem_type == problem
     info = json.loads((out / "fedrp_head.json").read_text())
     assert info["label_names"] == labels and info["task_definition"] == artifact.load(path).task_definition
-    assert ExportedClassifier(out).label_names == labels
+    assert load_exported(out).label_names == labels

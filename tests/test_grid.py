@@ -15,13 +15,13 @@ import pytest
 
 from fedrp import glue
 from fedrp.payload import error_line
-from simulations import results_page, results_rows, results_targets
-from simulations.code_version import code_version
-from simulations.grid import cell_key, parse_only, prune_checkpoints, select, sweep
-from simulations.grid_config import cells, load_config, task_label
-from simulations.qnli_split import held_out_indices, read_rows, split_qnli
+from simulations.harness import results_page, results_rows, results_targets
+from simulations.harness.code_version import code_version
+from simulations.harness.grid import cell_key, parse_only, prune_checkpoints, select, sweep
+from simulations.harness.grid_config import cells, load_config, task_label
+from simulations.harness.qnli_split import held_out_indices, read_rows, split_qnli
 
-CONFIG = Path(__file__).resolve().parents[1] / "simulations" / "grid.toml"
+CONFIG = Path(__file__).resolve().parents[1] / "simulations" / "harness" / "grid.toml"
 
 SMALL = """
 [grid]
@@ -172,7 +172,7 @@ def test_sweep_resumes_skips_cached_and_keeps_failures(tmp_path):
     assert len(cache.read_text().splitlines()) == 3  # the interrupted cell is not recorded
     stop_at.clear()
     calls.clear()
-    rows = sweep(todo, cache, runner, record={"command": "python -m simulations.grid"})
+    rows = sweep(todo, cache, runner, record={"command": "python -m simulations.harness.grid"})
     assert len(calls) == len(todo) - 3 and len(rows) == len(todo)
     failed = [r for r in rows if r["status"] == "failed"]
     assert len(failed) == 2 and {r["error"] for r in failed} == {"ValueError: out of memory"}
@@ -217,7 +217,7 @@ def test_a_new_code_version_changes_the_key_and_reruns_the_cell(tmp_path, monkey
     sweep(todo, cache, runner)
     assert len(calls) == 3  # the same code: the cached rows are reused
     before = [cell_key(c) for c in todo]
-    monkeypatch.setattr("simulations.cells.code_version", lambda kind, commit=None: "another-version")
+    monkeypatch.setattr("simulations.harness.cells.code_version", lambda kind, commit=None: "another-version")
     assert all(cell_key(c) != key for c, key in zip(todo, before))
     sweep(todo, cache, runner)
     lines = cache.read_text().splitlines()
@@ -227,7 +227,7 @@ def test_a_new_code_version_changes_the_key_and_reruns_the_cell(tmp_path, monkey
 
 def test_a_pinned_grid_reports_its_commits_cells_and_refuses_to_run_under_other_code(
         tmp_path, committed_project, glue_dir, monkeypatch, capsys):
-    from simulations import grid as grid_module
+    from simulations.harness import grid as grid_module
 
     root, commit = committed_project
     config = small_config(tmp_path, SMALL.replace('estimate = "a test"', f'estimate = "a test"\ncommit = "{commit}"'))
@@ -306,7 +306,7 @@ def synthetic_row(cell: dict) -> dict:
 def test_results_page_opens_with_the_table_and_judges_targets_and_rounds(tmp_path, glue_dir):
     grid = load_config(small_config(tmp_path, SMALL + SEEDS), str(glue_dir))
     todo = [c for c in cells(grid) if (c["task"], c["method"], c["alpha"]) in FINAL]
-    sweep(todo, tmp_path / "cells.jsonl", synthetic_row, record={"command": "python -m simulations.grid --only x=y"})
+    sweep(todo, tmp_path / "cells.jsonl", synthetic_row, record={"command": "python -m simulations.harness.grid --only x=y"})
     out, figures = tmp_path / "docs" / "RESULTS.md", tmp_path / "docs" / "results"
     results_page.main(["--config", str(grid.config), "--out", str(out), "--figures", str(figures),
                        "--data-dir", str(glue_dir)])
@@ -339,7 +339,7 @@ def test_results_page_opens_with_the_table_and_judges_targets_and_rounds(tmp_pat
     assert "| MRPC | <= 4, <= 4, <= 4 | not in 6, not in 6, not in 6 |" in text
     assert "| STS-B | not yet measured | not yet measured |" in text
     assert "Round target by task: met: MRPC; not yet measured: STS-B." in text
-    assert "python -m simulations.grid --only x=y" in text and "MRPC 200 of 3,668" in text
+    assert "python -m simulations.harness.grid --only x=y" in text and "MRPC 200 of 3,668" in text
     assert "MRPC 100 of 408" in text and f"--config {grid.config} --only task=mrpc   # 1 missing" in text
     for task in ("mrpc", "stsb"):
         assert (figures / f"{task}.png").read_bytes()[:4] == b"\x89PNG"
@@ -401,7 +401,7 @@ def test_cell_times_taken_on_a_shared_machine_are_marked_as_upper_bounds():
 
 
 def test_the_page_counts_the_bytes_of_accepted_replies():
-    """Rows cached before simulations.cells counted accepted bytes only divided every reply's bytes by the accepted
+    """Rows cached before simulations.harness.cells counted accepted bytes only divided every reply's bytes by the accepted
     count: a round that refused one of five head-only replies read 5,133 B, not the 3,080 B a reply carries."""
     row = {"bytes_up_per_client": [3080.0] * 7 + [5133.3] + [3080.0] * 22, "params": 1283}
     assert results_rows.upload(row) == 3080.0 and results_rows.trainable(row) == 770

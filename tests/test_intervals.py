@@ -2,7 +2,7 @@
 
 import pytest
 
-from simulations.intervals import describe, estimate, verdict
+from simulations.harness.intervals import describe, estimate, verdict
 
 
 def test_the_interval_is_students_t_over_the_seeds():

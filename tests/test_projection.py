@@ -103,7 +103,7 @@ def test_wrong_fingerprint_is_refused():
         (dict(seed=-1), "seed"),
         (dict(d=0), "dimension d"),
         (dict(distribution="uniform"), "distribution must be one of"),
-        (dict(position="ffn"), "position must be one of"),
+        (dict(position=""), "position must name where"),
         (dict(widths=()), "widths"),
     ],
 )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from simulations.qnli_split import label_quota, read_rows, row_groups, split_qnli
+from simulations.harness.qnli_split import label_quota, read_rows, row_groups, split_qnli
 
 HEADER = ["index", "question", "sentence", "label"]
 

@@ -26,10 +26,13 @@ class AdapterModel(Classifier):
 
     config_class: ClassVar[type[AdapterConfig]] = AdapterConfig
     private_rule = "exact"  # z's and the head's per-sample gradients in closed form (fedrp.privacy.grad_sample)
+    writes_artifact = True  # z, the head and the projection spec (fedrp.artifact)
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
-        cls.rates = cls.config_class.rates  # declared with the method's config
+        cls.method = cls.config_class.method  # declared with the method's config, as are its rates
+        cls.rates = cls.config_class.rates
+        cls.prompt_tokens = cls.config_class.prompt_tokens
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, backbone: Backbone) -> AdapterModel:

@@ -4,12 +4,12 @@ user gets when naming none.
 A method is a model class (fedrp.classifier.Classifier) that builds itself from a spec (`from_spec`), states
 its rates (`rates`, fedrp.rates.Rates) and how DP-SGD gets its per-sample gradients (`private_rule`), and
 registers under its name with `register_method`. Shared code asks the registry and the model, never a
-method's name or type. SLaSh and JR-WARP live in fedrp.adapters; the baselines in this package's modules.
+method's name or type. Each method is one module of this package: SLaSh and JR-WARP on what the projected
+adapters share (fedrp.adapters), the baselines on fedrp.baselines.
 """
 
 from __future__ import annotations
 
-from fedrp.adapters import METHODS as ADAPTERS
 from fedrp.backbone import Backbone, check_positions, load_config
 from fedrp.classifier import Classifier
 from fedrp.rates import Rates
@@ -54,7 +54,7 @@ def check_private(method: str) -> None:
 
 def prompt_tokens(method: str) -> int:
     """Tokens a method prepends to every input: a max length must leave the backbone positions for them."""
-    return ADAPTERS[method].config_class.prompt_tokens if method in ADAPTERS else 0
+    return get_method(method).prompt_tokens
 
 
 def check_max_length(max_length: int, model: str | None, method: str, option: str = "--max-length") -> None:
@@ -76,7 +76,5 @@ def payload_bytes(model: Classifier, bytes_per_value: int = 4) -> int:
     return model.num_trainable() * bytes_per_value
 
 
-for _name, _model in ADAPTERS.items():
-    register_method(_model, _name)
-# The baselines register themselves; imported last, as they import register_method from here.
-from fedrp.methods import head, full, lora, bitfit  # noqa: F401, I001  (this order: the CLI lists them so)
+# Each method's module registers it; imported last, as they import register_method from here.
+from fedrp.methods import slash, jrwarp, head, full, lora, bitfit  # noqa: F401, I001  (the CLI lists them so)

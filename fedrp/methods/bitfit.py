@@ -8,6 +8,7 @@ from fedrp.backbone import Backbone
 from fedrp.baselines import BaselineModel
 from fedrp.methods import register_method
 from fedrp.rates import Rates
+from fedrp.spec import ModelSpec
 
 
 class BitFitModel(BaselineModel):
@@ -16,7 +17,7 @@ class BitFitModel(BaselineModel):
     # No DP-SGD: Opacus's hooks did not record the LayerNorm biases' per-sample gradients here.
 
     @classmethod
-    def trainable_backbone(cls, backbone: Backbone, lora_rank: int, seed: int) -> nn.Module:
+    def trainable_backbone(cls, backbone: Backbone, spec: ModelSpec) -> nn.Module:
         model = backbone.model.requires_grad_(False)
         for name, p in model.named_parameters():
             p.requires_grad_(name.endswith(".bias"))

@@ -8,6 +8,7 @@ from fedrp.backbone import Backbone
 from fedrp.baselines import BaselineModel
 from fedrp.methods import register_method
 from fedrp.rates import Rates
+from fedrp.spec import ModelSpec
 
 
 class FullModel(BaselineModel):
@@ -17,7 +18,7 @@ class FullModel(BaselineModel):
     rates = Rates(centralized=3e-4, federated=1e-4)
 
     @classmethod
-    def trainable_backbone(cls, backbone: Backbone, lora_rank: int, seed: int) -> nn.Module:
+    def trainable_backbone(cls, backbone: Backbone, spec: ModelSpec) -> nn.Module:
         return backbone.model.requires_grad_(True)
 
 

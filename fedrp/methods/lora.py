@@ -9,6 +9,7 @@ from fedrp.backbone import Backbone, family_of
 from fedrp.baselines import BaselineModel
 from fedrp.methods import register_method
 from fedrp.rates import Rates
+from fedrp.spec import ModelSpec
 from fedrp.train import seeded
 
 
@@ -18,13 +19,12 @@ class LoRAModel(BaselineModel):
     private_rule = "opacus"  # Opacus's per-sample rules for LoRA's Linear layers
 
     @classmethod
-    def trainable_backbone(cls, backbone: Backbone, lora_rank: int, seed: int) -> nn.Module:
-        if lora_rank < 1:
-            raise ValueError(f"LoRA rank must be a positive integer, got {lora_rank}")
+    def trainable_backbone(cls, backbone: Backbone, spec: ModelSpec) -> nn.Module:
+        rank = spec.lora_rank
         model = backbone.model.requires_grad_(False)
-        config = peft.LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.0,
+        config = peft.LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
                                  target_modules=list(family_of(model).lora_targets))
-        with seeded(seed):  # PEFT draws LoRA's A from torch's global generator
+        with seeded(spec.seed):  # PEFT draws LoRA's A from torch's global generator
             return peft.get_peft_model(model, config)
 
     def reseed(self, seed: int) -> None:

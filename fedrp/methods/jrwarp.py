@@ -14,6 +14,8 @@ from torch import nn
 from fedrp.adapters.base import AdapterModel
 from fedrp.adapters.config import AdapterConfig
 from fedrp.backbone import blocks, hidden_size
+from fedrp.classifier import Classifier
+from fedrp.methods import register_method
 from fedrp.rates import Rates
 
 PROMPT_FILE = "fedrp_prompt.safetensors"  # an export's prompt vectors, (layers, H)
@@ -22,7 +24,7 @@ PROMPT_FILE = "fedrp_prompt.safetensors"  # an export's prompt vectors, (layers,
 @dataclasses.dataclass
 class JRWarpConfig(AdapterConfig):
     method = "jrwarp"
-    # federated: chosen on 1,000 held-out SST-2 training examples (simulations.tune, alpha 1.0, 2,000 examples,
+    # federated: chosen on 1,000 held-out SST-2 training examples (simulations.harness.tune, alpha 1.0, 2,000 examples,
     # 20 rounds, batches of 8; docs/results/tuning.jsonl): 3e-2 scored 0.805 against 0.802 (1e-1), 0.796 (1e-2),
     # 0.746 (3e-3, the previous default) and 0.723 (1e-3).
     rates: ClassVar[Rates] = Rates(centralized=1e-2, federated=3e-2)
@@ -111,3 +113,26 @@ class JRWarpModel(AdapterModel):
         save_file({"prompt": self.vectors().float().contiguous()}, out / PROMPT_FILE)
         self.detach_layers()
         return {"prompt": True}
+
+    @classmethod
+    def load_exported(cls, backbone: nn.Module, tokenizer, head: nn.Linear, pooling: str,
+                      read_tensors: Callable[[str], dict[str, torch.Tensor]]) -> Classifier:
+        tensors = read_tensors(PROMPT_FILE)
+        if "prompt" not in tensors:
+            raise ValueError(f"the export's {PROMPT_FILE} holds no 'prompt' tensor: export the adapter again")
+        return ExportedPrompt(backbone, tokenizer, head, pooling, tensors["prompt"])
+
+
+class ExportedPrompt(Classifier):
+    """A JR-WARP export for inference: the plain backbone with the stored prompt vectors hooked back in."""
+
+    def __init__(self, backbone: nn.Module, tokenizer, head: nn.Linear, pooling: str, prompt: torch.Tensor) -> None:
+        super().__init__(backbone, tokenizer, head, pooling)
+        self.register_buffer("prompt", prompt)
+        self._layers = attach_prompt(self.backbone, lambda i: self.prompt[i])
+
+    def hidden_states(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return prompted_hidden_states(self.backbone, inputs, slot_id(self.tokenizer))
+
+
+register_method(JRWarpModel)

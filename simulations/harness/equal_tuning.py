@@ -1,8 +1,8 @@
 """Equal tuning: the same candidate budget for every method a verdict compares, chosen on held-out examples.
 
-    python -m simulations.equal_tuning [--config simulations/tuning.toml] [--dry-run]
+    python -m simulations.harness.equal_tuning [--config simulations/harness/tuning.toml] [--dry-run]
 
-The plan (simulations/tuning.toml) gives each federated method the same number of rates for each
+The plan (simulations/harness/tuning.toml) gives each federated method the same number of rates for each
 local optimizer at each alpha, and each centralized reference the same number of rates. Every
 candidate runs on each of the plan's tasks with `validation-samples` training examples held out and
 scored there, never on dev; its score is the mean over the tasks. The winner of each method (and
@@ -23,17 +23,17 @@ from pathlib import Path
 
 from fedrp import glue
 from fedrp.methods import METHODS
-from simulations.cells import CellCache, cell_key, condense, run_federation, run_reference
-from simulations.code_version import changed_modules
-from simulations.grid_config import data_dir_for, load_config, write_qnli_split
-from simulations.tune import score
+from simulations.harness.cells import CellCache, cell_key, condense, run_federation, run_reference
+from simulations.harness.code_version import changed_modules
+from simulations.harness.grid_config import data_dir_for, load_config, write_qnli_split
+from simulations.harness.tune import score
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-DEFAULT_PLAN = Path("simulations/tuning.toml")
+DEFAULT_PLAN = Path("simulations/harness/tuning.toml")
 OPTIMIZERS = ("adamw", "sgd")  # both, for every federated method
 
 
@@ -59,7 +59,7 @@ class Plan:
 def load_plan(path: Path) -> Plan:
     """Read the plan and refuse one whose budgets differ: that is the point of it."""
     if not path.is_file():
-        raise FileNotFoundError(f"no tuning plan at {path}: expected a TOML file like simulations/tuning.toml")
+        raise FileNotFoundError(f"no tuning plan at {path}: expected a TOML file like simulations/harness/tuning.toml")
     with path.open("rb") as f:
         raw = tomllib.load(f)
     plan, fed, ref = raw.get("plan", {}), raw.get("federated", {}), raw.get("reference", {})
@@ -68,7 +68,7 @@ def load_plan(path: Path) -> Plan:
     reference = {m: tuple(map(float, r)) for m, r in ref.get("rates", {}).items()}
     out = Plan(tasks=tasks, validation_samples=int(plan.get("validation-samples", 1000)),
                cache=Path(plan.get("cache", "docs/results/tuning.jsonl")),
-               grid=Path(plan.get("grid", "simulations/grid.toml")), alphas=tuple(map(float, fed.get("alphas", []))),
+               grid=Path(plan.get("grid", "simulations/harness/grid.toml")), alphas=tuple(map(float, fed.get("alphas", []))),
                rounds=int(fed.get("num-server-rounds", 20)), eval_every=int(fed.get("eval-every", 5)),
                decays=tuple(fed.get("decays", ("cosine", "none"))), federated=federated,
                epochs=float(ref.get("epochs", 5.0)), schedules=tuple(ref.get("schedules", ("linear", "constant"))),

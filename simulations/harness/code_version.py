@@ -21,22 +21,23 @@ import types
 from functools import cache
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("fedrp", "clients", "server", "simulations")  # the project's own top-level packages
 # What each kind of cell runs: `fedrp train` (its defaults set a reference's batch size, warmup and schedule)
 # for a reference, `simulations.run` for a federation; and the grid, which writes a cell's data (QNLI's split)
-# and condenses its result into the cached numbers (simulations.cells).
+# and condenses its result into the cached numbers (simulations.harness.cells).
 ENTRY_POINTS = {
     "reference": ("fedrp.cli", "fedrp.centralized"),
     "federated": ("simulations.run", "simulations.inprocess", "clients.client_app", "server.server_app"),
 }
-HARNESS = ("simulations.grid",)
+HARNESS = ("simulations.harness.grid",)
 # Imported by the entry points, but they only show, store or ship results, never compute them.
 NOT_RESULT_CODE = {"fedrp.export", "fedrp.predict", "fedrp.artifact", "server.dashboard"}
 # Installed distributions whose code computes a cell's numbers: the backbone's layers, LoRA, DP-SGD,
 # the federation, GLUE's reader and the partitioner.
 LIBRARIES = ("torch", "transformers", "peft", "opacus", "flwr", "datasets", "flwr-datasets")
-RULE = "simulations/code_version.py"  # this module: a commit's version is computed by its own copy of it
+# This module, where it is now and where earlier commits held it: a commit's version is computed by its own copy.
+RULES = ("simulations/harness/code_version.py", "simulations/code_version.py")
 
 
 @cache
@@ -68,17 +69,23 @@ def library_versions() -> dict[str, str]:
 def _rule_differs(commit: str) -> bool:
     """Whether the commit computed versions by another rule than this module's (a rule change re-keys
     every later cell, but must not orphan the cells a pinned commit ran)."""
-    if RULE not in _committed_files(ROOT, commit):  # raises ValueError for a commit not in the history
-        return False
-    return _normalized(_committed_text(ROOT, commit, RULE)) != _normalized(Path(__file__).read_text())
+    rule = _rule_path(commit)
+    return rule is not None and _normalized(_committed_text(ROOT, commit, rule)) != _normalized(Path(__file__).read_text())
+
+
+def _rule_path(commit: str) -> str | None:
+    """Where the commit holds this module, if it has one (raises ValueError for a commit not in the history)."""
+    files = _committed_files(ROOT, commit)
+    return next((path for path in RULES if path in files), None)
 
 
 @cache
 def _rule_of(commit: str) -> types.ModuleType:
     """The commit's own copy of this module, loaded from git; it reads the commit's sources itself."""
-    module = types.ModuleType(f"simulations.code_version@{commit[:12]}")
+    module = types.ModuleType(f"simulations.harness.code_version@{commit[:12]}")
     module.__file__ = __file__  # its ROOT is this checkout's
-    source = compile(_committed_text(ROOT, commit, RULE), f"{commit[:12]}:{RULE}", "exec")
+    rule = _rule_path(commit)
+    source = compile(_committed_text(ROOT, commit, rule), f"{commit[:12]}:{rule}", "exec")
     exec(source, module.__dict__)  # noqa: S102 - this repository's own module, as git stores it at that commit
     module.ROOT = ROOT
     module._rule_differs = lambda commit: False  # within the commit's own rule, the commit is never another rule's

@@ -93,7 +93,7 @@ def split_qnli(source: Path, out: Path, held_out: int, seed: int) -> tuple[int, 
         _write_if_changed(out / "QNLI" / f"{split}.tsv", "".join("\t".join(r) + "\n" for r in [header, *part]))
     note = {"source": str(source), "source_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
             "seed": seed, "held_out": len(parts["dev"]), "train": len(parts["train"]),
-            "how": "simulations.qnli_split.split_qnli: rows sharing a question or a sentence (transitively) form "
+            "how": "simulations.harness.qnli_split.split_qnli: rows sharing a question or a sentence (transitively) form "
                    "a group, kept whole on one side; groups taken in sha256('{seed}:{first row}') order where they "
                    "fit each label's remaining held-out quota (largest remainder)"}
     _write_if_changed(out / "QNLI" / "split.json", json.dumps(note, indent=1) + "\n")

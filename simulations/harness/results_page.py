@@ -1,11 +1,11 @@
 """The results page: docs/RESULTS.md and one PNG per task under docs/results/, from the grid's cache.
 
-    python -m simulations.results_page --config simulations/grid.toml
+    python -m simulations.harness.results_page --config simulations/harness/grid.toml
 
 The page opens with one table (every federated method at each alpha, then the centralized
 references; a column per task), then the targets, the rounds federated slash needs to come
 within 0.95x of centralized slash, the curves, the measured cell times, the setup and the
-commands. Only the cache's rows for the code version the grid reports count (simulations.grid.cell_key:
+commands. Only the cache's rows for the code version the grid reports count (simulations.harness.grid.cell_key:
 the working tree's, or the commit that grid.toml pins); a cell without one reads "not run". Nothing here runs a model, and nothing depends on the clock:
 the page is a function of the config and the cache.
 """
@@ -25,10 +25,10 @@ from fedrp import glue
 from fedrp.federation import FedConfig
 from fedrp.methods import RATES
 from fedrp.metrics import compute as compute_metrics
-from simulations.cells import CellCache
-from simulations.code_version import ENTRY_POINTS
-from simulations.grid import changed_since_pin, versions
-from simulations.grid_config import (
+from simulations.harness.cells import CellCache
+from simulations.harness.code_version import ENTRY_POINTS
+from simulations.harness.grid import changed_since_pin, versions
+from simulations.harness.grid_config import (
     DEFAULT_CONFIG,
     Grid,
     cells,
@@ -38,9 +38,9 @@ from simulations.grid_config import (
     task_label,
     write_qnli_split,
 )
-from simulations.intervals import estimate
-from simulations.qnli_split import read_rows
-from simulations.results_rows import (
+from simulations.harness.intervals import estimate
+from simulations.harness.qnli_split import read_rows
+from simulations.harness.results_rows import (
     METRIC_NAMES,
     Key,
     Seeded,
@@ -57,7 +57,7 @@ from simulations.results_rows import (
     trainable,
     upload,
 )
-from simulations.results_targets import ONE_SEED, REACH, rounds_section, target_lines
+from simulations.harness.results_targets import ONE_SEED, REACH, rounds_section, target_lines
 
 
 def row_specs(grid: Grid) -> list[tuple[str, str, str, float | None]]:
@@ -309,16 +309,16 @@ def setup_lines(grid: Grid) -> list[str]:
                      f"centralized {', '.join(s.reference_methods)} (`data-seed`; what it draws at each code version: "
                      "docs/guide/results.md, Seeds and verdicts). Cells at one seed are marked †.")
     if "qnli" in grid.tasks:
-        pinned = ("; the cells shown ran at the pinned commit, whose split (its `simulations.qnli_split`) has changed "
-                  "since" if "simulations.qnli_split" in changed_since_pin(grid) else "")
+        pinned = ("; the cells shown ran at the pinned commit, whose split (its `simulations.harness.qnli_split`) has changed "
+                  "since" if "simulations.harness.qnli_split" in changed_since_pin(grid) else "")
         lines.append(f"- {task_label(grid, 'qnli')}: only QNLI's dev set is available here, so it is split (seed "
                      f"{grid.qnli.seed}), by groups of rows that share a question or a sentence and keeping each "
                      f"label's share, into a federated training part and a held-out evaluation part, written to "
-                     f"`{grid.qnli.dir}` (`simulations.qnli_split.split_qnli`){pinned}. Its numbers are not comparable "
+                     f"`{grid.qnli.dir}` (`simulations.harness.qnli_split.split_qnli`){pinned}. Its numbers are not comparable "
                      "with the official QNLI dev results.")
     lines.append(f"- Code versions {version_text(grid)}: sha256 of the docstring-free syntax trees of the project modules "
                  f"that the entry points import ({', '.join(f'`{m}`' for e in ENTRY_POINTS.values() for m in e)}; "
-                 "`simulations.code_version`); " + ("the config pins the commit whose code they are, and the grid "
+                 "`simulations.harness.code_version`); " + ("the config pins the commit whose code they are, and the grid "
                  "refuses to run cells under other result code" if grid.commit else
                  "a change there makes that kind of cell `not run` again") + ".")
     lines.append(f"- Estimated time of the whole grid: {grid.estimate or 'not stated'}.")
@@ -377,7 +377,7 @@ def reference_line(grid: Grid) -> str:
 
 def command_lines(grid: Grid, seeded: Seeded, argv: list[str]) -> list[str]:
     """How to run the cells still missing and rebuild this page."""
-    base = f"python -m simulations.grid --config {grid.config}"
+    base = f"python -m simulations.harness.grid --config {grid.config}"
     all_cells = cells(grid)
     absent = [c for c in all_cells if c["seed"] not in seeded.get((c["task"], c["method"], c["alpha"]), {})]
     rows = [row for runs in seeded.values() for row in runs.values()]
@@ -397,7 +397,7 @@ def command_lines(grid: Grid, seeded: Seeded, argv: list[str]) -> list[str]:
         lines += [f"# the failed cells again ({len(failed)}):", f"{base} --retry-failed"]
     if ran:
         lines += ["# the grid commands that ran the cells shown here:", *ran]
-    return [*lines, "# this page:", shlex.join(["python", "-m", "simulations.results_page", *argv]), "```"]
+    return [*lines, "# this page:", shlex.join(["python", "-m", "simulations.harness.results_page", *argv]), "```"]
 
 
 # ---- the page -----------------------------------------------------------------------------
@@ -408,7 +408,7 @@ def intro(grid: Grid, done: dict[str, dict], seeded: Seeded, cache: Path) -> str
     rows = {(*key, seed): row for key, runs in seeded.items() for seed, row in runs.items()}
     failed = sum(not finished(r) for r in rows.values())
     other = len(done) - len(rows)
-    return (f"Generated by `python -m simulations.results_page` from the cache `{cache}` and the config "
+    return (f"Generated by `python -m simulations.harness.results_page` from the cache `{cache}` and the config "
             f"`{grid.config}` (sha256 {sha}…); do not edit by hand.\n"
             f"{len(rows)} of {len(cells(grid))} cells are in the cache for the code versions reported "
             f"({version_text(grid)}; {failed} failed); {other} cached rows of other code versions or settings are "

@@ -1,12 +1,12 @@
 """The results page's targets and their verdicts: federated slash against centralized full finetuning and
-against LoRA, bytes, and rounds, each from the seeds' mean and interval (simulations.intervals)."""
+against LoRA, bytes, and rounds, each from the seeds' mean and interval (simulations.harness.intervals)."""
 
 from __future__ import annotations
 
 from fedrp import glue
-from simulations.grid_config import Grid, task_label
-from simulations.intervals import LEVEL, describe, estimate, verdict
-from simulations.results_rows import Key, Seeded, by_seed, finished, paired_ratios, seed_zero, span, upload
+from simulations.harness.grid_config import Grid, task_label
+from simulations.harness.intervals import LEVEL, describe, estimate, verdict
+from simulations.harness.results_rows import Key, Seeded, by_seed, finished, paired_ratios, seed_zero, span, upload
 
 # Federated slash over centralized full finetuning (first official metric), per alpha, on these tasks;
 # the other tasks (RTE, CoLA) are reported as measured.

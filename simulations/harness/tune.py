@@ -1,6 +1,6 @@
 """Choose federated settings on a validation split carved from the training data; prints JSON.
 
-    python -m simulations.tune --task sst2 --vary lr=0.01,0.03 --vary lr-decay=none,cosine \\
+    python -m simulations.harness.tune --task sst2 --vary lr=0.01,0.03 --vary lr-decay=none,cosine \\
         --set alpha=0.5 --set num-server-rounds=10
 
 Every combination of the --vary values runs as one federation through the in-process engine
@@ -23,7 +23,7 @@ from pathlib import Path
 from fedrp import glue
 from fedrp.federation import FedConfig
 from simulations.bench_options import add_data_dir
-from simulations.cells import CellCache, cell_key, condense, run_federation
+from simulations.harness.cells import CellCache, cell_key, condense, run_federation
 
 LAST = 3  # evaluations averaged into a run's score
 

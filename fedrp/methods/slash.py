@@ -13,6 +13,7 @@ from torch import nn
 from fedrp.adapters.base import AdapterModel
 from fedrp.adapters.config import AdapterConfig
 from fedrp.backbone import target_linears
+from fedrp.methods import register_method
 from fedrp.rates import Rates
 from fedrp.spec import ModelSpec
 
@@ -22,7 +23,7 @@ SLASH_POSITIONS = ("output", "intermediate", "attention")
 @dataclasses.dataclass
 class SLaShConfig(AdapterConfig):
     method = "slash"
-    # Federated: chosen on held-out training examples (`python -m simulations.tune`, docs/guide/results.md,
+    # Federated: chosen on held-out training examples (`python -m simulations.harness.tune`, docs/guide/results.md,
     # "Tuning on held-out examples") with local batches of 8: 25 local steps a round on a client's 200
     # examples instead of 7 at 32, for the same compute. On 1,000 held-out QNLI examples (10
     # Dirichlet(1.0) clients, 5 a round, 20 rounds, cosine decay; mean of the last three evaluations)
@@ -99,3 +100,6 @@ class SLaShModel(AdapterModel):
         self.detach_layers()
         for linear, shift in zip(targets, shifts):
             linear.bias.add_(shift.to(linear.bias.dtype))
+
+
+register_method(SLaShModel)

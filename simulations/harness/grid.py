@@ -1,11 +1,11 @@
 """The GLUE grid: task x Dirichlet alpha x method through the federation, plus a centralized reference per task.
 
-    python -m simulations.grid --config simulations/grid.toml                 # every cell not yet cached
-    python -m simulations.grid --only task=rte,method=slash,alpha=1.0         # one cell and RTE's reference
-    python -m simulations.grid --dry-run                                      # the cells, and which are cached
-    python -m simulations.results_page --config simulations/grid.toml         # docs/RESULTS.md from the cache
+    python -m simulations.harness.grid --config simulations/harness/grid.toml                 # every cell not yet cached
+    python -m simulations.harness.grid --only task=rte,method=slash,alpha=1.0         # one cell and RTE's reference
+    python -m simulations.harness.grid --dry-run                                      # the cells, and which are cached
+    python -m simulations.harness.results_page --config simulations/harness/grid.toml         # docs/RESULTS.md from the cache
 
-One TOML file fixes the grid (simulations/grid.toml). Every cell is one process: `python -m
+One TOML file fixes the grid (simulations/harness/grid.toml). Every cell is one process: `python -m
 simulations.run --json` for a federated cell, `python -m fedrp train --json` for a task's
 centralized reference. Each finished or failed cell is appended to the cache (JSON lines, keyed
 by the canonical JSON of the cell's settings, paths left out) and skipped when asked for again,
@@ -31,10 +31,10 @@ from pathlib import Path
 
 from fedrp import glue
 from fedrp.payload import error_line
-from simulations.cells import CellCache, condense, run_federation, run_reference
-from simulations.cells import cell_key as settings_key  # grid.cell_key names the grid's own
-from simulations.code_version import changed_modules, code_version
-from simulations.grid_config import (
+from simulations.harness.cells import CellCache, condense, run_federation, run_reference
+from simulations.harness.cells import cell_key as settings_key  # grid.cell_key names the grid's own
+from simulations.harness.code_version import changed_modules, code_version
+from simulations.harness.grid_config import (
     DEFAULT_CONFIG,
     KINDS,
     Grid,
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     if any(c["task"] == "qnli" for c in todo):
         n_train, n_held = write_qnli_split(grid)
         print(f"QNLI (dev split: {n_train} train / {n_held} held out) in {grid.qnli.dir}", file=sys.stderr)
-    record = {"command": shlex.join(["python", "-m", "simulations.grid", *argv]),
+    record = {"command": shlex.join(["python", "-m", "simulations.harness.grid", *argv]),
               "config_sha256": hashlib.sha256(args.config.read_bytes()).hexdigest()}
     rows = sweep(todo, cache, lambda cell: run_one(cell, grid, Paths(grid.scratch)), args.retry_failed, record)
     for row in rows:

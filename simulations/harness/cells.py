@@ -1,7 +1,7 @@
 """What the grid, the tuner and every benchmark share: one cache of finished cells and one federated cell runner.
 
 A cell is one run with its settings. Its key is the canonical JSON of those settings, paths
-left out, together with the version of the code its numbers come from (simulations.code_version),
+left out, together with the version of the code its numbers come from (simulations.harness.code_version),
 so a cell computed by other code is never reused silently. The cache is JSON lines of
 {"key", "cell"}, a few KB a cell, appended as each cell finishes, so a sweep resumes where
 it stopped; a later line for the same key wins (a retried failure).
@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from simulations.code_version import code_version
+from simulations.harness.code_version import code_version
 
 PATH_KEYS = ("data-dir", "store", "checkpoint-dir", "out")  # where a cell reads and writes, not what it is
 

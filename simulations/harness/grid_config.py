@@ -1,6 +1,6 @@
-"""The grid's TOML file (simulations/grid.toml) read and checked, and the cells it defines: each
+"""The grid's TOML file (simulations/harness/grid.toml) read and checked, and the cells it defines: each
 federated cell's options ([federated], then the overrides that name it) and each task's centralized
-references, with the data a task's cells read (QNLI: the derived dev split, simulations.qnli_split)."""
+references, with the data a task's cells read (QNLI: the derived dev split, simulations.harness.qnli_split)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from fedrp.centralized import RunConfig
 from fedrp.federation import FedConfig
 from fedrp.methods import METHODS
 from simulations.bench_options import SHARED_GLUE
-from simulations.qnli_split import read_rows, split_qnli
+from simulations.harness.qnli_split import read_rows, split_qnli
 
-DEFAULT_CONFIG = Path("simulations/grid.toml")
+DEFAULT_CONFIG = Path("simulations/harness/grid.toml")
 SECTIONS = {"grid", "federated", "federated-override", "reference", "qnli", "seeds"}
 GRID_KEYS = {"tasks", "alphas", "methods", "reference", "data-dir", "cache", "scratch", "estimate", "commit"}
 PER_CELL_KEYS = {"task", "method", "alpha", "data-dir", "store", "checkpoint-dir", "resume-from"}  # the grid sets these
@@ -99,7 +99,7 @@ def load_config(path: Path | str, data_dir: str | None = None) -> Grid:
     """Read and check the grid's TOML file; anything unknown is refused by name."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no grid config at {path}: expected a TOML file like simulations/grid.toml")
+        raise FileNotFoundError(f"no grid config at {path}: expected a TOML file like simulations/harness/grid.toml")
     with path.open("rb") as f:
         raw = tomllib.load(f)
     _known(raw, SECTIONS, f"{path}: section")

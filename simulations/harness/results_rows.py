@@ -1,13 +1,13 @@
 """The results page's rows: the cache's cells by seed at the code version the grid reports, and the numbers read
-from them (simulations.results_targets judges them; simulations.results_page renders them)."""
+from them (simulations.harness.results_targets judges them; simulations.harness.results_page renders them)."""
 
 from __future__ import annotations
 
 from collections import Counter
 
 from fedrp import glue
-from simulations.grid import cell_key
-from simulations.grid_config import Grid, cells
+from simulations.harness.grid import cell_key
+from simulations.harness.grid_config import Grid, cells
 
 METRIC_NAMES = {"accuracy": "acc", "f1": "F1", "matthews_correlation": "MCC", "pearson": "Pearson",
                 "spearmanr": "Spearman"}
@@ -89,7 +89,7 @@ def span(values: list, fmt) -> str:
 
 def upload(row: dict) -> float:
     """Bytes one accepted reply carries (the float32 trainable state): the most common per-round value. Every
-    accepted reply of a cell has the same size; rows cached before simulations.cells counted accepted bytes
+    accepted reply of a cell has the same size; rows cached before simulations.harness.cells counted accepted bytes
     only divided all replies' bytes by the accepted count, which inflates the rounds that refused a reply."""
     return Counter(row["bytes_up_per_client"]).most_common(1)[0][0]
 
