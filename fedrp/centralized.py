@@ -16,7 +16,7 @@ from fedrp.methods import RATES, build, check_max_length, get_method, payload_by
 from fedrp.privacy.config import PrivacyConfig
 from fedrp.privacy.engine import train_private
 from fedrp.spec import MAX_LENGTH, TrainOptions
-from fedrp.train import TrainConfig, evaluate, select_device, train, use_bf16
+from fedrp.train import TrainConfig, dev_metrics, evaluate, select_device, train, use_bf16
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -25,18 +25,6 @@ class RunConfig(TrainOptions):
 
     progress: bool | None = None
     privacy: PrivacyConfig | None = None  # sample-level DP-SGD
-
-
-def dev_metrics(model, task: glue.Task, tokenizer, pooling: str, max_length: int, data_dir, max_samples: int | None,
-                batch_size: int, device, logit_offsets: tuple[float, ...] | None = None) -> tuple[dict[str, float], int]:
-    """Official metrics on every dev split (MNLI: matched, then `mismatched_`-prefixed)."""
-    metrics, count = {}, 0
-    for i, split in enumerate(task.dev_splits):
-        dev = data.subset(data.load_tokenized(task, split, tokenizer, pooling, max_length, data_dir), max_samples, seed=None)
-        prefix = "" if i == 0 else f"{split.removeprefix('dev_')}_"
-        metrics.update({prefix + k: v for k, v in evaluate(model, dev, task, batch_size, device, logit_offsets).items()})
-        count += len(dev)
-    return metrics, count
 
 
 def run(cfg: RunConfig) -> dict:

@@ -16,7 +16,7 @@ from transformers import get_scheduler
 
 from fedrp import metrics as glue_metrics
 from fedrp.classifier import Classifier
-from fedrp.data import loader
+from fedrp.data import load_tokenized, loader, subset
 from fedrp.glue import Task
 from fedrp.spec import BF16_MODES
 
@@ -293,3 +293,15 @@ def evaluate(model: Classifier, data: datasets.Dataset, task: Task, batch_size: 
     """The task's official metrics on `data` (predictions with `logit_offsets` added, if any)."""
     labels, preds = predictions(model, data, batch_size, device, logit_offsets)
     return glue_metrics.compute(task.metrics, labels, preds)
+
+
+def dev_metrics(model, task: Task, tokenizer, pooling: str, max_length: int, data_dir, max_samples: int | None,
+                batch_size: int, device, logit_offsets: tuple[float, ...] | None = None) -> tuple[dict[str, float], int]:
+    """Official metrics on every dev split (MNLI: matched, then `mismatched_`-prefixed)."""
+    metrics, count = {}, 0
+    for i, split in enumerate(task.dev_splits):
+        dev = subset(load_tokenized(task, split, tokenizer, pooling, max_length, data_dir), max_samples, seed=None)
+        prefix = "" if i == 0 else f"{split.removeprefix('dev_')}_"
+        metrics.update({prefix + k: v for k, v in evaluate(model, dev, task, batch_size, device, logit_offsets).items()})
+        count += len(dev)
+    return metrics, count

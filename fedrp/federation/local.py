@@ -8,7 +8,6 @@ import datasets
 import numpy as np
 
 from fedrp import glue
-from fedrp.centralized import dev_metrics
 from fedrp.classifier import Classifier
 from fedrp.data import label_counts
 from fedrp.federation.clientdata import validation_data
@@ -17,7 +16,7 @@ from fedrp.federation.model import model_for
 from fedrp.payload import load_trainable_state, trainable_state
 from fedrp.privacy.budget import ClientBudget
 from fedrp.privacy.engine import poisson_schedule, train_private
-from fedrp.train import TrainConfig, TrainResult, evaluate, select_device, train
+from fedrp.train import TrainConfig, TrainResult, dev_metrics, evaluate, select_device, train
 
 
 def local_train(cfg: FedConfig, state: dict[str, np.ndarray], train_data: datasets.Dataset, server_round: int,
