@@ -11,6 +11,7 @@ from flwr.clientapp import ClientApp
 
 from clients.secagg import secure_aggregation_mod, train_secure
 from fedrp import glue
+from fedrp.drift import Correction
 from fedrp.faults import corrupt
 from fedrp.federation import (
     FedConfig,
@@ -23,6 +24,7 @@ from fedrp.federation import (
     local_evaluate,
     local_train,
     model_for,
+    round_correction,
 )
 from fedrp.privacy.budget import budget_path, node_budget
 from fedrp.refusals import REFUSED, LocalDataError, Refusal, StateMismatch
@@ -32,6 +34,10 @@ BUDGET_KEY = "dp-budget"  # where a node's state keeps its DP accounting between
 
 def _arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
     return {k: a.numpy() for k, a in record.items()}
+
+
+def _record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({k: Array(v) for k, v in arrays.items()})
 
 
 def _run_config(context: Context, overrides: dict | None) -> FedConfig:
@@ -73,9 +79,11 @@ def _round_settings(cfg: FedConfig, config: dict) -> FedConfig:
     return dataclasses.replace(cfg, lr=lr, lr_decay="none", local_epochs=epochs)
 
 
-def _local_round(cfg: FedConfig, config: dict, sent: dict[str, np.ndarray], context: Context):
+def _local_round(cfg: FedConfig, config: dict, sent: dict[str, np.ndarray], context: Context,
+                 correction: Correction | None = None):
     """This device's round: (state, metrics, fingerprint); raises a Refusal when it declines (other backbone or
-    projection, bad data, a state that does not fit, no budget left)."""
+    projection, bad data, a state that does not fit, no budget left). `correction`: the gradient terms of the
+    server's rule (SCAFFOLD, FedProx, FedDyn), which record the mean gradient where the rule asks for it."""
     check_identity(model_for(cfg), config)
     check_labels(glue.get_task(cfg.task), config)
     cfg = _round_settings(cfg, config)
@@ -86,7 +94,7 @@ def _local_round(cfg: FedConfig, config: dict, sent: dict[str, np.ndarray], cont
     budget = node_budget(cfg.privacy, dict(kept) if kept is not None else None, path)
     scheduled = "partition-id" in context.node_config  # the server samples it by partition id: a known schedule
     state, metrics = local_train(cfg, sent, train_data, int(config["server-round"]), pid, budget=budget,
-                                 num_partitions=n if scheduled else None)
+                                 num_partitions=n if scheduled else None, correction=correction)
     if budget is not None:  # the node state outlives this message (and, deployed, this process); the file, the run
         context.state[BUDGET_KEY] = ConfigRecord(budget.to_lists())
         if path is not None:
@@ -123,14 +131,17 @@ def build_client_app(overrides: dict | None = None) -> ClientApp:
             return train_secure(cfg, msg, context, _local_round, _partition(context)[0])
         sent_config = dict(msg.content["config"])
         sent = _arrays(msg.content["arrays"])
+        drift = _arrays(msg.content["drift"]) if "drift" in msg.content.array_records else None
         try:
-            state, metrics, fingerprint = _local_round(cfg, sent_config, sent, context)
+            correction = round_correction(sent_config, drift, sent)
+            state, metrics, fingerprint = _local_round(cfg, sent_config, sent, context, correction)
         except Refusal as err:
             return Message(Error(code=REFUSED, reason=str(err)), reply_to=msg)
         meta = ConfigRecord({"fingerprint": fingerprint or "", "partition-id": _partition(context)[0]})
-        arrays = ArrayRecord({k: Array(v) for k, v in state.items()})
-        return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics), "meta": meta}),
-                       reply_to=msg)
+        reply = RecordDict({"arrays": _record(state), "metrics": MetricRecord(metrics), "meta": meta})
+        if correction is not None and correction.record:  # SCAFFOLD: the mean gradient is the client's new c_i
+            reply["gradient"] = _record({k: t.numpy() for k, t in correction.mean_gradient().items()})
+        return Message(reply, reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:

@@ -58,19 +58,9 @@ def refusal(
     norm_bound: float | None = None,
 ) -> tuple[str, str] | None:
     """(reason, detail) when a reply must not be aggregated, else None."""
-    missing, extra = set(reference) - set(state), set(state) - set(reference)
-    if missing:
-        return MISSING, f"missing {sorted(missing)}"
-    if extra:
-        return UNEXPECTED, f"unexpected {sorted(extra)}"
-    for k, ref in reference.items():
-        if state[k].shape != ref.shape:
-            return SHAPE, f"{k} has shape {state[k].shape}, expected {ref.shape}"
-        if state[k].dtype != np.float32:
-            return DTYPE, f"{k} has dtype {state[k].dtype}, expected float32"
-    for k in reference:
-        if not np.isfinite(state[k]).all():
-            return NON_FINITE, f"{k} holds {int((~np.isfinite(state[k])).sum())} non-finite values"
+    verdict = array_refusal(state, reference)
+    if verdict is not None:
+        return verdict
     if expected_fingerprint is not None and fingerprint != expected_fingerprint:
         return FINGERPRINT, f"fingerprint {str(fingerprint)[:16]}... differs from the run's {expected_fingerprint[:16]}..."
     if num_examples is None or not np.isfinite(num_examples) or num_examples < 1:
@@ -79,6 +69,27 @@ def refusal(
         norm = update_norm(state, reference)
         if norm > norm_bound:
             return NORM, f"update norm {norm:.4g} exceeds the bound {norm_bound:.4g}"
+    return None
+
+
+def array_refusal(state: dict[str, np.ndarray], reference: dict[str, np.ndarray],
+                  what: str = "") -> tuple[str, str] | None:
+    """(reason, detail) when arrays do not have the reference's names, shapes and float32 type, or are not
+    finite; `what` names a record other than the weights (SCAFFOLD's gradient) in the detail."""
+    of = f"{what}: " if what else ""
+    missing, extra = set(reference) - set(state), set(state) - set(reference)
+    if missing:
+        return MISSING, f"{of}missing {sorted(missing)}"
+    if extra:
+        return UNEXPECTED, f"{of}unexpected {sorted(extra)}"
+    for k, ref in reference.items():
+        if state[k].shape != ref.shape:
+            return SHAPE, f"{of}{k} has shape {state[k].shape}, expected {ref.shape}"
+        if state[k].dtype != np.float32:
+            return DTYPE, f"{of}{k} has dtype {state[k].dtype}, expected float32"
+    for k in reference:
+        if not np.isfinite(state[k]).all():
+            return NON_FINITE, f"{of}{k} holds {int((~np.isfinite(state[k])).sum())} non-finite values"
     return None
 
 

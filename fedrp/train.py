@@ -17,6 +17,7 @@ from transformers import get_scheduler
 from fedrp import metrics as glue_metrics
 from fedrp.classifier import Classifier
 from fedrp.data import load_tokenized, loader, subset
+from fedrp.drift import Correction
 from fedrp.glue import Task
 from fedrp.spec import BF16_MODES
 
@@ -37,6 +38,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
     logit_offsets: tuple[float, ...] | None = None  # added to the logits in training only (logit adjustment)
+    correction: Correction | None = None  # a federated objective's extra gradient terms (fedrp.drift)
     bf16: str = "auto"  # auto | on | off
     seed: int = 0  # shuffles, and dropout through seeded()
     progress: bool | None = None  # None: only on a terminal
@@ -186,7 +188,8 @@ def train(model: Classifier, data: datasets.Dataset, config: TrainConfig, device
     batches = loader(data, model.tokenizer, config.batch_size, shuffle=True, seed=config.seed, pin_memory=pin)
     micro_batches = math.ceil(len(batches) * config.epochs)
     total_steps = math.ceil(micro_batches / config.grad_accum)
-    params = list(model.trainable_parameters().values())
+    named = model.trainable_parameters()
+    params = list(named.values())
     optimizer = make_optimizer(params, config)
     scheduler = make_scheduler(optimizer, config, total_steps)
     bf16 = use_bf16(config.bf16, device)
@@ -221,6 +224,8 @@ def train(model: Classifier, data: datasets.Dataset, config: TrainConfig, device
                 if seen % config.grad_accum == 0 or seen == micro_batches:
                     if config.max_grad_norm:
                         torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                    if config.correction is not None:
+                        config.correction.apply(named)
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)

@@ -1,7 +1,8 @@
 """Flower strategies that validate every reply before aggregating, and sample clients by seed.
 
-Each aggregation rule is Flower's own (FedAvg, FedAvgM, FedAdam, FedMedian, FedTrimmedAvg); the mixin
-in front of it refuses bad replies (recorded with their reason) and picks the round's
+Each aggregation rule is Flower's own (FedAvg, FedAvgM, FedProx, FedAdam, FedYogi, FedMedian,
+FedTrimmedAvg), or Flower's FedAvg with a rule's server state (SCAFFOLD, FedDyn: server.drift); the
+mixin in front of it refuses bad replies (recorded with their reason) and picks the round's
 clients from the run seed and the round number, by partition id, so that a resumed run
 trains exactly the clients the uninterrupted run would have.
 """
@@ -14,7 +15,7 @@ from typing import ClassVar
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedMedian, FedTrimmedAvg
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedMedian, FedProx, FedTrimmedAvg, FedYogi
 from flwr.serverapp.strategy.fedopt import FedOpt
 
 from fedrp import payload
@@ -22,6 +23,7 @@ from fedrp.federation import FedConfig
 from fedrp.federation.config import sample_partitions
 from fedrp.privacy.client_level import ClientLevelDP, noisy_mean
 from fedrp.refusals import REFUSED
+from server.drift import ControlVariates, DynamicRegularizer
 
 
 def to_record(state: dict[str, np.ndarray]) -> ArrayRecord:
@@ -36,6 +38,10 @@ class Validating:
     """Mixin: deterministic sampling, reply validation and a record of every reply."""
 
     settings: ClassVar[dict[str, str]] = {}  # the Flower rule's arguments, by the run-config field they come from
+    changes_local_gradients: ClassVar[bool] = False  # the clients add the rule's terms to their gradients (fedrp.drift)
+    # ArrayRecords a reply carries beside its weights: validated like them, counted in its bytes, and taken out
+    # (into `self.accepted`) before Flower's rule aggregates, which expects one ArrayRecord per reply.
+    extra_records: ClassVar[tuple[str, ...]] = ()
 
     def prepare(self, nodes: dict[int, int | None], seed: int, fingerprint: str | None, norm_bound: float,
                 client_dp: ClientLevelDP | None = None, norm_ratio: float = 0.0) -> None:
@@ -48,6 +54,7 @@ class Validating:
         self.records: list[dict] = []
         self.sent: dict[str, np.ndarray] = {}
         self.num_sampled = 0
+        self.accepted: list[tuple[int, dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]] = []
 
     def _messages(self, rnd: int, arrays: ArrayRecord, config: ConfigRecord, fraction: float, minimum: int,
                   kind: str, stream: int) -> list[Message]:
@@ -87,9 +94,14 @@ class Validating:
         state = from_record(content["arrays"]) if "arrays" in content.array_records else {}
         metrics = dict(content["metrics"]) if "metrics" in content.metric_records else {}
         meta = dict(content["meta"]) if "meta" in content.config_records else {}
-        record.update(bytes=payload.nbytes(state), num_examples=metrics.get("num-examples"), metrics=metrics)
+        extras = {name: from_record(content[name]) if name in content.array_records else {}
+                  for name in self.extra_records}
+        record.update(bytes=payload.nbytes(state) + sum(payload.nbytes(e) for e in extras.values()),
+                      num_examples=metrics.get("num-examples"), metrics=metrics)
         verdict = payload.refusal(state, self.sent, meta.get("fingerprint"), self.fingerprint,
                                   metrics.get("num-examples"), self.norm_bound)
+        for name, extra in extras.items():
+            verdict = verdict or payload.array_refusal(extra, self.sent, name)
         if verdict is not None:
             return {**record, "status": "refused", "reason": verdict[0], "detail": verdict[1]}, False
         return {**record, "status": "accepted"}, True
@@ -107,6 +119,11 @@ class Validating:
         for i, detail in payload.norm_outliers(norms, self.norm_ratio).items():
             accepted[i][1].update(status="refused", reason=payload.OUTLIER, detail=detail)
         accepted = [m for m, record in accepted if record["status"] == "accepted"]
+        self.accepted = [(self.sampling_key(m.metadata.src_node_id), from_record(m.content["arrays"]),
+                          {name: from_record(m.content[name]) for name in self.extra_records}) for m in accepted]
+        for m in accepted:
+            for name in self.extra_records:
+                del m.content[name]
         if len(accepted) < self.min_train_nodes:
             return None, None
         arrays, metrics = super().aggregate_train(server_round, accepted)
@@ -173,6 +190,117 @@ class FedAdamRP(Validating, FedAdam):
     settings: ClassVar[dict[str, str]] = {"eta": "server_lr"}
 
 
+class FedYogiRP(Validating, FedYogi):
+    """FedYogi (Reddi et al. 2021): FedAdam with Yogi's additive second moment, which grows more slowly."""
+
+    settings: ClassVar[dict[str, str]] = {"eta": "server_lr"}
+
+
+class FedProxRP(Validating, FedProx):
+    """FedProx (Li et al. 2020): clients add mu/2 ||w - w_global||^2 to their loss (fedrp.drift); the server
+    averages as FedAvg does. The round's message carries mu as Flower's FedProx sends it, "proximal-mu"."""
+
+    changes_local_gradients = True
+
+    settings: ClassVar[dict[str, str]] = {"proximal_mu": "proximal_mu"}
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        config["proximal-mu"] = self.proximal_mu
+        return super().configure_train(server_round, arrays, config, grid)
+
+
+class PerClientTerm(Validating, FedAvg):
+    """A rule whose server keeps a vector per client and sends it in that client's train message, as the
+    ArrayRecord "drift" that the client adds to its gradients (SCAFFOLD, FedDyn; server.drift)."""
+
+    changes_local_gradients = True
+
+    def own_term(self, key: int, template: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _messages(self, rnd: int, arrays: ArrayRecord, config: ConfigRecord, fraction: float, minimum: int,
+                  kind: str, stream: int) -> list[Message]:
+        messages = super()._messages(rnd, arrays, config, fraction, minimum, kind, stream)
+        if kind == MessageType.TRAIN:
+            for msg in messages:
+                key = self.sampling_key(msg.metadata.dst_node_id)
+                msg.content["drift"] = to_record(self.own_term(key, self.sent))
+        return messages
+
+    @property
+    def num_clients(self) -> int:
+        return max(1, len(self.nodes))
+
+
+class ScaffoldRP(PerClientTerm):
+    """SCAFFOLD (Karimireddy et al. 2020): each client corrects its gradients by c - c_i and replies with its
+    mean gradient (the ArrayRecord "gradient"), its new c_i; the model is averaged as FedAvg does."""
+
+    extra_records = ("gradient",)
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.variates = ControlVariates(num_clients=1)  # kept across rounds; prepare counts the clients each round
+
+    def prepare(self, *args, **kwargs) -> None:
+        super().prepare(*args, **kwargs)
+        self.variates.num_clients = self.num_clients
+
+    def own_term(self, key: int, template: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.variates.correction(key, template)
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        config["record-gradient"] = True
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        arrays, metrics = super().aggregate_train(server_round, replies)
+        if arrays is not None:
+            self.variates.update([(key, extras["gradient"]) for key, _, extras in self.accepted])
+        return arrays, metrics
+
+    def server_state(self) -> dict[str, np.ndarray]:
+        return {f"scaffold/{k}": v for k, v in self.variates.state().items()}
+
+    def load_server_state(self, state: dict[str, np.ndarray]) -> None:
+        self.variates.load({k.removeprefix("scaffold/"): v for k, v in state.items() if k.startswith("scaffold/")})
+
+
+class FedDynRP(PerClientTerm):
+    """FedDyn (Acar et al. 2021): each client adds -g_i and alpha (w - w_global) to its gradients; the server
+    sets the round's plain mean minus h / alpha (server.drift.DynamicRegularizer)."""
+
+    settings: ClassVar[dict[str, str]] = {"alpha": "feddyn_alpha"}
+
+    def __init__(self, *, alpha: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.alpha = alpha
+        self.dynamic = DynamicRegularizer(alpha, num_clients=1)  # kept across rounds, as SCAFFOLD's variates
+
+    def prepare(self, *args, **kwargs) -> None:
+        super().prepare(*args, **kwargs)
+        self.dynamic.num_clients = self.num_clients
+
+    def own_term(self, key: int, template: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.dynamic.linear(key, template)
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        config["proximal-mu"] = self.alpha
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        arrays, metrics = super().aggregate_train(server_round, replies)
+        if arrays is not None:
+            arrays = to_record(self.dynamic.update(self.sent, [(key, state) for key, state, _ in self.accepted]))
+        return arrays, metrics
+
+    def server_state(self) -> dict[str, np.ndarray]:
+        return {f"feddyn/{k}": v for k, v in self.dynamic.state().items()}
+
+    def load_server_state(self, state: dict[str, np.ndarray]) -> None:
+        self.dynamic.load({k.removeprefix("feddyn/"): v for k, v in state.items() if k.startswith("feddyn/")})
+
+
 class FedMedianRP(Validating, FedMedian):
     """Coordinate-wise median: robust to a minority of corrupted replies."""
 
@@ -184,20 +312,27 @@ class FedTrimmedAvgRP(Validating, FedTrimmedAvg):
 
 
 # The run config's `aggregation` values. A rule is a class here and one line in this registry.
-STRATEGIES: dict[str, type[Validating]] = {"fedavg": FedAvgRP, "fedavgm": FedAvgMRP, "fedadam": FedAdamRP,
-                                           "median": FedMedianRP, "trimmed-mean": FedTrimmedAvgRP}
+STRATEGIES: dict[str, type[Validating]] = {
+    "fedavg": FedAvgRP, "fedavgm": FedAvgMRP, "fedprox": FedProxRP, "scaffold": ScaffoldRP, "feddyn": FedDynRP,
+    "fedadam": FedAdamRP, "fedyogi": FedYogiRP, "median": FedMedianRP, "trimmed-mean": FedTrimmedAvgRP,
+}
 
 
-def check_aggregation(name: str) -> type[Validating]:
-    """The rule of this name, or one line naming the ones there are."""
-    if name not in STRATEGIES:
-        raise ValueError(f"aggregation must be one of {list(STRATEGIES)}, got {name!r}")
-    return STRATEGIES[name]
+def check_aggregation(cfg: FedConfig) -> type[Validating]:
+    """The run's rule, or one line naming the ones there are, or why it cannot run with the run's DP."""
+    if cfg.aggregation not in STRATEGIES:
+        raise ValueError(f"aggregation must be one of {list(STRATEGIES)}, got {cfg.aggregation!r}")
+    rule = STRATEGIES[cfg.aggregation]
+    if rule.changes_local_gradients and cfg.privacy is not None:
+        raise ValueError(f"aggregation {cfg.aggregation} adds terms to the clients' gradients, which DP-SGD "
+                         f"(dp-epsilon) does not take yet: use one of "
+                         f"{[n for n, r in STRATEGIES.items() if not r.changes_local_gradients]} with dp-epsilon")
+    return rule
 
 
 def make_strategy(cfg: FedConfig) -> Validating:
     """The run's aggregation rule, with the run config's sampling fractions and the rule's own settings."""
-    rule = check_aggregation(cfg.aggregation)
+    rule = check_aggregation(cfg)
     return rule(fraction_train=cfg.fraction_train, fraction_evaluate=cfg.fraction_evaluate,
                 min_train_nodes=cfg.min_train_nodes, min_evaluate_nodes=1, min_available_nodes=1,
                 **{arg: getattr(cfg, key) for arg, key in rule.settings.items()})

@@ -62,7 +62,7 @@ def check_paths(cfg: FedConfig, num_supernodes: int) -> None:
     from server.store import check_store
     from server.strategy import check_aggregation
 
-    check_aggregation(cfg.aggregation)
+    check_aggregation(cfg)
     if num_supernodes < 1:
         raise ValueError(f"num-supernodes must be at least 1, got {num_supernodes}")
     if cfg.min_train_nodes > num_supernodes:  # every round would end in TooFewReplies after training

@@ -30,7 +30,7 @@ def test_run_config_refuses_unknown_keys_and_bad_values():
         FedConfig.from_run_config({"rounds": 3})
     with pytest.raises(ValueError, match="'num-server-rounds' expects int"):
         FedConfig.from_run_config({"num-server-rounds": "many"})
-    with pytest.raises(ValueError, match=r"aggregation must be one of \['fedavg', 'fedavgm', 'fedadam', 'median', 'trimmed-mean'\]"):
+    with pytest.raises(ValueError, match=r"aggregation must be one of \['fedavg', 'fedavgm', 'fedprox', 'scaffold', 'feddyn', 'fedadam', 'fedyogi', 'median', 'trimmed-mean'\]"):
         make_strategy(FedConfig.from_run_config({"aggregation": "krum"}))  # the server's vocabulary
     with pytest.raises(ValueError, match="PARTITION:KIND"):
         FedConfig.from_run_config({"faulty-clients": "0:melt"})

@@ -77,10 +77,14 @@ class FedConfig(ModelOptions):
     eval_every: int = option(1, "the server evaluates after every eval-every rounds, and after the last", minimum=1)
     aggregation: str = option("fedavg", "the server's rule (server.strategy.STRATEGIES: the server checks it, "
                                         "since fedrp never imports server/)")
-    server_lr: float = option(0.01, "fedadam's server rate (eta)")
+    server_lr: float = option(0.01, "fedadam's and fedyogi's server rate (eta)")
     server_momentum: float = option(0.9, "fedavgm: the server's momentum on the averaged update, in [0, 1) (its "
                                          "rate is 1 - momentum, so a steady update moves as far as fedavg's)")
     trim_beta: float = option(0.2, "trimmed-mean: the share cut from each end, per coordinate")
+    proximal_mu: float = option(0.01, "fedprox: the weight mu of the proximal term mu/2 ||w - w_global||^2 that "
+                                      "clients add to their loss")
+    feddyn_alpha: float = option(0.01, "feddyn: the weight alpha of its dynamic regularizer (the proximal term's, "
+                                       "and 1/alpha times h leaves the server's mean)")
     norm_bound: float = option(0.0, "refuse an update whose L2 norm exceeds this; 0: off")
     norm_ratio: float = option(100.0, "refuse an update over this many times the round's median norm (3+ replies); "
                                       "0: off")
@@ -131,7 +135,8 @@ class FedConfig(ModelOptions):
         if not 0.0 <= self.fraction_evaluate <= 1.0:
             raise ValueError(f"fraction-evaluate must be in [0, 1], got {self.fraction_evaluate}")
         for key, value in (("local-epochs", self.local_epochs), ("server-lr", self.server_lr),
-                           ("round-timeout", self.round_timeout)):
+                           ("round-timeout", self.round_timeout), ("proximal-mu", self.proximal_mu),
+                           ("feddyn-alpha", self.feddyn_alpha)):
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{key} must be a positive number, got {value}")
         if not (math.isfinite(self.server_momentum) and 0.0 <= self.server_momentum < 1.0):

@@ -3,37 +3,46 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import datasets
 import numpy as np
+import torch
 
 from fedrp import glue
 from fedrp.classifier import Classifier
 from fedrp.data import label_counts
+from fedrp.drift import Correction
 from fedrp.federation.clientdata import validation_data
 from fedrp.federation.config import FedConfig, round_lr, round_seed, rounds_sampled
 from fedrp.federation.model import model_for
-from fedrp.payload import load_trainable_state, trainable_state
+from fedrp.payload import array_refusal, load_trainable_state, trainable_state
 from fedrp.privacy.budget import ClientBudget
 from fedrp.privacy.engine import poisson_schedule, train_private
+from fedrp.refusals import StateMismatch
 from fedrp.train import TrainConfig, TrainResult, dev_metrics, evaluate, select_device, train
 
 
 def local_train(cfg: FedConfig, state: dict[str, np.ndarray], train_data: datasets.Dataset, server_round: int,
                 partition_id: int, device: str = "auto", budget: ClientBudget | None = None,
-                num_partitions: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+                num_partitions: int | None = None,
+                correction: Correction | None = None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Start from the server's state, train on local data, return the new state and metrics.
 
     With dp-epsilon set, training is DP-SGD and `budget` (this client's accounting so far,
     updated in place) refuses a round that would overspend; `num_partitions` (None: unknown, as
     for a node with its own data file) lets the client size its noise for the rounds it is sampled in.
+    `correction`: the terms the server's rule adds to the gradients (round_correction), recording into it.
     """
     model = model_for(cfg)
     load_trainable_state(model, state)
     metrics = {"num-examples": float(len(train_data))}
     if cfg.privacy is None:
-        result = train(model, train_data, local_train_config(cfg, train_data, server_round, partition_id),
-                       select_device(device))
+        tcfg = dataclasses.replace(local_train_config(cfg, train_data, server_round, partition_id), correction=correction)
+        result = train(model, train_data, tcfg, select_device(device))
+    elif correction is not None and correction.active:
+        raise StateMismatch("the round asks for gradient terms (SCAFFOLD, FedProx or FedDyn), which this client's "
+                            "DP-SGD does not take")
     else:
         result = _train_private_round(cfg, model, train_data, server_round, partition_id, num_partitions, device,
                                       budget or ClientBudget(cfg.privacy))
@@ -42,6 +51,32 @@ def local_train(cfg: FedConfig, state: dict[str, np.ndarray], train_data: datase
     metrics.update({"train-loss": result.loss, "samples-per-second": result.samples_per_second,
                     "train-seconds": result.seconds})
     return trainable_state(model), metrics
+
+
+def round_correction(config: dict, drift: dict[str, np.ndarray] | None,
+                     sent: dict[str, np.ndarray]) -> Correction | None:
+    """The gradient terms a round's message asks for: FedProx's and FedDyn's "proximal-mu", a per-client "drift"
+    vector (SCAFFOLD's c - c_i, FedDyn's -g_i) checked like the weights, SCAFFOLD's "record-gradient"; a message
+    that fits none of them is refused."""
+    try:
+        mu = float(config.get("proximal-mu", 0.0))
+    except (TypeError, ValueError):
+        mu = float("nan")
+    if not (math.isfinite(mu) and mu >= 0):
+        raise StateMismatch(f"the round's proximal-mu is {config.get('proximal-mu')!r}; expected a number of at least 0")
+    if drift is not None:
+        verdict = array_refusal(drift, sent, "the round's drift vector")
+        if verdict is not None:
+            raise StateMismatch(verdict[1])
+    record = bool(config.get("record-gradient", False))
+    if drift is None and not mu and not record:
+        return None
+    return Correction(linear=_tensors(drift) if drift is not None else None, proximal=mu,
+                      anchor=_tensors(sent) if mu else None, record=record)
+
+
+def _tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in arrays.items()}
 
 
 def local_train_config(cfg: FedConfig, train_data: datasets.Dataset, server_round: int, partition_id: int,
