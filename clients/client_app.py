@@ -25,6 +25,7 @@ from fedrp.federation import (
     local_train,
     model_for,
     round_correction,
+    round_prior,
 )
 from fedrp.privacy.budget import budget_path, node_budget
 from fedrp.refusals import REFUSED, LocalDataError, Refusal, StateMismatch
@@ -93,8 +94,9 @@ def _local_round(cfg: FedConfig, config: dict, sent: dict[str, np.ndarray], cont
     kept = context.state.config_records.get(BUDGET_KEY)
     budget = node_budget(cfg.privacy, dict(kept) if kept is not None else None, path)
     scheduled = "partition-id" in context.node_config  # the server samples it by partition id: a known schedule
+    prior = round_prior(config, glue.get_task(cfg.task).num_labels)
     state, metrics = local_train(cfg, sent, train_data, int(config["server-round"]), pid, budget=budget,
-                                 num_partitions=n if scheduled else None, correction=correction)
+                                 num_partitions=n if scheduled else None, correction=correction, label_prior=prior)
     if budget is not None:  # the node state outlives this message (and, deployed, this process); the file, the run
         context.state[BUDGET_KEY] = ConfigRecord(budget.to_lists())
         if path is not None:

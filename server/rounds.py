@@ -112,7 +112,7 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
         nodes = discover(grid, {}, cfg.round_timeout, minimum=cfg.min_train_nodes, counts=counts)
         prior = _federation_prior(counts, None)  # before round 0, whose evaluation uses it too
         if start_round == 0:
-            initial = server_evaluate(cfg, model, state, prior)
+            initial = server_evaluate(cfg, model, state, cfg.evaluation_prior(prior))
             store.add_round(run_id, 0, initial)
             log.info("round %*d/%d  %s  (before training)", len(str(cfg.num_server_rounds)), 0, cfg.num_server_rounds,
                      format_metrics(initial))
@@ -153,6 +153,8 @@ def _one_round(run: Run, rnd: int, state: dict[str, np.ndarray]) -> dict[str, np
     start = time.time()
     cfg, strategy = run.cfg, run.strategy
     config = ConfigRecord({**run.ident, "local-epochs": cfg.local_epochs, "lr": round_lr(cfg, rnd)})
+    if cfg.local_loss == "prior-relative" and run.prior is not None:
+        config["label-prior"] = list(run.prior)  # the federation's log prior, that clients offset against
     messages = list(strategy.configure_train(rnd, to_record(state), config, run.grid))
     sent_to = [m.metadata.dst_node_id for m in messages]
     bytes_down = len(messages) * payload.nbytes(state)
@@ -171,7 +173,7 @@ def _one_round(run: Run, rnd: int, state: dict[str, np.ndarray]) -> dict[str, np
         train_metrics["client-dp-epsilon"] = epsilon_after(cfg.client_dp, len(messages) / len(strategy.nodes), rnd)
     evaluated = rnd % cfg.eval_every == 0 or rnd == cfg.num_server_rounds
     eval_metrics = _client_evaluation(run, rnd, new_state, config) if evaluated else {}
-    server_metrics = server_evaluate(cfg, run.model, new_state, run.prior) if evaluated else {}
+    server_metrics = server_evaluate(cfg, run.model, new_state, cfg.evaluation_prior(run.prior)) if evaluated else {}
     run.store.add_round(run.run_id, rnd, server_metrics, train_metrics, eval_metrics,
                         bytes_up=sum(r.get("bytes", 0) for r in records), bytes_down=bytes_down, accepted=accepted,
                         refused=len(records) - accepted, wall_seconds=time.time() - start)

@@ -23,6 +23,7 @@ from fedrp.federation.local import (
     local_train_config,
     logit_offsets,
     round_correction,
+    round_prior,
     server_evaluate,
 )
 from fedrp.federation.model import check_identity, check_labels, identity, initial_state, model_for
@@ -30,7 +31,7 @@ from fedrp.federation.model import check_identity, check_labels, identity, initi
 __all__ = [
     "FedConfig", "check_identity", "check_labels", "check_run_max_length", "client_eval_data", "client_indices", "client_train_data",
     "federation_offsets", "identity", "initial_state", "label_counts", "local_data_file", "local_evaluate",
-    "local_train", "local_train_config", "logit_offsets", "model_for", "round_correction", "round_lr", "round_seed",
+    "local_train", "local_train_config", "logit_offsets", "model_for", "round_correction", "round_lr", "round_prior", "round_seed",
     "server_evaluate",
     "validation_data", "warm_caches",
 ]

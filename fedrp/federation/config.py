@@ -21,7 +21,7 @@ from fedrp.secagg import SecAggConfig
 from fedrp.spec import BF16_MODES, MAX_LENGTH, ModelOptions, ModelSpec, Vocabulary, check_fields, option
 from fedrp.train import OPTIMIZERS, SCHEDULES
 
-LOCAL_LOSSES = ("logit-adjusted", "ce")
+LOCAL_LOSSES = ("logit-adjusted", "prior-relative", "ce")
 EVAL_PRIORS = ("reported", "uniform")
 LR_DECAYS = ("none", "cosine")
 SECURE_AGGREGATIONS = ("none", "secagg+")
@@ -56,7 +56,10 @@ class FedConfig(ModelOptions):
     local_optimizer: str = option("", "empty: the method's (AdamW); or adamw, or sgd (momentum 0.9)",
                                   ("", *OPTIMIZERS))
     local_loss: str = option("logit-adjusted", "the clients' loss: cross-entropy with each client's label prior "
-                                               "offset out (logit_offsets), or plain ce", LOCAL_LOSSES)
+                                               "offset out (logit_offsets); prior-relative: offset by the client's "
+                                               "log prior minus the federation's (from the clients' reported counts), "
+                                               "so the model answers for the federation's prior; or plain ce",
+                             LOCAL_LOSSES)
     eval_prior: str = option("reported", "the label prior the server adds to a logit-adjusted model's logits when "
                                          "it evaluates: the clients' reported label counts, summed (each reports "
                                          "them once, in its first query; none under dp-epsilon, client-level DP or "
@@ -158,6 +161,9 @@ class FedConfig(ModelOptions):
         if not 0.0 <= self.dp_z_share < 1.0:
             raise ValueError(f"dp-z-share must be in [0, 1), got {self.dp_z_share}")
         _ = self.secagg, self.privacy  # bad secagg-* and dp-* values fail here, not in round 1
+        if self.local_loss == "prior-relative" and not self.reports_label_counts:
+            raise ValueError("local-loss prior-relative needs the clients' label counts, which they report only for a "
+                             "classification task without dp-epsilon, client-level DP or SecAgg+")
 
     def _secure_aggregation(self) -> SecAggConfig | None:
         if self.secure_aggregation == "none":
@@ -231,9 +237,15 @@ class FedConfig(ModelOptions):
 
         Never under DP, client-level DP or SecAgg+: exact counts would escape their guarantees.
         """
-        return (self.eval_prior == "reported" and self.local_loss == "logit-adjusted"
-                and not glue.get_task(self.task).is_regression
+        wanted = self.local_loss == "prior-relative" or (self.eval_prior == "reported"
+                                                         and self.local_loss == "logit-adjusted")
+        return (wanted and not glue.get_task(self.task).is_regression
                 and self.privacy is None and self.client_dp is None and self.secagg is None)
+
+    def evaluation_prior(self, prior: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        """What the server adds to the logits when it evaluates: the federation's prior for a logit-adjusted model
+        (which answers for a uniform prior), nothing for the others (prior-relative's already holds it)."""
+        return prior if self.local_loss == "logit-adjusted" else None
 
     @property
     def glue_dir(self) -> str | None:

@@ -25,20 +25,22 @@ from fedrp.train import TrainConfig, TrainResult, dev_metrics, evaluate, select_
 
 def local_train(cfg: FedConfig, state: dict[str, np.ndarray], train_data: datasets.Dataset, server_round: int,
                 partition_id: int, device: str = "auto", budget: ClientBudget | None = None,
-                num_partitions: int | None = None,
-                correction: Correction | None = None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+                num_partitions: int | None = None, correction: Correction | None = None,
+                label_prior: tuple[float, ...] | None = None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Start from the server's state, train on local data, return the new state and metrics.
 
     With dp-epsilon set, training is DP-SGD and `budget` (this client's accounting so far,
     updated in place) refuses a round that would overspend; `num_partitions` (None: unknown, as
     for a node with its own data file) lets the client size its noise for the rounds it is sampled in.
-    `correction`: the terms the server's rule adds to the gradients (round_correction), recording into it.
+    `correction`: the terms the server's rule adds to the gradients (round_correction), recording into it;
+    `label_prior`: the federation's log prior, for local-loss prior-relative (round_prior).
     """
     model = model_for(cfg)
     load_trainable_state(model, state)
     metrics = {"num-examples": float(len(train_data))}
     if cfg.privacy is None:
-        tcfg = dataclasses.replace(local_train_config(cfg, train_data, server_round, partition_id), correction=correction)
+        tcfg = dataclasses.replace(local_train_config(cfg, train_data, server_round, partition_id,
+                                                      label_prior=label_prior), correction=correction)
         result = train(model, train_data, tcfg, select_device(device))
     elif correction is not None and correction.active:
         raise StateMismatch("the round asks for gradient terms (SCAFFOLD, FedProx or FedDyn), which this client's "
@@ -79,21 +81,41 @@ def _tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in arrays.items()}
 
 
+def round_prior(config: dict, num_labels: int) -> tuple[float, ...] | None:
+    """The federation's log label prior a round's message carries ("label-prior"), or None; one of the wrong
+    length or not finite is refused."""
+    if "label-prior" not in config:
+        return None
+    try:
+        prior = tuple(float(x) for x in config["label-prior"])
+    except (TypeError, ValueError):
+        prior = ()
+    if len(prior) != num_labels or not all(math.isfinite(x) for x in prior):
+        raise StateMismatch(f"the round's label-prior {config['label-prior']!r} is not {num_labels} finite log "
+                            "probabilities")
+    return prior
+
+
 def local_train_config(cfg: FedConfig, train_data: datasets.Dataset, server_round: int, partition_id: int,
-                       counts: tuple[float, ...] | None = None) -> TrainConfig:
+                       counts: tuple[float, ...] | None = None,
+                       label_prior: tuple[float, ...] | None = None) -> TrainConfig:
     """A client's local schedule for one round: no warmup (rounds are short), a seed fixed by round and partition.
 
     The logit offsets come from the client's label counts: its data's own without DP; under DP only
-    the counts it released (`counts`), or none, since exact counts would escape the accounting.
+    the counts it released (`counts`), or none, since exact counts would escape the accounting. With
+    local-loss prior-relative, the federation's log prior (`label_prior`) is taken from them.
     """
     task = glue.get_task(cfg.task)
-    adjust = cfg.local_loss == "logit-adjusted" and not task.is_regression
+    adjust = cfg.local_loss in ("logit-adjusted", "prior-relative") and not task.is_regression
     if adjust and cfg.privacy is None:
         counts = tuple(label_counts(train_data["label"], task.num_labels))
+    offsets = prior_offsets(counts) if adjust and counts is not None else None
+    if offsets is not None and cfg.local_loss == "prior-relative" and label_prior is not None:
+        offsets = tuple(own - shared for own, shared in zip(offsets, label_prior, strict=True))
     return TrainConfig(lr=round_lr(cfg, server_round), optimizer=cfg.optimizer, epochs=cfg.local_epochs,
                        batch_size=cfg.local_batch_size,
                        bf16=cfg.bf16, schedule=cfg.schedule, warmup_ratio=0.0,
-                       logit_offsets=prior_offsets(counts) if adjust and counts is not None else None,
+                       logit_offsets=offsets,
                        seed=round_seed(cfg.data_seed, server_round, partition_id), progress=False)
 
 
