@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Issue 38, item 2: the remedies against strong label skew compared on held-out training examples, never dev.
+# slash at alpha 0.1 with the grid's federated settings (simulations/harness/grid.toml: 10 clients, 5 a round,
+# 2,000 examples, batches of 8, SGD 0.3 with cosine decay), 30 rounds, scored on 1,000 held-out examples
+# (simulations.harness.tune: the mean of the last three evaluations). One row per run in the cache below.
+#
+# The rows are of commit 6a4c6dd: run this in a worktree of it, so main moves on while the runs resume across
+# sittings (git worktree add --detach ../skewwt 6a4c6dd; cd ../skewwt; bash simulations/harness/label_skew.sh
+# from main's copy), then append the worktree's new rows to main's cache.
+# QNLI reads the grid's split (rows sharing a question or sentence stay on one side), written here first.
+set -euo pipefail
+CACHE="${CACHE:-docs/results/label_skew.jsonl}"
+QNLI_DIR=$(python -c "from simulations.harness.grid_config import load_config, write_qnli_split as w
+g = load_config('simulations/harness/grid.toml'); w(g); print(g.qnli.dir.resolve())")
+COMMON=(--method slash --validation-samples 1000 --cache "$CACHE"
+        --set alpha=0.1 --set num-server-rounds=30 --set eval-every=5 --set num-supernodes=10
+        --set fraction-train=0.5 --set max-train-samples=2000 --set batch-size=8
+        --set local-optimizer=sgd --set lr=0.3 --set lr-decay=cosine)
+for task in ${TASKS:-qnli sst2 mrpc}; do
+  data=(); [ "$task" = qnli ] && data=(--data-dir "$QNLI_DIR")
+  tune() { OMP_NUM_THREADS=1 python -m simulations.harness.tune --task "$task" "${data[@]}" "${COMMON[@]}" "$@"; }
+  tune --vary aggregation=fedavg,scaffold
+  tune --vary local-loss=prior-relative
+  tune --set aggregation=feddyn --vary feddyn-alpha=0.01,0.1
+  tune --set aggregation=fedprox --vary proximal-mu=0.01,0.1
+  tune --set aggregation=fedavgm --vary server-momentum=0.9
+  tune --set aggregation=fedyogi --vary server-lr=0.01,0.001
+done
