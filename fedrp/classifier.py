@@ -63,6 +63,22 @@ class Classifier(nn.Module):
                                      generator=torch.Generator().manual_seed(seed))
             self.head.bias.zero_()
 
+    @torch.no_grad()
+    def freeze_head(self, seed: int) -> None:
+        """Make the head a fixed simplex equiangular tight frame that never trains: C unit rows at equal angles
+        (cosine -1/(C-1)), in C orthonormal directions drawn from the seed, and no bias (FedETF, Li et al. 2023;
+        under label skew a trained head is what swings with each round's clients)."""
+        classes, hidden = self.head.weight.shape
+        if classes < 2:
+            raise ValueError("frozen-head etf needs a classification task; a regression head has one output")
+        directions, _ = torch.linalg.qr(torch.randn(hidden, classes, generator=torch.Generator().manual_seed(seed),
+                                                    dtype=torch.float64))
+        centred = torch.eye(classes, dtype=torch.float64) - 1.0 / classes
+        frame = (classes / (classes - 1)) ** 0.5 * directions @ centred
+        self.head.weight.copy_(frame.T.to(self.head.weight.dtype))
+        self.head.bias.zero_()
+        self.head.requires_grad_(False)
+
     def state_vectors(self) -> dict[str, torch.Tensor]:
         """What travels and what an artifact stores: the trainable tensors, fp32 on the CPU."""
         return {k: p.detach().float().cpu() for k, p in self.trainable_parameters().items()}

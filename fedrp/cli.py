@@ -192,9 +192,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 def _check_train(args: argparse.Namespace) -> None:
     """What `run` would refuse only once the backbone is loaded, or the training done: refused first."""
     from fedrp import glue
+    from fedrp.methods import check_frozen_head
     from fedrp.train import select_device, use_bf16
 
     use_bf16(args.bf16, select_device(args.device))
+    check_frozen_head(args.frozen_head, glue.get_task(args.task).num_labels, args.dp)
     if args.validation_samples < 0:
         raise ValueError(f"--validation-samples must be 0 (report on dev) or more, got {args.validation_samples}")
     # `run` checks the dev files first, but reads the training file only once it has the backbone's tokenizer

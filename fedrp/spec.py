@@ -37,7 +37,8 @@ class Vocabulary(Sequence):
 
 
 MAX_LENGTH = 128  # tokens per example, where a run or a call names no other length
-BF16_MODES = ("auto", "on", "off")  # bf16 autocast: auto (where the device has it natively), always, never
+BF16_MODES = ("auto", "on", "off")
+FROZEN_HEADS = ("none", "etf")  # a head that trains, or a fixed simplex equiangular tight frame (fedrp.classifier)  # bf16 autocast: auto (where the device has it natively), always, never
 
 
 def option(default, help: str, choices: Sequence | None = None, minimum: float | None = None,
@@ -85,6 +86,9 @@ class ModelOptions:
                                             "or srht (a structured projection with its own fingerprint)",
                                   Vocabulary("fedrp.projection", "MODES"))
     lora_rank: int = option(8, "rank of LoRA's updates", minimum=1, method="lora")
+    frozen_head: str = option("none", "none: the head trains; etf: a fixed simplex equiangular tight frame (as "
+                                      "FedETF's; drawn from --seed), so that only z or the method's weights train",
+                              FROZEN_HEADS)
 
     def __post_init__(self) -> None:
         check_fields(self, dataclasses.fields(ModelOptions))

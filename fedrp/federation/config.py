@@ -12,7 +12,7 @@ import numpy as np
 
 from fedrp import glue
 from fedrp.faults import parse_faults
-from fedrp.methods import check_max_length, federated_local
+from fedrp.methods import check_frozen_head, check_max_length, federated_local
 from fedrp.partition import check_options as check_partition
 from fedrp.privacy.client_level import ClientLevelDP
 from fedrp.privacy.config import ACCOUNTANTS, PrivacyConfig
@@ -161,6 +161,7 @@ class FedConfig(ModelOptions):
         if not 0.0 <= self.dp_z_share < 1.0:
             raise ValueError(f"dp-z-share must be in [0, 1), got {self.dp_z_share}")
         _ = self.secagg, self.privacy  # bad secagg-* and dp-* values fail here, not in round 1
+        check_frozen_head(self.frozen_head, glue.get_task(self.task).num_labels, self.privacy is not None)
         if self.local_loss == "prior-relative" and not self.reports_label_counts:
             raise ValueError("local-loss prior-relative needs the clients' label counts, which they report only for a "
                              "classification task without dp-epsilon, client-level DP or SecAgg+")

@@ -65,10 +65,25 @@ def check_max_length(max_length: int, model: str | None, method: str, option: st
 
 def build(spec: ModelSpec, backbone: Backbone, data_seed: int = 0) -> Classifier:
     """The model a spec describes, on a loaded backbone; a data seed other than 0 draws its initial head (and
-    LoRA's A) anew (Classifier.reseed)."""
+    LoRA's A) anew (Classifier.reseed); a frozen head is drawn from the projection seed."""
     model = get_method(spec.method).from_spec(spec, backbone)
     model.reseed(data_seed)
+    if spec.frozen_head == "etf":
+        model.freeze_head(spec.seed)
+        if not model.trainable_parameters():
+            raise ValueError(f"frozen-head etf leaves method {spec.method} nothing to train")
     return model
+
+
+def check_frozen_head(frozen_head: str, num_labels: int, private: bool) -> None:
+    """Refuse, before a model loads, a frozen head where it cannot be: a regression task, or DP-SGD, whose
+    per-sample rules take the head's gradients (not yet adapted to a head that does not train)."""
+    if frozen_head == "none":
+        return
+    if num_labels < 2:
+        raise ValueError("frozen-head etf needs a classification task; a regression head has one output")
+    if private:
+        raise ValueError("frozen-head etf does not take DP-SGD yet (dp-epsilon, --dp)")
 
 
 def payload_bytes(model: Classifier, bytes_per_value: int = 4) -> int:
