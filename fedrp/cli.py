@@ -196,7 +196,7 @@ def _check_train(args: argparse.Namespace) -> None:
     from fedrp.train import select_device, use_bf16
 
     use_bf16(args.bf16, select_device(args.device))
-    check_frozen_head(args.frozen_head, glue.get_task(args.task).num_labels, args.dp)
+    check_frozen_head(args.frozen_head, glue.get_task(args.task).num_labels)
     if args.validation_samples < 0:
         raise ValueError(f"--validation-samples must be 0 (report on dev) or more, got {args.validation_samples}")
     # `run` checks the dev files first, but reads the training file only once it has the backbone's tokenizer

@@ -38,7 +38,6 @@ class Validating:
     """Mixin: deterministic sampling, reply validation and a record of every reply."""
 
     settings: ClassVar[dict[str, str]] = {}  # the Flower rule's arguments, by the run-config field they come from
-    changes_local_gradients: ClassVar[bool] = False  # the clients add the rule's terms to their gradients (fedrp.drift)
     # ArrayRecords a reply carries beside its weights: validated like them, counted in its bytes, and taken out
     # (into `self.accepted`) before Flower's rule aggregates, which expects one ArrayRecord per reply.
     extra_records: ClassVar[tuple[str, ...]] = ()
@@ -200,8 +199,6 @@ class FedProxRP(Validating, FedProx):
     """FedProx (Li et al. 2020): clients add mu/2 ||w - w_global||^2 to their loss (fedrp.drift); the server
     averages as FedAvg does. The round's message carries mu as Flower's FedProx sends it, "proximal-mu"."""
 
-    changes_local_gradients = True
-
     settings: ClassVar[dict[str, str]] = {"proximal_mu": "proximal_mu"}
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
@@ -212,8 +209,6 @@ class FedProxRP(Validating, FedProx):
 class PerClientTerm(Validating, FedAvg):
     """A rule whose server keeps a vector per client and sends it in that client's train message, as the
     ArrayRecord "drift" that the client adds to its gradients (SCAFFOLD, FedDyn; server.drift)."""
-
-    changes_local_gradients = True
 
     def own_term(self, key: int, template: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
@@ -319,15 +314,10 @@ STRATEGIES: dict[str, type[Validating]] = {
 
 
 def check_aggregation(cfg: FedConfig) -> type[Validating]:
-    """The run's rule, or one line naming the ones there are, or why it cannot run with the run's DP."""
+    """The run's rule, or one line naming the ones there are."""
     if cfg.aggregation not in STRATEGIES:
         raise ValueError(f"aggregation must be one of {list(STRATEGIES)}, got {cfg.aggregation!r}")
-    rule = STRATEGIES[cfg.aggregation]
-    if rule.changes_local_gradients and cfg.privacy is not None:
-        raise ValueError(f"aggregation {cfg.aggregation} adds terms to the clients' gradients, which DP-SGD "
-                         f"(dp-epsilon) does not take yet: use one of "
-                         f"{[n for n, r in STRATEGIES.items() if not r.changes_local_gradients]} with dp-epsilon")
-    return rule
+    return STRATEGIES[cfg.aggregation]
 
 
 def make_strategy(cfg: FedConfig) -> Validating:

@@ -182,3 +182,33 @@ def test_the_training_loop_adds_the_terms_to_every_step_and_records_the_data_gra
     assert result.steps == 4
     # SGD with momentum 0.9 over 4 steps: the +1 term alone moves each entry by -0.01 (1 + 1.9 + 2.71 + 3.439).
     assert shifts["linear"] - shifts["plain"] == pytest.approx(-0.01 * 9.049, rel=2e-2)
+
+
+def test_under_dp_sgd_the_terms_are_added_to_the_private_gradient_and_the_recorded_one_is_private(default_backbone,
+                                                                                                  glue_dir):
+    """DP-SGD applies the correction between Opacus's noising and the optimizer's step: the recorded gradient
+    (SCAFFOLD's c_i, which leaves the client) is the noised one, so its norm follows the noise, and the linear
+    term moves z as without DP."""
+    from fedrp import data
+    from fedrp.methods import build
+    from fedrp.privacy.config import PrivacyConfig
+    from fedrp.privacy.engine import train_private
+    from fedrp.spec import ModelSpec
+    from fedrp.train import TrainConfig
+
+    examples = data.subset(data.load_tokenized("sst2", "train", default_backbone.tokenizer, data_dir=glue_dir), 64)
+    norms, shifts = {}, {}
+    for noise, linear in ((0.01, None), (100.0, None), (0.01, 1.0)):
+        model = build(ModelSpec(method="slash", d=64), default_backbone)
+        start = model.z.detach().clone()
+        terms = {k: torch.full_like(p, linear) for k, p in model.trainable_parameters().items()} if linear else None
+        correction = Correction(linear=terms, record=True)
+        train_private(model, examples, TrainConfig(lr=0.01, optimizer="sgd", batch_size=16, bf16="off",
+                                                   schedule="constant", warmup_ratio=0.0, progress=False,
+                                                   correction=correction),
+                      PrivacyConfig(epsilon=8.0, noise_multiplier=noise), torch.device("cpu"))
+        norms[noise, linear] = float(correction.mean_gradient()["z"].norm())
+        shifts[noise, linear] = float((model.z.detach() - start).mean())
+        model.detach_layers()
+    assert norms[100.0, None] > 50 * norms[0.01, None]  # recorded after the noise: the private gradient
+    assert shifts[0.01, 1.0] - shifts[0.01, None] < -0.05  # the +1 term pulled every entry of z down

@@ -42,11 +42,12 @@ def test_every_device_builds_the_same_frame_from_the_seed_and_the_payload_keeps_
 
 
 def test_a_frozen_head_is_refused_where_it_cannot_be():
-    check_frozen_head("none", 1, True)
+    check_frozen_head("none", 1, 0.5)
+    check_frozen_head("etf", 2)
     with pytest.raises(ValueError, match="needs a classification task"):
-        check_frozen_head("etf", 1, False)
-    with pytest.raises(ValueError, match="does not take DP-SGD yet"):
-        check_frozen_head("etf", 2, True)
+        check_frozen_head("etf", 1)
+    with pytest.raises(ValueError, match="no share of the clipping norm"):
+        check_frozen_head("etf", 2, 0.5)
     from fedrp.federation import FedConfig
 
     with pytest.raises(ValueError, match="needs a classification task"):
@@ -70,3 +71,21 @@ def test_a_federation_with_a_frozen_head_trains_z_and_keeps_the_frame(glue_dir, 
     _, state, _, _ = checkpoint.load(str(tmp_path / "ckpt" / f"run-{summary['run_id']}"))
     start = initial_state(FedConfig.from_run_config({}, overrides))
     assert np.array_equal(state["head.weight"], start["head.weight"]) and not np.array_equal(state["z"], start["z"])
+
+
+def test_dp_sgd_trains_z_alone_under_a_frozen_head(default_backbone, glue_dir):
+    from fedrp import data
+    from fedrp.privacy.config import PrivacyConfig
+    from fedrp.privacy.engine import train_private
+    from fedrp.train import TrainConfig
+
+    examples = data.subset(data.load_tokenized("sst2", "train", default_backbone.tokenizer, data_dir=glue_dir), 64)
+    model = build(ModelSpec(method="slash", d=64, frozen_head="etf"), default_backbone)
+    try:
+        head, z = model.head.weight.detach().clone(), model.z.detach().clone()
+        result = train_private(model, examples, TrainConfig(lr=0.05, batch_size=16, bf16="off", progress=False),
+                               PrivacyConfig(epsilon=8.0), torch.device("cpu"))
+        assert result.privacy["epsilon"] <= 8.0
+        assert torch.equal(model.head.weight, head) and not torch.equal(model.z.detach(), z)
+    finally:
+        model.detach_layers()

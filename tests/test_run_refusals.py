@@ -24,7 +24,7 @@ BAD = [
     (["--alpha", "0"], "alpha must be a positive number"),
     (["--alpha", "-1"], "alpha must be a positive number"),
     (["--d", "0"], "d must be an integer of at least 1, got 0"),
-    (["--aggregation", "scaffold", "--dp-epsilon", "8"], "aggregation scaffold adds terms to the clients' gradients"),
+    (["--frozen-head", "etf", "--dp-epsilon", "8", "--dp-z-share", "0.5"], "frozen-head etf leaves the head no share"),
     (["--method", "jrwarp", "--lora-rank", "4"], "lora-rank is an option of method lora; method jrwarp would ignore"),
     (["--max-length", "0"], "max-length must be an integer of at least 8, got 0"),
     (["--local-epochs", "0"], "local-epochs must be a positive number"),

@@ -161,7 +161,7 @@ class FedConfig(ModelOptions):
         if not 0.0 <= self.dp_z_share < 1.0:
             raise ValueError(f"dp-z-share must be in [0, 1), got {self.dp_z_share}")
         _ = self.secagg, self.privacy  # bad secagg-* and dp-* values fail here, not in round 1
-        check_frozen_head(self.frozen_head, glue.get_task(self.task).num_labels, self.privacy is not None)
+        check_frozen_head(self.frozen_head, glue.get_task(self.task).num_labels, self.dp_z_share)
         if self.local_loss == "prior-relative" and not self.reports_label_counts:
             raise ValueError("local-loss prior-relative needs the clients' label counts, which they report only for a "
                              "classification task without dp-epsilon, client-level DP or SecAgg+")

@@ -42,12 +42,9 @@ def local_train(cfg: FedConfig, state: dict[str, np.ndarray], train_data: datase
         tcfg = dataclasses.replace(local_train_config(cfg, train_data, server_round, partition_id,
                                                       label_prior=label_prior), correction=correction)
         result = train(model, train_data, tcfg, select_device(device))
-    elif correction is not None and correction.active:
-        raise StateMismatch("the round asks for gradient terms (SCAFFOLD, FedProx or FedDyn), which this client's "
-                            "DP-SGD does not take")
     else:
         result = _train_private_round(cfg, model, train_data, server_round, partition_id, num_partitions, device,
-                                      budget or ClientBudget(cfg.privacy))
+                                      budget or ClientBudget(cfg.privacy), correction)
         metrics.update({"epsilon": result.privacy["epsilon"], "noise-multiplier": result.privacy["noise_multiplier"],
                         "dp-steps": float(result.privacy["steps"])})
     metrics.update({"train-loss": result.loss, "samples-per-second": result.samples_per_second,
@@ -121,7 +118,7 @@ def local_train_config(cfg: FedConfig, train_data: datasets.Dataset, server_roun
 
 def _train_private_round(cfg: FedConfig, model: Classifier, train_data: datasets.Dataset, server_round: int,
                          partition_id: int, num_partitions: int | None, device: str,
-                         budget: ClientBudget) -> TrainResult:
+                         budget: ClientBudget, correction: Correction | None = None) -> TrainResult:
     """One round of DP-SGD at the noise that lets this client train in each of its rounds within its epsilon.
 
     With dp-count-noise, the client first releases its label counts once (ClientBudget.release_counts);
@@ -133,7 +130,8 @@ def _train_private_round(cfg: FedConfig, model: Classifier, train_data: datasets
     balance = cfg.dp_count_noise > 0 and not task.is_regression
     if balance and budget.counts is None:
         budget.release_counts(train_data["label"], task.num_labels, cfg.dp_count_noise)
-    tcfg = local_train_config(cfg, train_data, server_round, partition_id, budget.counts if balance else None)
+    tcfg = dataclasses.replace(local_train_config(cfg, train_data, server_round, partition_id,
+                                                  budget.counts if balance else None), correction=correction)
     delta = budget.config.delta_for(len(train_data))
     rate, steps = poisson_schedule(len(train_data), tcfg.batch_size, tcfg.epochs)
     known = cfg.dp_schedule == "sampled" and num_partitions is not None

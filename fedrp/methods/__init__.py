@@ -75,15 +75,15 @@ def build(spec: ModelSpec, backbone: Backbone, data_seed: int = 0) -> Classifier
     return model
 
 
-def check_frozen_head(frozen_head: str, num_labels: int, private: bool) -> None:
-    """Refuse, before a model loads, a frozen head where it cannot be: a regression task, or DP-SGD, whose
-    per-sample rules take the head's gradients (not yet adapted to a head that does not train)."""
+def check_frozen_head(frozen_head: str, num_labels: int, z_share: float = 0.0) -> None:
+    """Refuse, before a model loads, a frozen head where it cannot be: a regression task, or beside dp-z-share
+    (which splits the clipping norm between z and a head that trains)."""
     if frozen_head == "none":
         return
     if num_labels < 2:
         raise ValueError("frozen-head etf needs a classification task; a regression head has one output")
-    if private:
-        raise ValueError("frozen-head etf does not take DP-SGD yet (dp-epsilon, --dp)")
+    if z_share:
+        raise ValueError("frozen-head etf leaves the head no share of the clipping norm: set dp-z-share 0")
 
 
 def payload_bytes(model: Classifier, bytes_per_value: int = 4) -> int:

@@ -103,6 +103,7 @@ def train_private(model: Classifier, data: datasets.Dataset, config: TrainConfig
                 labels = batch.pop("labels")
                 with autocast(device, bf16):
                     grads, losses = per_sample(batch, labels, per_example_loss, offsets)
+                grads = {k: g for k, g in grads.items() if k in params}  # a frozen head's gradients never count
                 if not torch.isfinite(losses).all():
                     raise FloatingPointError(f"training loss became non-finite (lr {config.lr}); lower the learning rate")
                 last_loss, examples = float(losses.mean()), examples + len(labels)
@@ -110,7 +111,13 @@ def train_private(model: Classifier, data: datasets.Dataset, config: TrainConfig
                     grads = clip_by_class(grads, labels, by_class, privacy.max_grad_norm, z_share)
             for k, p in params.items():
                 p.grad_sample = grads[k].to(p.dtype)
-            optimizer.step()
+            if config.correction is None:
+                optimizer.step()
+            elif optimizer.pre_step():  # clipped, summed, noised and scaled: p.grad is the private gradient
+                # A federated rule's terms come from the server (earlier private outputs) and the weights; the
+                # gradient a SCAFFOLD client records is this private one: all post-processing of DP-SGD.
+                config.correction.apply(params)
+                optimizer.original_optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             accountant.step(noise_multiplier=sigma, sample_rate=sample_rate)
