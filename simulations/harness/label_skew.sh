@@ -4,8 +4,8 @@
 # 2,000 examples, batches of 8, SGD 0.3 with cosine decay), 30 rounds, scored on 1,000 held-out examples
 # (simulations.harness.tune: the mean of the last three evaluations). One row per run in the cache below.
 #
-# The rows are of commit 6a4c6dd: run this in a worktree of it, so main moves on while the runs resume across
-# sittings (git worktree add --detach ../skewwt 6a4c6dd; cd ../skewwt; bash simulations/harness/label_skew.sh
+# The rows are of commit 4186fc5: run this in a worktree of it, so main moves on while the runs resume across
+# sittings (git worktree add --detach ../skewwt 4186fc5; cd ../skewwt; bash simulations/harness/label_skew.sh
 # from main's copy), then append the worktree's new rows to main's cache.
 # QNLI reads the grid's split (rows sharing a question or sentence stay on one side), written here first.
 set -euo pipefail
@@ -16,10 +16,11 @@ COMMON=(--method slash --validation-samples 1000 --cache "$CACHE"
         --set alpha=0.1 --set num-server-rounds=30 --set eval-every=5 --set num-supernodes=10
         --set fraction-train=0.5 --set max-train-samples=2000 --set batch-size=8
         --set local-optimizer=sgd --set lr=0.3 --set lr-decay=cosine)
-for task in ${TASKS:-qnli sst2 mrpc}; do
+for task in ${TASKS:-qnli mrpc sst2}; do
   data=(); [ "$task" = qnli ] && data=(--data-dir "$QNLI_DIR")
   tune() { OMP_NUM_THREADS=1 python -m simulations.harness.tune --task "$task" "${data[@]}" "${COMMON[@]}" "$@"; }
   tune --vary aggregation=fedavg,scaffold
+  tune --vary frozen-head=etf
   tune --vary local-loss=prior-relative
   tune --set aggregation=feddyn --vary feddyn-alpha=0.01,0.1
   tune --set aggregation=fedprox --vary proximal-mu=0.01,0.1
