@@ -212,3 +212,24 @@ def test_under_dp_sgd_the_terms_are_added_to_the_private_gradient_and_the_record
         model.detach_layers()
     assert norms[100.0, None] > 50 * norms[0.01, None]  # recorded after the noise: the private gradient
     assert shifts[0.01, 1.0] - shifts[0.01, None] < -0.05  # the +1 term pulled every entry of z down
+
+
+@pytest.mark.parametrize("aggregation", ["scaffold", "feddyn"])
+def test_a_resumed_strategy_sends_each_client_the_vector_the_uninterrupted_one_would(aggregation):
+    from fedrp.federation import FedConfig
+    from server.strategy import make_strategy
+
+    cfg = FedConfig(aggregation=aggregation, fraction_train=1.0, fraction_evaluate=0.0)
+    sent = {"z": np.zeros(3, np.float32)}
+    strategy = make_strategy(cfg)
+    strategy.prepare({10: 0, 11: 1}, 0, None, 0.0)
+    if aggregation == "scaffold":
+        strategy.variates.update([(0, {"z": np.array([1.0, 2.0, 3.0])})])
+    else:
+        strategy.dynamic.update(sent, [(1, {"z": np.array([1.0, 0.0, -1.0], np.float32)})])
+    resumed = make_strategy(cfg)
+    resumed.load_server_state(strategy.server_state())
+    resumed.prepare({10: 0, 11: 1}, 0, None, 0.0)
+    for key in (0, 1):
+        assert resumed.own_term(key, sent)["z"].tolist() == strategy.own_term(key, sent)["z"].tolist()
+    assert any(np.any(strategy.own_term(key, sent)["z"]) for key in (0, 1))
