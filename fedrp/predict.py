@@ -31,10 +31,10 @@ def predict(model: torch.nn.Module, label_names: Sequence[str], texts: Sequence[
     batch = batch_inputs(model.tokenizer, texts, pairs, model.pooling, max_length)
     device = next(model.parameters()).device
     logits = model(**{k: v.to(device) for k, v in batch.items()}).float().cpu()
-    return [_result(row, label_names) for row in logits]
+    return [answer(row, label_names) for row in logits]
 
 
-def _result(row: torch.Tensor, label_names: Sequence[str]) -> dict:
+def answer(row: torch.Tensor, label_names: Sequence[str]) -> dict:
     """One row of logits as a label, its logits and (classification) a probability per label name."""
     if row.numel() == 1:
         return {"label": float(row[0]), "logits": [float(row[0])]}

@@ -64,8 +64,20 @@ class AdapterModel(Classifier):
     def layer_widths(self) -> tuple[int, ...]:
         raise NotImplementedError
 
-    def attach(self) -> list:
+    @classmethod
+    def attach_vectors(cls, backbone: nn.Module, config: AdapterConfig, vector: Callable[[int], torch.Tensor]) -> list:
+        """The method's removable hooks on a backbone, where `vector(l)` gives block l's vector: (width,) for one
+        task, or (B, 1, width), each example its own task's (fedrp.serving: many tasks in one batch)."""
         raise NotImplementedError
+
+    @classmethod
+    def served_hidden_states(cls, backbone: nn.Module, tokenizer, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The real tokens' states of a backbone carrying this method's hooks (a method that adds tokens drops
+        them here)."""
+        return backbone(**inputs).last_hidden_state
+
+    def attach(self) -> list:
+        return self.attach_vectors(self.backbone, self.config, self.vector)
 
     def add_at_entries(self, extra: Callable[[torch.Tensor], torch.Tensor]) -> list:
         """Hooks that add extra(x), of shape (B, 1, width), where block l's vector enters the backbone

@@ -94,11 +94,17 @@ class JRWarpModel(AdapterModel):
     def layer_widths(self) -> tuple[int, ...]:
         return (hidden_size(self.backbone),) * len(blocks(self.backbone))
 
-    def attach(self) -> list[PromptLayer]:
-        return attach_prompt(self.backbone, self.vector)
+    @classmethod
+    def attach_vectors(cls, backbone: nn.Module, config: JRWarpConfig,
+                       vector: Callable[[int], torch.Tensor]) -> list[PromptLayer]:
+        return attach_prompt(backbone, vector)
+
+    @classmethod
+    def served_hidden_states(cls, backbone: nn.Module, tokenizer, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return prompted_hidden_states(backbone, inputs, slot_id(tokenizer))
 
     def hidden_states(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return prompted_hidden_states(self.backbone, inputs, slot_id(self.tokenizer))
+        return self.served_hidden_states(self.backbone, self.tokenizer, inputs)
 
     def add_at_entries(self, extra: Callable[[torch.Tensor], torch.Tensor]) -> list:
         """At each block's input, once the prompt hook has set or shifted it: the prompt token + extra(hidden)."""

@@ -77,8 +77,11 @@ class SLaShModel(AdapterModel):
     def layer_widths(self) -> tuple[int, ...]:
         return tuple(linear.out_features for linear in self.shifted_linears())
 
-    def attach(self) -> list[SLaShLayer]:
-        return [SLaShLayer(linear, lambda i=i: self.vector(i)) for i, linear in enumerate(self.shifted_linears())]
+    @classmethod
+    def attach_vectors(cls, backbone: nn.Module, config: SLaShConfig,
+                       vector: Callable[[int], torch.Tensor]) -> list[SLaShLayer]:
+        return [SLaShLayer(linear, lambda i=i: vector(i))
+                for i, linear in enumerate(target_linears(backbone, config.position))]
 
     def add_at_entries(self, extra: Callable[[torch.Tensor], torch.Tensor]) -> list:
         """After each shifted Linear: its output (shift included) + extra(output)."""

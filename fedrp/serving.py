@@ -1,0 +1,156 @@
+"""Many trained task vectors on one backbone, answered together (issue 39: `fedrp serve` is built on this).
+
+A task is an adapter file. When it loads, its per-block vectors z W_l are computed once (the
+projections are not kept: the paper's point that a task then adds no latency) and stacked with the
+other tasks' of the same kind, as is its head. A batch that mixes tasks of one kind runs once through
+the shared backbone: the method's own hooks (`attach_vectors`) add each example's vectors, gathered
+by its task, and each example's pooled state meets its own task's head. A kind is what one forward
+pass can share: the method and where its vectors enter, and the pooling the inputs are built for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from fedrp import artifact
+from fedrp.adapters import AdapterModel, build_model, config_from_dict, get_adapter
+from fedrp.backbone import Backbone, accepted_inputs
+from fedrp.inputs import batch_inputs, pool
+from fedrp.predict import answer
+from fedrp.spec import MAX_LENGTH
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One loaded adapter: where its vectors and head sit in its kind's stacks, and what its answers are named."""
+
+    name: str
+    digest: str  # the adapter's tensors_sha256: which trained state answers
+    kind: tuple[str, str, str]  # (method, position, pooling)
+    row: int
+    label_names: tuple[str, ...]
+    num_labels: int
+
+
+class _Kind:
+    """The stacked vectors (tasks, layers, width) and heads of every task of one kind."""
+
+    def __init__(self, method: type[AdapterModel], config, pooling: str) -> None:
+        self.method, self.config, self.pooling = method, config, pooling
+        self.vectors: list[torch.Tensor] = []
+        self.weights: list[torch.Tensor] = []
+        self.biases: list[torch.Tensor] = []
+        self.stacked: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def add(self, vectors: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> int:
+        self.vectors.append(vectors)
+        self.weights.append(weight)
+        self.biases.append(bias)
+        self.stacked = None
+        return len(self.vectors) - 1
+
+    def stacks(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(vectors, head weights, head biases), heads padded to the kind's most labels; built once per change."""
+        if self.stacked is None:
+            most = max(w.shape[0] for w in self.weights)
+            self.stacked = (torch.stack(self.vectors), torch.stack([_pad_rows(w, most) for w in self.weights]),
+                            torch.stack([_pad_rows(b, most) for b in self.biases]))
+        return self.stacked
+
+
+def _pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
+    """A head's weight (labels, H) or bias (labels,) with zero rows up to `rows` labels (never read back)."""
+    return torch.cat([t, t.new_zeros((rows - t.shape[0], *t.shape[1:]))])
+
+
+class TaskBank:
+    """Adapters of one backbone, by name; `predict` answers examples of any of them in shared forward passes."""
+
+    def __init__(self, backbone: Backbone) -> None:
+        self.backbone = backbone
+        self.backbone.model.eval()
+        self.accepts = accepted_inputs(backbone.model)
+        self.tasks: dict[str, Task] = {}
+        self.kinds: dict[tuple[str, str, str], _Kind] = {}
+
+    def add(self, name: str, path: str | os.PathLike) -> Task:
+        """Load an adapter file (its digest verified), refusing one for another backbone; its vectors are computed
+        here, once. A name already loaded is replaced."""
+        art = artifact.load(Path(path))  # verifies the tensors' digest and the config against the spec
+        if (art.backbone, art.backbone_config_hash) != (self.backbone.name, self.backbone.config_hash):
+            raise ValueError(f"{path} was trained on backbone {art.backbone!r} ({art.backbone_config_hash[:12]}), "
+                             f"not this server's {self.backbone.name!r} ({self.backbone.config_hash[:12]})")
+        config = config_from_dict(art.config)
+        model = artifact.apply(art, build_model(self.backbone, config))
+        try:
+            with torch.no_grad():
+                vectors = model.vectors().float()
+                weight, bias = model.head.weight.detach().float().clone(), model.head.bias.detach().float().clone()
+        finally:
+            model.detach_layers()
+        key = (art.method, config.position, config.pooling)
+        kind = self.kinds.setdefault(key, _Kind(get_adapter(art.method), config, config.pooling))
+        if name in self.tasks:
+            self.remove(name)
+        task = Task(name, artifact.tensors_digest(art.tensors), key, kind.add(vectors, weight, bias),
+                    tuple(art.label_names), config.num_labels)
+        self.tasks[name] = task
+        return task
+
+    def remove(self, name: str) -> None:
+        """Unload a task; the rows after it in its kind move up by one."""
+        gone = self.tasks.pop(name)
+        kind = self.kinds[gone.kind]
+        for stack in (kind.vectors, kind.weights, kind.biases):
+            del stack[gone.row]
+        kind.stacked = None
+        for other, task in list(self.tasks.items()):
+            if task.kind == gone.kind and task.row > gone.row:
+                self.tasks[other] = dataclasses.replace(task, row=task.row - 1)
+        if not kind.vectors:
+            del self.kinds[gone.kind]
+
+    @torch.no_grad()
+    def predict(self, tasks: Sequence[str], texts: Sequence[str], pairs: Sequence[str | None] | None = None,
+                max_length: int = MAX_LENGTH) -> list[dict]:
+        """One answer per text ({label, logits, scores}, as fedrp.predict gives), for the task named beside it;
+        the texts of one kind share a forward pass whatever their tasks."""
+        unknown = sorted({t for t in tasks if t not in self.tasks})
+        if unknown:
+            raise KeyError(f"no task {unknown[0]!r} is loaded; loaded: {sorted(self.tasks)}")
+        pairs = list(pairs) if pairs is not None else [None] * len(texts)
+        answers: list[dict | None] = [None] * len(texts)
+        groups: dict[tuple, list[int]] = {}  # a kind's single texts and its pairs are encoded apart
+        for i, name in enumerate(tasks):
+            groups.setdefault((self.tasks[name].kind, pairs[i] is None), []).append(i)
+        for (key, single), indices in groups.items():
+            rows = [self.tasks[tasks[i]] for i in indices]
+            logits = self._forward(self.kinds[key], rows, [texts[i] for i in indices],
+                                   None if single else [pairs[i] for i in indices], max_length)
+            for i, task, row in zip(indices, rows, logits, strict=True):
+                answers[i] = {**answer(row[:task.num_labels], task.label_names), "task": task.name,
+                              "digest": task.digest}
+        return answers
+
+    def _forward(self, kind: _Kind, tasks: list[Task], texts: list[str], pairs: list[str] | None,
+                 max_length: int) -> torch.Tensor:
+        """Logits (B, most labels) of a batch of one kind, each example through its own task's vectors and head."""
+        vectors, weights, biases = kind.stacks()
+        rows = torch.tensor([t.row for t in tasks])
+        mine = vectors[rows].unsqueeze(2)  # (B, layers, 1, width): each example's own
+        tokenizer = self.backbone.tokenizer
+        inputs = batch_inputs(tokenizer, texts, pairs, kind.pooling, max_length)
+        hooks = kind.method.attach_vectors(self.backbone.model, kind.config, lambda layer: mine[:, layer])
+        try:
+            accepted = {k: v for k, v in inputs.items() if k in self.accepts}
+            hidden = kind.method.served_hidden_states(self.backbone.model, tokenizer, accepted)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        pooled = pool(hidden, inputs["attention_mask"], inputs["input_ids"], kind.pooling, tokenizer.mask_token_id)
+        return torch.einsum("bh,bch->bc", pooled.float(), weights[rows]) + biases[rows]
