@@ -200,6 +200,13 @@ def fingerprint(spec: ProjectionSpec) -> str:
         return srht_fingerprint(spec)
     if spec.mode == "streamed":
         return _streamed_fingerprint(spec)
+    return _stored_fingerprint(spec)
+
+
+@lru_cache(maxsize=64)
+def _stored_fingerprint(spec: ProjectionSpec) -> str:
+    """Kept per spec for the process (as the streamed one): a server loading a thousand adapters of one
+    federation hashes its projections once, not twice per adapter."""
     h = hashlib.sha256(b"fedrp-projection\n")
     h.update(spec.canonical_json().encode())
     for m in generate(spec):
