@@ -65,13 +65,13 @@ def test_export_and_predict_agree(adapter, tmp_path, capsys):
 def test_every_command_has_help(capsys):
     """In this process (a `fedrp train` process spends seconds importing torch first); one process checks the entry
     point, and that `fedrp --help` imports none of the heavy libraries."""
-    for command in ("init", "inspect", "export", "predict", "train", "eval", "partition", "dashboard"):
+    for command in ("init", "inspect", "export", "predict", "train", "eval", "partition", "dashboard", "serve"):
         with pytest.raises(SystemExit) as exit_:
             main([command, "--help"])
         assert exit_.value.code == 0 and f"usage: fedrp {command}" in capsys.readouterr().out, command
     res = subprocess.run([sys.executable, "-X", "importtime", "-m", "fedrp", "--help"], capture_output=True, text=True,
                          check=True)
-    assert all(command in res.stdout for command in ("train", "partition", "dashboard"))
+    assert all(command in res.stdout for command in ("train", "partition", "dashboard", "serve"))
     imported = {line.rpartition("|")[2].strip() for line in res.stderr.splitlines()}
     assert "fedrp.cli" in imported and not imported & {"torch", "transformers", "datasets"}  # answers in a second
 

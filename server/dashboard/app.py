@@ -56,11 +56,12 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_binding(host: str, token: str | None) -> None:
-    """Loopback needs nothing; any other address needs a token, or anyone on the network could read the runs."""
+def check_binding(host: str, token: str | None, what: str = "the dashboard", env: str = TOKEN_ENV) -> None:
+    """Loopback needs nothing; any other address needs a token, or anyone on the network could read the runs
+    (or, for `fedrp serve`, query the models)."""
     if not is_loopback(host) and not token:
-        raise ValueError(f"the dashboard binds to {host}, which is not loopback: give a token with --token or "
-                         f"${TOKEN_ENV}, or bind to 127.0.0.1")
+        raise ValueError(f"{what} binds to {host}, which is not loopback: give a token with --token or "
+                         f"${env}, or bind to 127.0.0.1")
 
 
 def check_port(port: int) -> None:
@@ -234,10 +235,10 @@ def _setting_cookie(send: Send, name: str, value: str) -> Send:
     return wrapped
 
 
-def listen(host: str, port: int, token: str | None) -> socket.socket:
+def listen(host: str, port: int, token: str | None, what: str = "the dashboard", env: str = TOKEN_ENV) -> socket.socket:
     """Every refusal of an address (port, host, token), then its bound socket."""
     check_port(port)
-    check_binding(host, token)
+    check_binding(host, token, what, env)
     return bind(host, port)
 
 
