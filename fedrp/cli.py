@@ -100,6 +100,9 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> None:
     _check_predict_options(args)
+    if args.adapters is not None:
+        _predict_by_task(args)
+        return
     labels, definition, load = _predictor(args)  # the adapter or export checked, no backbone loaded yet
     if args.input is None:
         _predict_text(args, labels, definition, load)
@@ -125,20 +128,47 @@ def _predict_file(args: argparse.Namespace, labels: list[str], definition: dict 
     if args.output is not None:
         pr.check_output(args.output, args.input)
     ds = pr.read_input(args.input, text, pair)  # every check before the model loads
-    rows = pr.predict_rows(load(), labels, ds, text, pair, args.batch_size, args.max_length)
+    _write_rows(args, pr.predict_rows(load(), labels, ds, text, pair, args.batch_size, args.max_length), len(ds))
+
+
+def _predict_by_task(args: argparse.Namespace) -> None:
+    """--adapters DIR with --input: each row answered by the adapter its --task-column names (DIR/<task>.safetensors),
+    rows of different tasks batched together (fedrp.serving.TaskBank)."""
+    from fedrp import predict as pr
+    from fedrp import serving
+
+    if args.input is None:
+        raise ValueError("--adapters goes with --input FILE, whose --task-column names each row's adapter")
+    if args.output is not None:
+        pr.check_output(args.output, args.input)
+    names = pr.read_input(args.input, args.task_column, None)[args.task_column]
+    files = serving.adapter_files(args.adapters, [str(n) for n in names], args.task_column)
+    text, pair = pr.input_columns(serving.common_definition(files), args.text_column, args.pair_column)
+    ds = pr.read_input(args.input, text, pair)  # every check before the model loads
+    bank = serving.TaskBank.of(files, args.model)
+    _write_rows(args, serving.predict_rows(bank, ds, args.task_column, text, pair, args.batch_size, args.max_length),
+                len(ds))
+
+
+def _write_rows(args: argparse.Namespace, rows, total: int) -> None:
+    """Predictions as JSON lines, to stdout or to --output (written whole or not at all)."""
+    from fedrp import predict as pr
+
     progress = not args.json and sys.stderr.isatty()
     if args.output is None:
-        pr.write_jsonl(rows, sys.stdout, len(ds), progress)
+        pr.write_jsonl(rows, sys.stdout, total, progress)
         return
     from fedrp.files import atomic_path
 
     with atomic_path(args.output, mode=0o644) as tmp, tmp.open("w", encoding="utf-8") as f:
-        count = pr.write_jsonl(rows, f, len(ds), progress)
+        count = pr.write_jsonl(rows, f, total, progress)
     _emit(args, {"output": args.output, "rows": count}, lambda d: f"wrote {d['rows']} predictions to {d['output']}")
 
 
 def _check_predict_options(args: argparse.Namespace) -> None:
     """--text takes --text-pair; --input takes the column options and --output; never the other's."""
+    if args.adapters is None and args.task_column != "task":
+        raise ValueError("--task-column goes with --adapters DIR")
     if args.input is None:
         given = [o for o in ("text_column", "pair_column", "output") if getattr(args, o) is not None]
         if given:
@@ -406,7 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--adapter", help="adapter .safetensors file")
     src.add_argument("--exported", help="folder written by `fedrp export`")
-    p.add_argument("--model", default=None, help="with --adapter: backbone to load instead of the one it names")
+    src.add_argument("--adapters", help="with --input: a folder of adapters, <task>.safetensors; each row is answered "
+                                        "by the one its --task-column names, rows of different tasks batched together")
+    p.add_argument("--model", default=None, help="with --adapter or --adapters: backbone to load instead of the one "
+                                                 "they name")
+    p.add_argument("--task-column", default="task", help="with --adapters: the column naming each row's task")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--text", help="one text to label")
     what.add_argument("--input", help="a CSV, TSV, JSON Lines or Parquet file: one prediction per row")

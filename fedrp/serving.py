@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -102,6 +102,17 @@ class TaskBank:
         self.tasks[name] = task
         return task
 
+    @classmethod
+    def of(cls, files: dict[str, Path], model: str | None = None) -> TaskBank:
+        """A bank on the backbone the adapters name (or `model`), holding each of `files` under its name."""
+        from fedrp.backbone import load_backbone
+
+        first = next(iter(files.values()))
+        bank = cls(load_backbone(model or artifact.load(first, verify=False).backbone))
+        for name, path in files.items():
+            bank.add(name, path)
+        return bank
+
     def remove(self, name: str) -> None:
         """Unload a task; the rows after it in its kind move up by one."""
         gone = self.tasks.pop(name)
@@ -154,3 +165,53 @@ class TaskBank:
                 hook.remove()
         pooled = pool(hidden, inputs["attention_mask"], inputs["input_ids"], kind.pooling, tokenizer.mask_token_id)
         return torch.einsum("bh,bch->bc", pooled.float(), weights[rows]) + biases[rows]
+
+
+def adapter_files(folder: str | os.PathLike, names: Sequence[str], column: str) -> dict[str, Path]:
+    """The adapter file of each task the rows name (folder/<task>.safetensors, read here so that a bad one is
+    refused before a backbone loads), or one line naming the first row whose task has none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"--adapters {folder} is not a folder: expected a folder of <task>.safetensors files")
+    files: dict[str, Path] = {}
+    for row, name in enumerate(names):
+        if name in files:
+            continue
+        path = folder / f"{name}.safetensors"
+        if not path.is_file():
+            raise ValueError(f"row {row + 1} names task {name!r} in column {column!r}, but {folder} has no "
+                             f"{name}.safetensors")
+        artifact.load(path)  # its digest and metadata checked now
+        files[name] = path
+    return files
+
+
+def common_definition(files: dict[str, Path]) -> dict | None:
+    """The task definition the adapters share (their text and pair columns), or None where they differ or
+    record none: then the columns must be named."""
+    from fedrp.predict import recorded_task
+
+    definitions = []
+    for path in files.values():
+        art = artifact.load(path, verify=False)
+        definitions.append(recorded_task(art.task, art.task_definition))
+    columns = {(d["text"], d["pair"]) if d else None for d in definitions}
+    return definitions[0] if len(columns) == 1 else None
+
+
+def predict_rows(bank: TaskBank, ds, task_column: str, text: str, pair: str | None, batch_size: int = 64,
+                 max_length: int = MAX_LENGTH) -> Iterator[dict]:
+    """One prediction per row, in the file's order, each by the adapter its row names; a batch of rows mixes
+    tasks. `row` (from 0), the row's `id` when the file has one, then what TaskBank.predict gives."""
+    from fedrp.predict import ID_COLUMN
+
+    has_id = ID_COLUMN in ds.column_names and ID_COLUMN not in (text, pair, task_column)
+    columns = list(dict.fromkeys(c for c in (task_column, text, pair, ID_COLUMN if has_id else None) if c))
+    row = 0
+    for batch in ds.select_columns(columns).iter(batch_size=batch_size):
+        texts = [str(t) for t in batch[text]]
+        pairs = [str(p) for p in batch[pair]] if pair is not None else None
+        answers = bank.predict([str(t) for t in batch[task_column]], texts, pairs, max_length)
+        for i, answer_ in enumerate(answers):
+            yield {"row": row, **({"id": batch[ID_COLUMN][i]} if has_id else {}), **answer_}
+            row += 1

@@ -72,3 +72,36 @@ def test_tasks_come_and_go_and_a_foreign_adapter_is_refused(adapters, tmp_path):
     with pytest.raises(ValueError, match="was trained on backbone 'other/model'"):
         bank.add("foreign", foreign)
     assert sorted(bank.tasks) == ["out-b", "prompt"]
+
+
+def test_predict_over_a_file_answers_each_row_by_the_adapter_it_names(adapters, tmp_path, capsys):
+    import json
+
+    from fedrp.cli import main
+
+    folder = next(iter(adapters.values())).parent
+    rows = [(name, TEXTS[i % len(TEXTS)]) for i, name in enumerate(["out-a", "prompt", "out-b", "out-a", "score"] * 3)]
+    data = tmp_path / "rows.csv"
+    data.write_text("id,task,text\n" + "".join(f"r{i},{t},\"{x}\"\n" for i, (t, x) in enumerate(rows)))
+    out = tmp_path / "out.jsonl"
+    main(["predict", "--adapters", str(folder), "--input", str(data), "--text-column", "text", "--output", str(out),
+          "--batch-size", "4", "--json"])
+    assert json.loads(capsys.readouterr().out) == {"output": str(out), "rows": len(rows)}
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    for i, ((task, text), got) in enumerate(zip(rows, lines, strict=True)):
+        model, art = artifact.load_model(adapters[task])
+        (want,) = predict(model, art.label_names, [text])
+        model.detach_layers()
+        assert (got["row"], got["id"], got["task"]) == (i, f"r{i}", task)
+        assert got["logits"] == pytest.approx(want["logits"], abs=1e-5)
+
+
+def test_a_row_naming_a_task_without_an_adapter_is_refused_before_the_model_loads(adapters, tmp_path, capsys,
+                                                                                     no_model):
+    from fedrp.cli import main
+
+    folder = next(iter(adapters.values())).parent
+    data = tmp_path / "rows.csv"
+    data.write_text("task,text\nout-a,fine\nmissing,bad\n")
+    assert main(["predict", "--adapters", str(folder), "--input", str(data), "--text-column", "text"]) == 2
+    assert "row 2 names task 'missing' in column 'task', but" in capsys.readouterr().err
