@@ -3,10 +3,12 @@
     python -m simulations.bench_serve [--tasks 1 10 100 1000] [--batch 64] [--repeats 5]
 
 In one run: the time to load the most tasks from adapter files (target: 1,000 in under 10 s); the memory a
-task adds (its stacked vectors and head, target at most 32 KB plus its head on the default backbone); and the
+task adds (its stacked vectors and head, target at most 32 KB plus its head on the default backbone); the
 throughput of batches whose examples belong to 1, 10, 100 or 1,000 different tasks against batches of the same
-size and texts from one task (target: at 1,000 tasks at least 0.9x). The adapters are SLaSh at the default
-settings with random z and heads: what is timed does not depend on their values. The texts are SST-2 dev's.
+size and texts from one task (target: at 1,000 tasks at least 0.9x); and, through `fedrp serve`'s app on a
+local port, the latency of one-text requests (of random tasks) from 1, 8 and 64 concurrent clients (target: p99
+at 8 clients at most 2x a lone request's). The adapters are SLaSh at the default settings with random z and
+heads: what is timed does not depend on their values. The texts are SST-2 dev's.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-TARGETS = {"load_seconds_1000": 10.0, "bytes_per_task_less_head": 32 * 1024, "mixed_over_single_at_1000": 0.9}
+TARGETS = {"load_seconds_1000": 10.0, "bytes_per_task_less_head": 32 * 1024, "mixed_over_single_at_1000": 0.9,
+           "p99_at_8_over_single": 2.0}
 
 
 def write_adapters(folder: Path, count: int) -> list[Path]:
@@ -51,6 +54,50 @@ def throughput(bank, tasks: list[str], texts: list[str], repeats: int) -> float:
     return len(texts) / statistics.median(times)
 
 
+def latencies(bank, clients: int, requests: int, texts: list[str]) -> dict:
+    """p50 and p99 (ms) of one-text requests from `clients` concurrent HTTP clients, through the app on a local
+    port (uvicorn in a thread, as `fedrp serve` runs it) over the bank as loaded (an empty folder to watch)."""
+    import socket
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    import numpy as np
+    import uvicorn
+
+    from server.inference.app import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    empty = tempfile.TemporaryDirectory()
+    app = create_app(bank, empty.name)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    names = sorted(bank.tasks)
+
+    def one(i: int) -> float:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+            start = time.perf_counter()
+            reply = client.post("/v1/predict", json={"task": names[i % len(names)], "texts": [texts[i % len(texts)]]})
+            reply.raise_for_status()
+            return time.perf_counter() - start
+
+    try:
+        one(0)  # warm-up
+        with ThreadPoolExecutor(clients) as pool:
+            seconds = list(pool.map(one, range(max(requests, clients))))
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        empty.cleanup()
+    return {"p50_ms": round(float(np.percentile(seconds, 50)) * 1000, 1),
+            "p99_ms": round(float(np.percentile(seconds, 99)) * 1000, 1)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     from simulations.bench_options import add_data_dir, machine
 
@@ -59,6 +106,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tasks", type=int, nargs="+", default=[1, 10, 100, 1000])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--clients", type=int, nargs="*", default=[1, 8, 64], help="concurrent HTTP clients")
+    parser.add_argument("--requests", type=int, default=128, help="requests per concurrency level")
     args = parser.parse_args(argv)
     if min(args.tasks) < 1 or args.batch < 1 or args.repeats < 1:
         parser.error("expected --tasks, --batch and --repeats of at least 1")
@@ -74,13 +123,14 @@ def main(argv: list[str] | None = None) -> dict:
     texts = sst2["text"][:args.batch]
     most = max(args.tasks)
     out: dict = {"batch": args.batch, "repeats": args.repeats, "targets": TARGETS}
-    with tempfile.TemporaryDirectory() as scratch:
-        paths = write_adapters(Path(scratch), most)
-        bank = TaskBank(load_backbone())
-        start = time.perf_counter()
-        for i, path in enumerate(paths):
-            bank.add(f"t{i}", path)
-        out["load_seconds"] = {most: round(time.perf_counter() - start, 3)}
+    scratch = tempfile.TemporaryDirectory()
+    folder = Path(scratch.name)
+    paths = write_adapters(folder, most)
+    bank = TaskBank(load_backbone())
+    start = time.perf_counter()
+    for i, path in enumerate(paths):
+        bank.add(path.stem, path)
+    out["load_seconds"] = {most: round(time.perf_counter() - start, 3)}
     vectors, weights, biases = next(iter(bank.kinds.values())).stacks()
     per_task = {"vectors": vectors[0].numel() * 4, "head": (weights[0].numel() + biases[0].numel()) * 4}
     out["bytes_per_task"] = per_task
@@ -91,11 +141,15 @@ def main(argv: list[str] | None = None) -> dict:
         tasks = [f"t{i % count}" for i in range(args.batch)]
         rate = throughput(bank, tasks, texts, args.repeats)
         out["mixed"][count] = {"examples_per_second": round(rate, 1), "over_single": round(rate / single, 3)}
+    out["latency"] = {clients: latencies(bank, clients, args.requests, texts) for clients in args.clients}
+    scratch.cleanup()
     out["met"] = {
         "load": out["load_seconds"][most] < TARGETS["load_seconds_1000"] if most >= 1000 else None,
         "memory": per_task["vectors"] <= TARGETS["bytes_per_task_less_head"],
         "throughput": out["mixed"][1000]["over_single"] >= TARGETS["mixed_over_single_at_1000"]
         if 1000 in out["mixed"] else None,
+        "latency": out["latency"][8]["p99_ms"] <= TARGETS["p99_at_8_over_single"] * out["latency"][1]["p50_ms"]
+        if {1, 8} <= set(out["latency"]) else None,
     }
     out["machine"] = host
     print(json.dumps(out, indent=1))
