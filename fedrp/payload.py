@@ -93,6 +93,27 @@ def array_refusal(state: dict[str, np.ndarray], reference: dict[str, np.ndarray]
     return None
 
 
+def update_stats(state: dict[str, np.ndarray], reference: dict[str, np.ndarray],
+                 aggregate: dict[str, np.ndarray] | None = None) -> dict[str, float | None]:
+    """What a reply's update did, for the run store: its L2 norm apart for the head and for the rest (z, or a
+    baseline's own weights), and its cosine with the round's aggregate update (None without one, or for a zero
+    update)."""
+    delta = {k: state[k].astype(np.float64) - reference[k] for k in reference}
+    head = [k for k in delta if k.startswith("head.")]
+    out: dict[str, float | None] = {"norm_vector": _squares(delta, [k for k in delta if k not in head]) ** 0.5,
+                                    "norm_head": _squares(delta, head) ** 0.5, "cosine": None}
+    if aggregate is not None:
+        agg = {k: aggregate[k].astype(np.float64) - reference[k] for k in reference}
+        scale = (_squares(delta, list(delta)) * _squares(agg, list(agg))) ** 0.5
+        if scale > 0:
+            out["cosine"] = float(sum(np.sum(delta[k] * agg[k]) for k in reference)) / scale
+    return out
+
+
+def _squares(arrays: dict[str, np.ndarray], keys: list[str]) -> float:
+    return float(sum(np.sum(arrays[k] ** 2) for k in keys))
+
+
 def norm_outliers(norms: list[float], ratio: float) -> dict[int, str]:
     """Index -> detail of each update whose norm exceeds `ratio` times the median of the round's.
 

@@ -193,6 +193,7 @@ def _validated_train(run: Run, rnd: int, messages: list[Message]):
     cfg, strategy = run.cfg, run.strategy
     replies = list(run.grid.send_and_receive(messages, timeout=cfg.round_timeout))
     arrays, train_metrics = strategy.aggregate_train(rnd, replies)
+    strategy.describe_updates(None if arrays is None else from_record(arrays))
     records = strategy.records
     answered = {r["node_id"] for r in records}
     records += [{"node_id": m.metadata.dst_node_id, "partition_id": strategy.nodes.get(m.metadata.dst_node_id),

@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS replies (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id INTEGER REFERENCES runs(id), round INTEGER, kind TEXT,
     node_id TEXT, partition_id INTEGER, num_examples REAL, bytes INTEGER,  -- node ids are uint64
-    status TEXT, reason TEXT, detail TEXT, metrics TEXT
+    status TEXT, reason TEXT, detail TEXT, metrics TEXT,
+    norm_vector REAL, norm_head REAL, cosine REAL, weight REAL  -- the update (payload.update_stats), its weight
 );
 CREATE INDEX IF NOT EXISTS replies_by_round ON replies (run_id, round);
 """
@@ -113,6 +114,10 @@ class RunStore:
         for column, kind in (("pid", "INTEGER"), ("host", "TEXT")):  # stores written before these columns
             if column not in columns:
                 self.db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(replies)")}
+        for column in ("norm_vector", "norm_head", "cosine", "weight"):
+            if column not in columns:
+                self.db.execute(f"ALTER TABLE replies ADD COLUMN {column} REAL")
 
     @classmethod
     def open_readonly(cls, path: str | Path) -> RunStore:
@@ -169,11 +174,13 @@ class RunStore:
 
     def add_replies(self, run_id: int, rnd: int, kind: str, records: list[dict]) -> None:
         rows = [(run_id, rnd, kind, str(r.get("node_id")), r.get("partition_id"), r.get("num_examples"), r.get("bytes", 0),
-                 r["status"], r.get("reason"), r.get("detail"), json.dumps(r.get("metrics") or {})) for r in records]
+                 r["status"], r.get("reason"), r.get("detail"), json.dumps(r.get("metrics") or {}),
+                 r.get("norm_vector"), r.get("norm_head"), r.get("cosine"), r.get("weight")) for r in records]
         with self.db:
             self.db.executemany(
                 "INSERT INTO replies (run_id, round, kind, node_id, partition_id, num_examples, bytes, status, reason,"
-                " detail, metrics) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+                " detail, metrics, norm_vector, norm_head, cosine, weight) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                rows)
 
     # Reading, for summaries, tests and the dashboard.
     def runs(self) -> list[dict]:

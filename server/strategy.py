@@ -41,6 +41,9 @@ class Validating:
     # ArrayRecords a reply carries beside its weights: validated like them, counted in its bytes, and taken out
     # (into `self.accepted`) before Flower's rule aggregates, which expects one ArrayRecord per reply.
     extra_records: ClassVar[tuple[str, ...]] = ()
+    # Each accepted reply's share of the aggregate, for the run store: by its examples (FedAvg and the rules on it),
+    # equal (FedDyn's plain mean), or none (the robust rules take coordinates, not replies).
+    weighting: ClassVar[str] = "examples"
 
     def prepare(self, nodes: dict[int, int | None], seed: int, fingerprint: str | None, norm_bound: float,
                 client_dp: ClientLevelDP | None = None, norm_ratio: float = 0.0) -> None:
@@ -54,6 +57,7 @@ class Validating:
         self.sent: dict[str, np.ndarray] = {}
         self.num_sampled = 0
         self.accepted: list[tuple[int, dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]] = []
+        self.states: dict[int, dict[str, np.ndarray]] = {}  # node id -> a reply's arrays, where they fit the model
 
     def _messages(self, rnd: int, arrays: ArrayRecord, config: ConfigRecord, fraction: float, minimum: int,
                   kind: str, stream: int) -> list[Message]:
@@ -97,6 +101,8 @@ class Validating:
                   for name in self.extra_records}
         record.update(bytes=payload.nbytes(state) + sum(payload.nbytes(e) for e in extras.values()),
                       num_examples=metrics.get("num-examples"), metrics=metrics)
+        if payload.array_refusal(state, self.sent) is None:
+            self.states[node] = state
         verdict = payload.refusal(state, self.sent, meta.get("fingerprint"), self.fingerprint,
                                   metrics.get("num-examples"), self.norm_bound)
         for name, extra in extras.items():
@@ -108,7 +114,7 @@ class Validating:
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Refuse what fails validation; aggregate the rest in partition order (bit-stable sums)."""
         replies = sorted(replies, key=lambda m: self.sampling_key(m.metadata.src_node_id))
-        accepted, self.records = [], []
+        accepted, self.records, self.states = [], [], {}
         for msg in replies:
             record, ok = self._judge(msg)
             self.records.append(record)
@@ -131,6 +137,20 @@ class Validating:
             # Fresh OS entropy, never the run seed: noise a participant could predict protects nothing.
             arrays = to_record(noisy_mean(self.sent, states, self.client_dp, self.num_sampled, np.random.default_rng()))
         return arrays, metrics
+
+    def describe_updates(self, aggregate: dict[str, np.ndarray] | None) -> None:
+        """Add to each reply's record its update's norms and cosine with the round's final aggregate update
+        (payload.update_stats), and an accepted reply's weight in it (`weighting`)."""
+        accepted = [r for r in self.records if r["status"] == "accepted"]
+        total = sum(float(r.get("num_examples") or 0) for r in accepted)
+        for record in self.records:
+            state = self.states.get(record["node_id"])
+            if state is not None:
+                record.update(payload.update_stats(state, self.sent, aggregate))
+            if record["status"] != "accepted" or self.weighting == "none" or self.client_dp is not None:
+                continue
+            record["weight"] = (1 / len(accepted) if self.weighting == "uniform"
+                                else float(record.get("num_examples") or 0) / total if total else None)
 
     def server_state(self) -> dict[str, np.ndarray]:
         """The server optimizer's state, for checkpoints (FedAdam's moments; nothing for the others)."""
@@ -266,6 +286,7 @@ class FedDynRP(PerClientTerm):
     sets the round's plain mean minus h / alpha (server.drift.DynamicRegularizer)."""
 
     settings: ClassVar[dict[str, str]] = {"alpha": "feddyn_alpha"}
+    weighting = "uniform"
 
     def __init__(self, *, alpha: float, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -299,9 +320,13 @@ class FedDynRP(PerClientTerm):
 class FedMedianRP(Validating, FedMedian):
     """Coordinate-wise median: robust to a minority of corrupted replies."""
 
+    weighting = "none"
+
 
 class FedTrimmedAvgRP(Validating, FedTrimmedAvg):
     """Coordinate-wise trimmed mean."""
+
+    weighting = "none"
 
     settings: ClassVar[dict[str, str]] = {"beta": "trim_beta"}
 

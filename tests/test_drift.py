@@ -154,6 +154,12 @@ def test_each_rule_federates_through_the_real_apps_and_checkpoints_its_server_st
     expected = {"scaffold": {"scaffold/c/z", "scaffold/client-0/z", "scaffold/client-2/head.bias"},
                 "feddyn": {"feddyn/h/z", "feddyn/client-1/z"}, "fedyogi": {"m_t/z", "v_t/z"}, "fedprox": set()}
     assert expected[aggregation] <= set(server_state)
+    from server.store import RunStore
+
+    replies = [r for r in RunStore.open_readonly(tmp_path / "runs.sqlite").replies(summary["run_id"])
+               if r["kind"] == "train" and r["round"] == 2]
+    assert len(replies) == 3 and all(r["norm_vector"] > 0 and -1 <= r["cosine"] <= 1 for r in replies)
+    assert sum(r["weight"] for r in replies) == pytest.approx(1.0)  # each accepted reply's share of the aggregate
 
 
 def test_the_training_loop_adds_the_terms_to_every_step_and_records_the_data_gradients(default_backbone, glue_dir):

@@ -393,3 +393,33 @@ def test_client_level_dp_noise_has_std_sigma_c_over_m_and_is_never_the_same_twic
         assert abs(float(np.std(z)) / 0.125 - 1) < 0.03, np.std(z)
         assert abs(float(np.mean(z))) < 0.01
     assert not np.array_equal(draws[0], draws[1])
+
+
+def test_each_reply_records_its_update_norms_cosine_and_weight_as_computed_directly(in_a_server_app, tmp_path):
+    """The store keeps, per reply, the update's norm (z apart from the head), its cosine with the round's
+    aggregate update and its weight in it; a refused reply whose arrays fit gets its norms too, no weight."""
+    rng = np.random.default_rng(3)
+    sent = {"z": rng.normal(size=5).astype(np.float32), "head.weight": rng.normal(size=(2, 3)).astype(np.float32),
+            "head.bias": np.zeros(2, np.float32)}
+    updates = {pid: {k: (v + rng.normal(size=v.shape)).astype(np.float32) for k, v in sent.items()} for pid in (0, 1, 2)}
+    updates[3] = {k: np.full(v.shape, np.nan, np.float32) for k, v in sent.items()}
+    strategy = make_strategy(FedConfig(fraction_train=1.0, fraction_evaluate=0.0))
+    examples = {0: 10, 1: 30, 2: 60, 3: 10}
+    arrays, _ = strategy.aggregate_train(1, _replies(strategy, sent, updates, examples=examples))
+    aggregate = from_record(arrays)
+    strategy.describe_updates(aggregate)
+    store = RunStore(tmp_path / "runs.sqlite")
+    run = store.start_run("sst2", "slash", "bb", {}, "{}", "ab" * 32, 1)
+    store.add_replies(run, 1, "train", strategy.records)
+    rows = {r["partition_id"]: r for r in store.replies(run)}
+    for pid in (0, 1, 2):
+        delta = {k: updates[pid][k].astype(np.float64) - sent[k] for k in sent}
+        agg = np.concatenate([(aggregate[k].astype(np.float64) - sent[k]).ravel() for k in sent])
+        flat = np.concatenate([delta[k].ravel() for k in sent])
+        assert rows[pid]["norm_vector"] == pytest.approx(np.linalg.norm(delta["z"]), rel=1e-9)
+        assert rows[pid]["norm_head"] == pytest.approx(np.sqrt(np.sum(delta["head.weight"] ** 2)
+                                                               + np.sum(delta["head.bias"] ** 2)), rel=1e-9)
+        assert rows[pid]["cosine"] == pytest.approx(flat @ agg / np.linalg.norm(flat) / np.linalg.norm(agg), rel=1e-9)
+        assert rows[pid]["weight"] == pytest.approx(examples[pid] / 100)
+    assert rows[3]["status"] == "refused" and rows[3]["weight"] is None and rows[3]["norm_vector"] is None
+    assert rows[2]["cosine"] > rows[0]["cosine"]  # the heaviest reply pulls the aggregate towards itself
