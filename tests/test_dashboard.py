@@ -172,11 +172,13 @@ def client(live_run, finished) -> TestClient:
 
 
 @pytest.mark.slow
-def test_api_lists_the_run_with_its_best_metric(client, finished):
+def test_api_lists_the_run_with_its_final_metric_and_its_best_with_the_round(client, finished):
     (run,) = client.get("/api/runs").json()
     assert (run["status"], run["task"], run["method"]) == ("completed", "sst2", "slash")
     assert (run["rounds_done"], run["num_rounds"], run["metric"]) == (ROUNDS, ROUNDS, "accuracy")
-    assert run["best"] == max(r["metrics"]["accuracy"] for r in finished["rounds"])
+    accuracy = [r["metrics"]["accuracy"] for r in finished["rounds"]]
+    assert (run["final"], run["final_round"]) == (accuracy[-1], ROUNDS)
+    assert run["best"] == max(accuracy) and accuracy[run["best_round"]] == max(accuracy)
 
 
 @pytest.mark.slow
@@ -393,13 +395,27 @@ def test_token_mode_in_chromium_shows_the_runs_and_charts(small_store, browser):
         _wait(lambda: server.started, 30, "the dashboard")
         browser.get(f"http://127.0.0.1:{port}/?token={TOKEN}")
         rows = _wait(lambda: browser.find_elements("css selector", "#runs tbody tr"), 30, "the runs table")
-        assert len(rows) == 1 and "completed" in rows[0].text and "accuracy 0.8000" in rows[0].text
+        assert len(rows) == 1 and "completed" in rows[0].text and "accuracy 0.8000 (best 0.8000, round 2)" in rows[0].text
         assert browser.current_url == f"http://127.0.0.1:{port}/"
         rows[0].find_element("tag name", "a").click()
         _wait(lambda: browser.execute_script("return document.body.dataset.rounds") == "2", 30, "the charts")
         points = _points(browser)
         assert points["chart-metrics"] == [2, 2] and points["chart-bytes"] == [2, 2]
+        # every round sent the same bytes: the axis starts at zero instead of zooming into the last digits
+        low, high = browser.execute_script("return document.getElementById('chart-bytes')._fullLayout.yaxis.range")
+        assert low <= 0 < 3 * 7176 <= high
         assert "completed" in browser.find_element("id", "summary").text
         assert browser.find_element("id", "problem").get_attribute("hidden")
     finally:
         server.should_exit = True
+
+
+def test_a_runs_summary_is_its_last_evaluated_value_with_the_best_and_its_round_beside_it():
+    from server.dashboard.views import metric_summary
+
+    rounds = [{"round": r, "server_metrics": {"accuracy": a, "f1": 0.1}} for r, a in enumerate((0.5, 0.79, 0.79, 0.78))]
+    rounds.append({"round": 4, "server_metrics": {}})  # not evaluated (eval-every)
+    assert metric_summary(rounds) == {"metric": "accuracy", "final": 0.78, "final_round": 3, "best": 0.79,
+                                      "best_round": 1}
+    assert metric_summary([])["final"] is None
+

@@ -12,26 +12,31 @@ NOT_CHARTED = {"num-examples"}  # a count, not a metric: it would dwarf the othe
 
 
 def run_list(store: RunStore) -> list[dict]:
-    """Every run, newest first, with its best server metric so far."""
+    """Every run, newest first, with its server metric at the last evaluated round (what the run ended on), and
+    the best with its round beside it: a best-of-rounds number alone would read as the run's result."""
     out = []
     for run in store.runs():
         rounds = store.rounds(run["id"])
-        metric, best = best_metric(rounds)
         out.append({"id": run["id"], "status": run["status"], "task": run["task"], "method": run["method"],
                     "backbone": run["backbone"], "rounds_done": sum(r["round"] >= 1 for r in rounds),
-                    "num_rounds": run["num_rounds"], "metric": metric, "best": best, "started": run["started"],
+                    "num_rounds": run["num_rounds"], **metric_summary(rounds), "started": run["started"],
                     "ended": run["ended"]})
     return out
 
 
-def best_metric(rounds: list[dict]) -> tuple[str | None, float | None]:
-    """The task's first metric (GLUE's official one comes first) and its best value over the rounds."""
-    named = [r["server_metrics"] for r in rounds if r["server_metrics"]]
+def metric_summary(rounds: list[dict]) -> dict:
+    """The task's first metric (GLUE's official one comes first): its value at the last evaluated round
+    (`final`, `final_round`) and its best over the rounds (`best`, `best_round`, the first round that reached it)."""
+    named = [(r["round"], r["server_metrics"]) for r in rounds if r["server_metrics"]]
     if not named:
-        return None, None
-    metric = next(iter(named[0]))
-    values = [m[metric] for m in named if isinstance(m.get(metric), int | float)]
-    return metric, (max(values) if values else None)
+        return {"metric": None, "final": None, "final_round": None, "best": None, "best_round": None}
+    metric = next(iter(named[0][1]))
+    values = [(rnd, m[metric]) for rnd, m in named if isinstance(m.get(metric), int | float)]
+    if not values:
+        return {"metric": metric, "final": None, "final_round": None, "best": None, "best_round": None}
+    best_round, best = max(values, key=lambda v: (v[1], -v[0]))
+    return {"metric": metric, "final": values[-1][1], "final_round": values[-1][0], "best": best,
+            "best_round": best_round}
 
 
 def _keys(dicts: list[dict]) -> list[str]:

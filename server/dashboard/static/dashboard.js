@@ -50,7 +50,7 @@ const fedrp = (() => {
       anyRunning = runs.some((r) => r.status === "running");
       fill(document.querySelector("#runs tbody"), runs, (r) => [
         [link(`/runs/${r.id}`, `#${r.id}`)], [r.status, `status-${r.status}`], [r.task], [r.method], [r.backbone],
-        [`${r.rounds_done} / ${r.num_rounds}`, "num"], [r.metric ? `${r.metric} ${fmt(r.best)}` : ""], [when(r.started)],
+        [`${r.rounds_done} / ${r.num_rounds}`, "num"], [r.metric ? `${r.metric} ${fmt(r.final)} (best ${fmt(r.best)}, round ${r.best_round})` : ""], [when(r.started)],
       ]);
       showProblem("");
     } catch (err) {
@@ -64,6 +64,13 @@ const fedrp = (() => {
     yaxis: { title: { text: yTitle } }, legend: { orientation: "h", y: -0.25 },
   });
   const PLOT_OPTIONS = { displayModeBar: false, responsive: true };
+  // From zero: a constant series (every round sends the same bytes) would otherwise be drawn on an axis
+  // autoscaled into its last digits (35.879k to 35.881k).
+  const bytesLayout = () => {
+    const l = layout("Bytes per round", "bytes");
+    l.yaxis.rangemode = "tozero";
+    return l;
+  };
   const line = (x, y, name, extra = {}) => ({ x, y, name, type: "scatter", mode: "lines+markers", ...extra });
 
   function draw(view) {
@@ -77,7 +84,7 @@ const fedrp = (() => {
       ...layout("Metrics per round", "metric"), yaxis2: { title: { text: "loss" }, overlaying: "y", side: "right" },
     }, PLOT_OPTIONS);
     Plotly.react("chart-bytes", [line(x, s.bytes_up, "bytes up"), line(x, s.bytes_down, "bytes down")],
-      layout("Bytes per round", "bytes"), PLOT_OPTIONS);
+      bytesLayout(), PLOT_OPTIONS);
     Plotly.react("chart-clients", [
       { x, y: s.accepted, name: "accepted", type: "bar", marker: { color: "#2da44e" } },
       { x, y: s.refused, name: "refused or missing", type: "bar", marker: { color: "#cf222e" } },
