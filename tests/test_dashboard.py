@@ -419,3 +419,68 @@ def test_a_runs_summary_is_its_last_evaluated_value_with_the_best_and_its_round_
                                       "best_round": 1}
     assert metric_summary([])["final"] is None
 
+
+
+def test_the_update_grid_places_each_reply_and_says_why_secagg_withholds_it():
+    from server.dashboard.views import update_grid
+
+    replies = [
+        {"kind": "train", "round": 1, "partition_id": 0, "node_id": "7", "status": "accepted", "reason": None,
+         "norm_vector": 3.0, "norm_head": 4.0, "cosine": 0.9, "weight": 0.5, "metrics": {}, "num_examples": 5},
+        {"kind": "train", "round": 2, "partition_id": 1, "node_id": "8", "status": "refused", "reason": "norm-outlier",
+         "norm_vector": 3000.0, "norm_head": 4000.0, "cosine": -0.2, "weight": None, "metrics": {}, "num_examples": 5},
+        {"kind": "evaluate", "round": 2, "partition_id": 0, "node_id": "7", "status": "accepted", "reason": None,
+         "metrics": {}, "num_examples": 5},
+    ]
+    grid = update_grid(replies, [1, 2], {})
+    assert grid["clients"] == ["partition 0", "partition 1"] and grid["rounds"] == [1, 2]
+    assert grid["norm"] == [[5.0, None], [None, 5000.0]] and grid["cosine"][0][0] == 0.9
+    assert grid["status"] == [["accepted", None], [None, "refused"]] and grid["reason"][1][1] == "norm-outlier"
+    assert "sees only the sum" in update_grid(replies, [1, 2], {"secure-aggregation": "secagg+"})["withheld"]
+
+
+def test_compare_gives_each_run_its_metric_against_rounds_and_cumulative_bytes(small_store):
+    from server.dashboard.views import compare, compare_rows
+
+    store = RunStore(small_store)
+    other = store.start_run("sst2", "lora", "b", {"alpha": 0.1}, None, None, 2)
+    for rnd, accuracy in enumerate((0.5, 0.6, 0.75)):
+        store.add_round(other, rnd, {"accuracy": accuracy}, bytes_up=3 * 300_000 if rnd else 0)
+    (slash, lora) = compare(store, [1, other])
+    assert (slash["method"], lora["method"], lora["alpha"]) == ("slash", "lora", 0.1)
+    assert slash["bytes_up"] == [0, 3 * 7176, 6 * 7176] and lora["value"] == [0.5, 0.6, 0.75]
+    assert len(compare_rows([slash, lora])) == 6
+    client = TestClient(create_app(small_store))
+    assert client.get(f"/api/compare?runs=1,{other}").status_code == 200
+    assert client.get("/api/compare?runs=1,x").status_code == 404 and client.get("/api/compare?runs=9").status_code == 404
+    assert client.get(f"/api/compare.csv?runs=1,{other}").text.startswith("run,task,method,alpha,metric,round")
+
+
+def test_chromium_shows_a_scaled_clients_refused_updates_in_the_heatmap_and_compares_two_runs(tmp_path, glue_dir,
+                                                                                               browser):
+    summary = simulate(tmp_path, glue_dir, "--faulty-clients", "0:scaled-1000", "--fraction-train", "1.0",
+                       "--num-server-rounds", "2")
+    assert summary["status"] == "completed"
+    simulate(tmp_path, glue_dir, "--num-server-rounds", "2", "--method", "head")
+    server = start_in_thread(tmp_path / "store.sqlite", "127.0.0.1", port := _free_port(), None)
+    try:
+        _wait(lambda: server.started, 30, "the dashboard")
+        browser.get(f"http://127.0.0.1:{port}/runs/1")
+        _wait(lambda: browser.execute_script("return document.body.dataset.rounds") == "2", 60, "the charts")
+        refused = browser.execute_script(
+            "const d = document.getElementById('chart-updates'); const t = d.data.find(t => t.name === 'refused');"
+            "return t.x.map((r, i) => [r, t.y[i], t.text[i]]);")
+        assert refused == [[1, "partition 0", "norm-outlier"], [2, "partition 0", "norm-outlier"]]
+        assert not browser.find_element("id", "chart-updates").get_attribute("hidden")
+        browser.get(f"http://127.0.0.1:{port}/")
+        boxes = _wait(lambda: browser.find_elements("css selector", "#runs input[type=checkbox]"), 30, "the runs")
+        for box in boxes:
+            box.click()
+        browser.find_element("id", "compare").click()
+        _wait(lambda: browser.execute_script("return document.body.dataset.compared") == "2", 60, "the comparison")
+        traces = browser.execute_script("return ['chart-by-round', 'chart-by-bytes'].map(id => "
+                                        "document.getElementById(id).data.map(t => t.name))")
+        assert all(len(names) == 2 and any("slash" in n for n in names) and any("head" in n for n in names)
+                   for names in traces)
+    finally:
+        server.should_exit = True

@@ -151,12 +151,31 @@ def create_app(store_path: str | Path, token: str | None = None) -> Starlette:
         rows = views.rounds_table(store, run_id(request))
         return JSONResponse(rows, headers=_attachment(run_id(request), "json"))
 
+    def compared(request: Request) -> list[int]:
+        """The run ids of ?runs=1,2,...: at least one, each a stored run (else ValueError: a 404)."""
+        raw = request.query_params.get("runs", "")
+        ids = [int(x) for x in raw.split(",") if x.strip().isdigit() and len(x.strip()) <= 19]
+        if not ids or len(ids) != len([x for x in raw.split(",") if x.strip()]):
+            raise ValueError(f"?runs= must list run ids, as ?runs=1,2; got {raw!r}")
+        return ids
+
+    def compare_json(request: Request, store: RunStore) -> Response:
+        return JSONResponse(views.compare(store, compared(request)))
+
+    def compare_csv(request: Request, store: RunStore) -> Response:
+        rows = views.compare_rows(views.compare(store, compared(request)))
+        return PlainTextResponse(views.to_csv(rows), media_type="text/csv",
+                                 headers={"Content-Disposition": 'attachment; filename="compare.csv"'})
+
     async def plotly_js(request: Request) -> Response:
         return FileResponse(PLOTLY_JS, media_type="text/javascript")
 
     routes = [
         Route("/", page("index.html")),
         Route("/runs/{run_id:run_id}", page("run.html", of_a_run=True)),
+        Route("/compare", page("compare.html")),
+        Route("/api/compare", api(compare_json)),
+        Route("/api/compare.csv", api(compare_csv)),
         Route("/api/runs", api(lambda request, store: JSONResponse(views.run_list(store)))),
         Route("/api/runs/{run_id:run_id}",
               api(lambda request, store: JSONResponse(views.run_view(store, run_id(request))))),

@@ -72,10 +72,59 @@ def run_view(store: RunStore, run_id: int) -> dict:
         "spec": json.loads(run["spec"]) if run["spec"] else None,
         "initial_metrics": rounds[0]["server_metrics"] if rounds and rounds[0]["round"] == 0 else {},
         "series": series,
+        "updates": update_grid(replies, series["round"], json.loads(run["config"] or "{}")),
         "refusals": [{"round": r["round"], "kind": r["kind"], "client": _client_key(r), "status": r["status"],
                       "reason": r["reason"], "detail": r["detail"]} for r in replies if r["status"] != "accepted"],
         "clients": clients(replies),
     }
+
+
+def update_grid(replies: list[dict], rounds: list[int], config: dict) -> dict:
+    """Clients x rounds of what each training reply's update did (norm, cosine with the aggregate, status and
+    reason), for the heatmap; under SecAgg+ the server sees only the sum, so `withheld` says so instead."""
+    if config.get("secure-aggregation", "none") != "none":
+        return {"withheld": "under SecAgg+ the server sees only the sum of the updates: nothing per client"}
+    train = [r for r in replies if r["kind"] == "train"]
+    order = {rnd: j for j, rnd in enumerate(rounds)}
+    keys = [c["client"] for c in clients(train)]
+    row = {key: i for i, key in enumerate(keys)}
+    grid = {name: [[None] * len(rounds) for _ in keys] for name in ("norm", "cosine", "weight", "status", "reason")}
+    for r in train:
+        if r["round"] not in order:
+            continue
+        i, j = row[_client_key(r)], order[r["round"]]
+        parts = [r.get("norm_vector"), r.get("norm_head")]
+        grid["norm"][i][j] = None if None in parts else (parts[0] ** 2 + parts[1] ** 2) ** 0.5
+        grid["cosine"][i][j], grid["weight"][i][j] = r.get("cosine"), r.get("weight")
+        grid["status"][i][j], grid["reason"][i][j] = r["status"], r["reason"]
+    return {"clients": keys, "rounds": rounds, **grid, "withheld": None}
+
+
+def compare(store: RunStore, run_ids: list[int]) -> list[dict]:
+    """Per run: what the legend names (method, task, alpha) and its first server metric against the round and
+    against the bytes uploaded so far (accepted and refused replies: what the clients sent)."""
+    out = []
+    for run_id in run_ids:
+        run, rounds = store.run(run_id), store.rounds(run_id)
+        config = json.loads(run["config"] or "{}")
+        metric = metric_summary(rounds)["metric"]
+        sent, points = 0, {"round": [], "bytes_up": [], "value": []}
+        for r in rounds:
+            sent += r["bytes_up"] or 0
+            if metric is not None and isinstance(r["server_metrics"].get(metric), int | float):
+                points["round"].append(r["round"])
+                points["bytes_up"].append(sent)
+                points["value"].append(r["server_metrics"][metric])
+        out.append({"id": run_id, "task": run["task"], "method": run["method"], "alpha": config.get("alpha"),
+                    "metric": metric, **points})
+    return out
+
+
+def compare_rows(runs: list[dict]) -> list[dict]:
+    """The compared runs' points as one flat table (the CSV download)."""
+    return [{"run": c["id"], "task": c["task"], "method": c["method"], "alpha": c["alpha"], "metric": c["metric"],
+             "round": rnd, "bytes_up": sent, "value": value}
+            for c in runs for rnd, sent, value in zip(c["round"], c["bytes_up"], c["value"], strict=True)]
 
 
 def _epsilon_by_round(replies: list[dict], rounds: list[int]) -> list[float | None]:

@@ -48,7 +48,10 @@ const fedrp = (() => {
     try {
       const runs = await getJSON("/api/runs");
       anyRunning = runs.some((r) => r.status === "running");
+      const chosen = new Set([...document.querySelectorAll("#runs input:checked")].map((b) => b.value));
       fill(document.querySelector("#runs tbody"), runs, (r) => [
+        [Object.assign(document.createElement("input"), { type: "checkbox", value: r.id, checked: chosen.has(String(r.id)),
+          title: "compare" })],
         [link(`/runs/${r.id}`, `#${r.id}`)], [r.status, `status-${r.status}`], [r.task], [r.method], [r.backbone],
         [`${r.rounds_done} / ${r.num_rounds}`, "num"], [r.metric ? `${r.metric} ${fmt(r.final)} (best ${fmt(r.best)}, round ${r.best_round})` : ""], [when(r.started)],
       ]);
@@ -63,7 +66,14 @@ const fedrp = (() => {
     title: { text: title, x: 0.02 }, margin: { t: 40, r: 55, b: 40, l: 55 }, xaxis: { title: { text: "round" }, dtick: 1 },
     yaxis: { title: { text: yTitle } }, legend: { orientation: "h", y: -0.25 },
   });
-  const PLOT_OPTIONS = { displayModeBar: false, responsive: true };
+  // Each chart's toolbar downloads it as PNG (plotly's own button) or SVG (this one). Built on first use:
+  // the runs page loads no plotly.
+  const plotOptions = () => ({
+    displaylogo: false, responsive: true, modeBarButtonsToAdd: [{
+      name: "Download plot as SVG", icon: Plotly.Icons.camera,
+      click: (gd) => Plotly.downloadImage(gd, { format: "svg", filename: gd.id }),
+    }],
+  });
   // From zero: a constant series (every round sends the same bytes) would otherwise be drawn on an axis
   // autoscaled into its last digits (35.879k to 35.881k).
   const bytesLayout = () => {
@@ -82,20 +92,45 @@ const fedrp = (() => {
     ];
     Plotly.react("chart-metrics", metrics, {
       ...layout("Metrics per round", "metric"), yaxis2: { title: { text: "loss" }, overlaying: "y", side: "right" },
-    }, PLOT_OPTIONS);
+    }, plotOptions());
     Plotly.react("chart-bytes", [line(x, s.bytes_up, "bytes up"), line(x, s.bytes_down, "bytes down")],
-      bytesLayout(), PLOT_OPTIONS);
+      bytesLayout(), plotOptions());
     Plotly.react("chart-clients", [
       { x, y: s.accepted, name: "accepted", type: "bar", marker: { color: "#2da44e" } },
       { x, y: s.refused, name: "refused or missing", type: "bar", marker: { color: "#cf222e" } },
-    ], { ...layout("Client replies per round", "replies"), barmode: "stack" }, PLOT_OPTIONS);
+    ], { ...layout("Client replies per round", "replies"), barmode: "stack" }, plotOptions());
     const eps = [];
     if (s.epsilon_max.length) eps.push(line(x, s.epsilon_max, "largest client epsilon (sample-level)"));
     if ("client-dp-epsilon" in s.train) eps.push(line(x, s.train["client-dp-epsilon"], "client-level epsilon"));
     const epsDiv = document.getElementById("chart-epsilon");
     epsDiv.hidden = !eps.length;
-    if (eps.length) Plotly.react(epsDiv, eps, layout("Privacy spent", "epsilon"), PLOT_OPTIONS);
+    if (eps.length) Plotly.react(epsDiv, eps, layout("Privacy spent", "epsilon"), plotOptions());
+    drawUpdates(view.updates);
     document.body.dataset.rounds = String(x.length);
+  }
+
+  // Clients x rounds: each training reply's cosine with the round's aggregate update (its norm and weight on
+  // hover); refused replies are crossed out in red, so an outlier that was left out stands apart.
+  function drawUpdates(u) {
+    const div = document.getElementById("chart-updates"), note = document.getElementById("updates-note");
+    note.textContent = u.withheld || "";
+    div.hidden = Boolean(u.withheld) || !u.clients.length;
+    if (div.hidden) return;
+    const hover = u.clients.map((c, i) => u.rounds.map((r, j) => u.status[i][j] === null ? "no reply" :
+      `${c}, round ${r}: ${u.status[i][j]}${u.reason[i][j] ? ` (${u.reason[i][j]})` : ""}<br>norm ${fmt(u.norm[i][j])}` +
+      `, cosine ${fmt(u.cosine[i][j])}, weight ${fmt(u.weight[i][j])}`));
+    const refused = { x: [], y: [], text: [] };
+    u.clients.forEach((c, i) => u.rounds.forEach((r, j) => {
+      if (u.status[i][j] && u.status[i][j] !== "accepted") {
+        refused.x.push(r); refused.y.push(c); refused.text.push(u.reason[i][j] || u.status[i][j]);
+      }
+    }));
+    Plotly.react(div, [
+      { type: "heatmap", x: u.rounds, y: u.clients, z: u.cosine, zmin: -1, zmax: 1, colorscale: "RdBu", reversescale: true,
+        text: hover, hoverinfo: "text", colorbar: { title: { text: "cosine" } }, name: "updates" },
+      { type: "scatter", mode: "markers", x: refused.x, y: refused.y, text: refused.text, name: "refused",
+        marker: { symbol: "x", size: 12, color: "#cf222e" }, hoverinfo: "text" },
+    ], { ...layout("Updates: cosine with the round's aggregate", "client"), yaxis: { type: "category" } }, plotOptions());
   }
 
   function describe(view) {
@@ -139,5 +174,32 @@ const fedrp = (() => {
     schedule(runPage, status);
   }
 
-  return { runList, runPage };
+  function compareLink() {
+    const ids = [...document.querySelectorAll("#runs input:checked")].map((b) => b.value);
+    const a = document.getElementById("compare");
+    a.href = `/compare?runs=${ids.join(",")}`;
+    a.hidden = ids.length < 2;
+  }
+
+  async function comparePage() {
+    const runs = new URLSearchParams(location.search).get("runs") || "";
+    document.getElementById("csv").href = `/api/compare.csv?runs=${runs}`;
+    try {
+      const compared = await getJSON(`/api/compare?runs=${encodeURIComponent(runs)}`);
+      const name = (c) => `#${c.id} ${c.method}, ${c.task}${c.alpha != null ? `, alpha ${c.alpha}` : ""}`;
+      const metric = compared.map((c) => c.metric).find(Boolean) || "metric";
+      Plotly.react("chart-by-round", compared.map((c) => line(c.round, c.value, name(c))),
+        layout(`${metric} per round`, metric), plotOptions());
+      Plotly.react("chart-by-bytes", compared.map((c) => line(c.bytes_up, c.value, name(c))), {
+        ...layout(`${metric} against bytes uploaded`, metric),
+        xaxis: { title: { text: "bytes uploaded so far (all clients)" }, type: "log" },
+      }, plotOptions());
+      document.body.dataset.compared = String(compared.length);
+      showProblem("");
+    } catch (err) {
+      showProblem(err.message);
+    }
+  }
+
+  return { runList, runPage, comparePage, compareLink };
 })();
