@@ -110,6 +110,7 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
     run = Run(cfg, grid, strategy, store, run_id, model, {**ident, "run-lineage": lineage})
     try:
         nodes = discover(grid, {}, cfg.round_timeout, minimum=cfg.min_train_nodes, counts=counts)
+        store.set_label_counts(run_id, counts, nodes)
         prior = _federation_prior(counts, None)  # before round 0, whose evaluation uses it too
         if start_round == 0:
             initial = server_evaluate(cfg, model, state, cfg.evaluation_prior(prior))
@@ -118,6 +119,7 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
                      format_metrics(initial))
         for rnd in range(start_round + 1, cfg.num_server_rounds + 1):
             nodes = discover(grid, nodes, cfg.round_timeout, minimum=cfg.min_train_nodes, counts=counts)
+            store.set_label_counts(run_id, counts, nodes)
             prior = run.prior = _federation_prior(counts, prior)
             strategy.prepare(nodes, cfg.data_seed, ident.get("fingerprint"), cfg.norm_bound, cfg.client_dp, cfg.norm_ratio)
             state = _one_round(run, rnd, state)

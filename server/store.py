@@ -37,6 +37,10 @@ CREATE TABLE IF NOT EXISTS replies (
     norm_vector REAL, norm_head REAL, cosine REAL, weight REAL  -- the update (payload.update_stats), its weight
 );
 CREATE INDEX IF NOT EXISTS replies_by_round ON replies (run_id, round);
+CREATE TABLE IF NOT EXISTS label_counts (  -- what each client reported of its training labels (eval-prior)
+    run_id INTEGER REFERENCES runs(id), node_id TEXT, partition_id INTEGER, counts TEXT,
+    PRIMARY KEY (run_id, node_id)
+);
 """
 STORE_MARK = "fedrp-run-store"
 
@@ -181,6 +185,20 @@ class RunStore:
                 "INSERT INTO replies (run_id, round, kind, node_id, partition_id, num_examples, bytes, status, reason,"
                 " detail, metrics, norm_vector, norm_head, cosine, weight) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 rows)
+
+    def set_label_counts(self, run_id: int, counts: dict[int, list[int]], partitions: dict[int, int | None]) -> None:
+        """The label counts the clients reported so far (node id -> counts), kept with their partition ids."""
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO label_counts VALUES (?,?,?,?)",
+                                [(run_id, str(node), partitions.get(node), json.dumps(c)) for node, c in counts.items()])
+
+    def label_counts(self, run_id: int) -> list[dict]:
+        try:
+            cur = self.db.execute("SELECT node_id, partition_id, counts FROM label_counts WHERE run_id=? "
+                                  "ORDER BY partition_id, node_id", (run_id,))
+        except sqlite3.OperationalError:  # a store from before the table, opened read-only: none recorded
+            return []
+        return [{"node_id": n, "partition_id": p, "counts": json.loads(c)} for n, p, c in cur]
 
     # Reading, for summaries, tests and the dashboard.
     def runs(self) -> list[dict]:

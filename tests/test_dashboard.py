@@ -472,6 +472,9 @@ def test_chromium_shows_a_scaled_clients_refused_updates_in_the_heatmap_and_comp
             "return t.x.map((r, i) => [r, t.y[i], t.text[i]]);")
         assert refused == [[1, "partition 0", "norm-outlier"], [2, "partition 0", "norm-outlier"]]
         assert not browser.find_element("id", "chart-updates").get_attribute("hidden")
+        labels = browser.execute_script("const d = document.getElementById('chart-labels');"
+                                        "return d.hidden ? null : d.data.map(t => t.x.length)")
+        assert labels == [4, 4]  # each of the 4 clients' reported counts of SST-2's two labels
         browser.get(f"http://127.0.0.1:{port}/")
         boxes = _wait(lambda: browser.find_elements("css selector", "#runs input[type=checkbox]"), 30, "the runs")
         for box in boxes:
@@ -484,3 +487,19 @@ def test_chromium_shows_a_scaled_clients_refused_updates_in_the_heatmap_and_comp
                    for names in traces)
     finally:
         server.should_exit = True
+
+
+def test_label_mix_and_client_epsilon_come_from_the_store_or_say_why_not(tmp_path):
+    from server.dashboard.views import client_epsilon, label_mix
+
+    store = RunStore(tmp_path / "s.sqlite")
+    run = store.start_run("sst2", "slash", "b", {}, None, None, 2)
+    store.set_label_counts(run, {11: [30, 5], 10: [2, 40]}, {10: 0, 11: 1})
+    mix = label_mix(store.label_counts(run), {})
+    assert mix == {"clients": ["partition 0", "partition 1"], "counts": [[2, 40], [30, 5]], "withheld": None}
+    assert "under DP or SecAgg+" in label_mix([], {"dp-epsilon": 8.0})["withheld"]
+    assert "reported no label counts" in label_mix([], {"local-loss": "ce"})["withheld"]
+    replies = [{"kind": "train", "round": rnd, "partition_id": 0, "node_id": "10", "metrics": {"epsilon": eps}}
+               for rnd, eps in ((1, 2.5), (3, 5.0))]
+    assert client_epsilon(replies, [1, 2, 3], {"dp-epsilon": 8.0}) == {
+        "budget": 8.0, "clients": {"partition 0": [2.5, 2.5, 5.0]}}  # not sampled in round 2: spent stays

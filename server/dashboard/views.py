@@ -73,6 +73,8 @@ def run_view(store: RunStore, run_id: int) -> dict:
         "initial_metrics": rounds[0]["server_metrics"] if rounds and rounds[0]["round"] == 0 else {},
         "series": series,
         "updates": update_grid(replies, series["round"], json.loads(run["config"] or "{}")),
+        "label_mix": label_mix(store.label_counts(run_id), json.loads(run["config"] or "{}")),
+        "client_epsilon": client_epsilon(replies, series["round"], json.loads(run["config"] or "{}")),
         "refusals": [{"round": r["round"], "kind": r["kind"], "client": _client_key(r), "status": r["status"],
                       "reason": r["reason"], "detail": r["detail"]} for r in replies if r["status"] != "accepted"],
         "clients": clients(replies),
@@ -98,6 +100,36 @@ def update_grid(replies: list[dict], rounds: list[int], config: dict) -> dict:
         grid["cosine"][i][j], grid["weight"][i][j] = r.get("cosine"), r.get("weight")
         grid["status"][i][j], grid["reason"][i][j] = r["status"], r["reason"]
     return {"clients": keys, "rounds": rounds, **grid, "withheld": None}
+
+
+def label_mix(reported: list[dict], config: dict) -> dict:
+    """Each client's label counts, as reported (for stacked bars), or why there are none."""
+    if reported:
+        return {"clients": [_client_key(r) for r in reported], "counts": [r["counts"] for r in reported],
+                "withheld": None}
+    if config.get("dp-epsilon") or config.get("client-dp-noise") or config.get("secure-aggregation", "none") != "none":
+        why = "under DP or SecAgg+ the clients do not report their label counts: exact counts would escape the guarantee"
+    else:
+        why = ("the clients reported no label counts: they do only for a classification task with the logit-adjusted "
+               "loss and eval-prior reported, or the prior-relative loss")
+    return {"clients": [], "counts": [], "withheld": why}
+
+
+def client_epsilon(replies: list[dict], rounds: list[int], config: dict) -> dict:
+    """Each client's sample-level epsilon spent by every round (what its latest reply reported), and the
+    budget it spends against; empty without DP."""
+    spent: dict[str, dict[int, float]] = {}
+    for r in replies:
+        if r["kind"] == "train" and "epsilon" in r["metrics"]:
+            spent.setdefault(_client_key(r), {})[r["round"]] = r["metrics"]["epsilon"]
+    series = {}
+    for client, by_round in sorted(spent.items()):
+        running, points = None, []
+        for rnd in rounds:
+            running = by_round.get(rnd, running)
+            points.append(running)
+        series[client] = points
+    return {"budget": config.get("dp-epsilon") or None, "clients": series}
 
 
 def compare(store: RunStore, run_ids: list[int]) -> list[dict]:

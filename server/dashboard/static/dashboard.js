@@ -106,7 +106,33 @@ const fedrp = (() => {
     epsDiv.hidden = !eps.length;
     if (eps.length) Plotly.react(epsDiv, eps, layout("Privacy spent", "epsilon"), plotOptions());
     drawUpdates(view.updates);
+    drawLabels(view.label_mix);
+    drawClientEpsilon(view.client_epsilon, x);
     document.body.dataset.rounds = String(x.length);
+  }
+
+  // Each client's label mix, stacked, from the counts it reported (or why there are none).
+  function drawLabels(mix) {
+    const div = document.getElementById("chart-labels");
+    document.getElementById("labels-note").textContent = mix.withheld || "";
+    div.hidden = !mix.clients.length;
+    if (div.hidden) return;
+    const labels = Math.max(...mix.counts.map((c) => c.length));
+    const traces = [...Array(labels).keys()].map((k) => ({
+      type: "bar", name: `label ${k}`, x: mix.clients, y: mix.counts.map((c) => c[k] ?? 0),
+    }));
+    Plotly.react(div, traces, { ...layout("Label mix per client (reported counts)", "examples"), barmode: "stack",
+      xaxis: { type: "category" } }, plotOptions());
+  }
+
+  // Each client's sample-level epsilon by round, against the run's budget (dashed).
+  function drawClientEpsilon(eps, x) {
+    const div = document.getElementById("chart-client-epsilon"), clients = Object.entries(eps.clients);
+    div.hidden = !clients.length;
+    if (div.hidden) return;
+    const traces = clients.map(([c, y]) => line(x, y, c));
+    if (eps.budget) traces.push(line(x, x.map(() => eps.budget), "budget", { mode: "lines", line: { dash: "dash" } }));
+    Plotly.react(div, traces, layout("Epsilon spent per client", "epsilon"), plotOptions());
   }
 
   // Clients x rounds: each training reply's cosine with the round's aggregate update (its norm and weight on
