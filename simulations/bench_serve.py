@@ -112,13 +112,10 @@ def main(argv: list[str] | None = None) -> dict:
     if min(args.tasks) < 1 or args.batch < 1 or args.repeats < 1:
         parser.error("expected --tasks, --batch and --repeats of at least 1")
     host = machine()  # before the work: whether other jobs shared the cores
-    import torch
-
     from fedrp import glue
     from fedrp.backbone import load_backbone
     from fedrp.serving import TaskBank
 
-    torch.set_grad_enabled(False)
     sst2 = glue.load_split("sst2", "dev", args.data_dir)
     texts = sst2["text"][:args.batch]
     most = max(args.tasks)

@@ -11,3 +11,6 @@ def test_the_serving_benchmark_reports_load_memory_and_mixed_throughput(glue_dir
     assert out["load_seconds"][3] > 0 and out["met"]["memory"] is True and out["met"]["throughput"] is None
     assert set(out["latency"]) == {1, 4} and 0 < out["latency"][4]["p50_ms"] <= out["latency"][4]["p99_ms"]
     assert '"single_task_examples_per_second"' in capsys.readouterr().out
+    import torch
+
+    assert torch.is_grad_enabled()  # in this process the tests after it still train
