@@ -93,10 +93,10 @@ class TaskBank:
                 weight, bias = model.head.weight.detach().float().clone(), model.head.bias.detach().float().clone()
         finally:
             model.detach_layers()
+        if name in self.tasks:  # first: the kind it leaves may go with it
+            self.remove(name)
         key = (art.method, config.position, config.pooling)
         kind = self.kinds.setdefault(key, _Kind(get_adapter(art.method), config, config.pooling))
-        if name in self.tasks:
-            self.remove(name)
         task = Task(name, artifact.tensors_digest(art.tensors), key, kind.add(vectors, weight, bias),
                     tuple(art.label_names), config.num_labels)
         self.tasks[name] = task

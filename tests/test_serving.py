@@ -72,6 +72,8 @@ def test_tasks_come_and_go_and_a_foreign_adapter_is_refused(adapters, tmp_path):
     with pytest.raises(ValueError, match="was trained on backbone 'other/model'"):
         bank.add("foreign", foreign)
     assert sorted(bank.tasks) == ["out-b", "prompt"]
+    bank.add("prompt", adapters["prompt"])  # its file read again (changed on disk), the only task of its kind
+    assert bank.predict(["prompt"], [TEXTS[0]])[0]["logits"] == pytest.approx(_alone(adapters["prompt"]), abs=1e-5)
 
 
 def test_predict_over_a_file_answers_each_row_by_the_adapter_it_names(adapters, tmp_path, capsys):
@@ -105,3 +107,12 @@ def test_a_row_naming_a_task_without_an_adapter_is_refused_before_the_model_load
     data.write_text("task,text\nout-a,fine\nmissing,bad\n")
     assert main(["predict", "--adapters", str(folder), "--input", str(data), "--text-column", "text"]) == 2
     assert "row 2 names task 'missing' in column 'task', but" in capsys.readouterr().err
+
+
+def _alone(path) -> list[float]:
+    model, art = artifact.load_model(path)
+    try:
+        return predict(model, art.label_names, [TEXTS[0]])[0]["logits"]
+    finally:
+        model.detach_layers()
+
