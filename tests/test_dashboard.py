@@ -298,7 +298,8 @@ def small_store(tmp_path) -> Path:
 def test_an_unknown_run_is_not_found_on_every_per_run_url(small_store):
     """Run 2 does not exist: its page and downloads are a 404, as its API is, never a 200 with an empty body."""
     client = TestClient(create_app(small_store))
-    for url in ("/runs/{}", "/api/runs/{}", "/api/runs/{}/rounds.json", "/api/runs/{}/rounds.csv"):
+    for url in ("/runs/{}", "/api/runs/{}", "/api/runs/{}/rounds.json", "/api/runs/{}/rounds.csv",
+                "/api/runs/{}/replies.csv"):
         assert client.get(url.format(1)).status_code == 200, url
         missing = client.get(url.format(2))
         assert missing.status_code == 404 and "no run 2 in" in missing.text, url
@@ -472,6 +473,10 @@ def test_chromium_shows_a_scaled_clients_refused_updates_in_the_heatmap_and_comp
             "return t.x.map((r, i) => [r, t.y[i], t.text[i]]);")
         assert refused == [[1, "partition 0", "norm-outlier"], [2, "partition 0", "norm-outlier"]]
         assert not browser.find_element("id", "chart-updates").get_attribute("hidden")
+        table = urllib.request.urlopen(browser.find_element("id", "replies-csv").get_attribute("href")).read().decode()
+        header, *rows = table.splitlines()
+        assert header.startswith("round,kind,partition_id,node_id,status,reason") and "norm-outlier" in table
+        assert sum(row.startswith(("1,train", "2,train")) for row in rows) == 8  # 4 clients, 2 rounds
         labels = browser.execute_script("const d = document.getElementById('chart-labels');"
                                         "return d.hidden ? null : d.data.map(t => t.x.length)")
         assert labels == [4, 4]  # each of the 4 clients' reported counts of SST-2's two labels

@@ -147,6 +147,11 @@ def create_app(store_path: str | Path, token: str | None = None) -> Starlette:
         rows = views.rounds_table(store, run_id(request))
         return PlainTextResponse(views.to_csv(rows), media_type="text/csv", headers=_attachment(run_id(request), "csv"))
 
+    def replies_csv(request: Request, store: RunStore) -> Response:
+        rows = views.replies_table(store, run_id(request))
+        return PlainTextResponse(views.to_csv(rows), media_type="text/csv",
+                                 headers=_attachment(run_id(request), "csv", "replies"))
+
     def rounds_json(request: Request, store: RunStore) -> Response:
         rows = views.rounds_table(store, run_id(request))
         return JSONResponse(rows, headers=_attachment(run_id(request), "json"))
@@ -180,6 +185,7 @@ def create_app(store_path: str | Path, token: str | None = None) -> Starlette:
         Route("/api/runs/{run_id:run_id}",
               api(lambda request, store: JSONResponse(views.run_view(store, run_id(request))))),
         Route("/api/runs/{run_id:run_id}/rounds.csv", api(rounds_csv)),
+        Route("/api/runs/{run_id:run_id}/replies.csv", api(replies_csv)),
         Route("/api/runs/{run_id:run_id}/rounds.json", api(rounds_json)),
         Route("/static/plotly.min.js", plotly_js),
         Mount("/static", StaticFiles(directory=str(STATIC))),
@@ -190,8 +196,8 @@ def create_app(store_path: str | Path, token: str | None = None) -> Starlette:
     return app
 
 
-def _attachment(run_id: int, ext: str) -> dict[str, str]:
-    return {"Content-Disposition": f'attachment; filename="run-{run_id}-rounds.{ext}"'}
+def _attachment(run_id: int, ext: str, what: str = "rounds") -> dict[str, str]:
+    return {"Content-Disposition": f'attachment; filename="run-{run_id}-{what}.{ext}"'}
 
 
 def _problem_page(title: str, message: str) -> str:

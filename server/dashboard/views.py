@@ -206,6 +206,16 @@ def rounds_table(store: RunStore, run_id: int) -> list[dict]:
     return out
 
 
+def replies_table(store: RunStore, run_id: int) -> list[dict]:
+    """Every stored reply of a run as one flat row (the refusals, the clients' metrics and each update's norm,
+    cosine and weight: what the tables and the heatmap show), for the CSV download."""
+    store.run(run_id)  # an unknown run: ValueError, a 404
+    keep = ("round", "kind", "partition_id", "node_id", "status", "reason", "detail", "num_examples", "bytes",
+            "norm_vector", "norm_head", "cosine", "weight")
+    return [{**{k: r[k] for k in keep}, **{f"metric_{k}": v for k, v in r["metrics"].items()}}
+            for r in store.replies(run_id)]
+
+
 def to_csv(rows: list[dict]) -> str:
     columns: dict[str, None] = {}
     for row in rows:

@@ -186,6 +186,7 @@ const fedrp = (() => {
   async function runPage() {
     const id = location.pathname.split("/").filter(Boolean).pop();
     document.getElementById("csv").href = `/api/runs/${id}/rounds.csv`;
+    document.getElementById("replies-csv").href = `/api/runs/${id}/replies.csv`;
     document.getElementById("json").href = `/api/runs/${id}/rounds.json`;
     let status = "running";
     try {
