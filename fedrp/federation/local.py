@@ -55,8 +55,8 @@ def local_train(cfg: FedConfig, state: dict[str, np.ndarray], train_data: datase
 def round_correction(config: dict, drift: dict[str, np.ndarray] | None,
                      sent: dict[str, np.ndarray]) -> Correction | None:
     """The gradient terms a round's message asks for: FedProx's and FedDyn's "proximal-mu", a per-client "drift"
-    vector (SCAFFOLD's c - c_i, FedDyn's -g_i) checked like the weights, SCAFFOLD's "record-gradient"; a message
-    that fits none of them is refused."""
+    vector (SCAFFOLD's c - c_i, FedDyn's -g_i) checked like the weights, SCAFFOLD's "record-gradient"; None for
+    a round that asks for none (FedAvg's). A malformed term is refused (StateMismatch)."""
     try:
         mu = float(config.get("proximal-mu", 0.0))
     except (TypeError, ValueError):
