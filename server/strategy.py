@@ -23,7 +23,7 @@ from fedrp.federation import FedConfig
 from fedrp.federation.config import sample_partitions
 from fedrp.privacy.client_level import ClientLevelDP, noisy_mean
 from fedrp.refusals import REFUSED
-from server.drift import ControlVariates, DynamicRegularizer
+from server.drift import ControlVariates, DynamicRegularizer, PerClientState
 
 
 def to_record(state: dict[str, np.ndarray]) -> ArrayRecord:
@@ -228,7 +228,11 @@ class FedProxRP(Validating, FedProx):
 
 class PerClientTerm(Validating, FedAvg):
     """A rule whose server keeps a vector per client and sends it in that client's train message, as the
-    ArrayRecord "drift" that the client adds to its gradients (SCAFFOLD, FedDyn; server.drift)."""
+    ArrayRecord "drift" that the client adds to its gradients (SCAFFOLD, FedDyn; server.drift). The vectors
+    (`held`) outlive the rounds: `prepare` recounts the clients, and checkpoints keep them under `name`/."""
+
+    name: ClassVar[str]
+    held: PerClientState
 
     def own_term(self, key: int, template: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
@@ -242,27 +246,31 @@ class PerClientTerm(Validating, FedAvg):
                 msg.content["drift"] = to_record(self.own_term(key, self.sent))
         return messages
 
-    @property
-    def num_clients(self) -> int:
-        return max(1, len(self.nodes))
+    def prepare(self, *args, **kwargs) -> None:
+        super().prepare(*args, **kwargs)
+        self.held.num_clients = max(1, len(self.nodes))
+
+    def server_state(self) -> dict[str, np.ndarray]:
+        return {f"{self.name}/{k}": v for k, v in self.held.state().items()}
+
+    def load_server_state(self, state: dict[str, np.ndarray]) -> None:
+        prefix = f"{self.name}/"
+        self.held.load({k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)})
 
 
 class ScaffoldRP(PerClientTerm):
     """SCAFFOLD (Karimireddy et al. 2020): each client corrects its gradients by c - c_i and replies with its
     mean gradient (the ArrayRecord "gradient"), its new c_i; the model is averaged as FedAvg does."""
 
+    name = "scaffold"
     extra_records = ("gradient",)
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.variates = ControlVariates(num_clients=1)  # kept across rounds; prepare counts the clients each round
-
-    def prepare(self, *args, **kwargs) -> None:
-        super().prepare(*args, **kwargs)
-        self.variates.num_clients = self.num_clients
+        self.held = ControlVariates(num_clients=1)
 
     def own_term(self, key: int, template: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.variates.correction(key, template)
+        return self.held.correction(key, template)
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         config["record-gradient"] = True
@@ -271,34 +279,25 @@ class ScaffoldRP(PerClientTerm):
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         arrays, metrics = super().aggregate_train(server_round, replies)
         if arrays is not None:
-            self.variates.update([(key, extras["gradient"]) for key, _, extras in self.accepted])
+            self.held.update([(key, extras["gradient"]) for key, _, extras in self.accepted])
         return arrays, metrics
-
-    def server_state(self) -> dict[str, np.ndarray]:
-        return {f"scaffold/{k}": v for k, v in self.variates.state().items()}
-
-    def load_server_state(self, state: dict[str, np.ndarray]) -> None:
-        self.variates.load({k.removeprefix("scaffold/"): v for k, v in state.items() if k.startswith("scaffold/")})
 
 
 class FedDynRP(PerClientTerm):
     """FedDyn (Acar et al. 2021): each client adds -g_i and alpha (w - w_global) to its gradients; the server
     sets the round's plain mean minus h / alpha (server.drift.DynamicRegularizer)."""
 
+    name = "feddyn"
     settings: ClassVar[dict[str, str]] = {"alpha": "feddyn_alpha"}
     weighting = "uniform"
 
     def __init__(self, *, alpha: float, **kwargs) -> None:
         super().__init__(**kwargs)
         self.alpha = alpha
-        self.dynamic = DynamicRegularizer(alpha, num_clients=1)  # kept across rounds, as SCAFFOLD's variates
-
-    def prepare(self, *args, **kwargs) -> None:
-        super().prepare(*args, **kwargs)
-        self.dynamic.num_clients = self.num_clients
+        self.held = DynamicRegularizer(alpha, num_clients=1)
 
     def own_term(self, key: int, template: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.dynamic.linear(key, template)
+        return self.held.linear(key, template)
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         config["proximal-mu"] = self.alpha
@@ -307,14 +306,8 @@ class FedDynRP(PerClientTerm):
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         arrays, metrics = super().aggregate_train(server_round, replies)
         if arrays is not None:
-            arrays = to_record(self.dynamic.update(self.sent, [(key, state) for key, state, _ in self.accepted]))
+            arrays = to_record(self.held.update(self.sent, [(key, state) for key, state, _ in self.accepted]))
         return arrays, metrics
-
-    def server_state(self) -> dict[str, np.ndarray]:
-        return {f"feddyn/{k}": v for k, v in self.dynamic.state().items()}
-
-    def load_server_state(self, state: dict[str, np.ndarray]) -> None:
-        self.dynamic.load({k.removeprefix("feddyn/"): v for k, v in state.items() if k.startswith("feddyn/")})
 
 
 class FedMedianRP(Validating, FedMedian):

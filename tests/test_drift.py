@@ -230,9 +230,9 @@ def test_a_resumed_strategy_sends_each_client_the_vector_the_uninterrupted_one_w
     strategy = make_strategy(cfg)
     strategy.prepare({10: 0, 11: 1}, 0, None, 0.0)
     if aggregation == "scaffold":
-        strategy.variates.update([(0, {"z": np.array([1.0, 2.0, 3.0])})])
+        strategy.held.update([(0, {"z": np.array([1.0, 2.0, 3.0])})])
     else:
-        strategy.dynamic.update(sent, [(1, {"z": np.array([1.0, 0.0, -1.0], np.float32)})])
+        strategy.held.update(sent, [(1, {"z": np.array([1.0, 0.0, -1.0], np.float32)})])
     resumed = make_strategy(cfg)
     resumed.load_server_state(strategy.server_state())
     resumed.prepare({10: 0, 11: 1}, 0, None, 0.0)
