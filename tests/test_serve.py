@@ -51,27 +51,31 @@ def server(tmp_path_factory):
     spare = tmp_path_factory.mktemp("spare")
     for i, name in enumerate(TASKS):
         _write(folder, name, i, "jrwarp" if i == 9 else "slash")
+    proc, client = _start(folder, len(TASKS), "--scan-seconds", "0.2", "--max-texts", "8", "--max-body-bytes", "4096",
+                          "--max-tokens", "64")
+    yield client, folder, spare, proc
+    client.close()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+
+
+def _start(folder: Path, tasks: int, *options: str) -> tuple[subprocess.Popen, httpx.Client]:
+    """`fedrp serve` over the folder on a free port, once it serves `tasks` adapters."""
     port = _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fedrp", "serve", "--adapters", str(folder), "--port", str(port), "--scan-seconds",
-         "0.2", "--max-texts", "8", "--max-body-bytes", "4096", "--max-tokens", "64"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "fedrp", "serve", "--adapters", str(folder), "--port", str(port),
+                             *options], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
     deadline = time.time() + 120
     while True:
         try:
-            if client.get("/healthz").json()["tasks"] == len(TASKS):
-                break
+            if client.get("/healthz").json()["tasks"] == tasks:
+                return proc, client
         except httpx.TransportError:
             pass
         if proc.poll() is not None or time.time() > deadline:
             raise AssertionError(f"fedrp serve did not come up: {proc.stdout.read()}")
         time.sleep(0.2)
-    yield client, folder, spare, proc
-    client.close()
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=30)
 
 
 def _expected(folder: Path, name: str, texts, pairs=None) -> list[dict]:
@@ -189,3 +193,23 @@ def test_a_token_is_checked_on_every_request():
         assert client.get("/healthz").status_code == 401
         assert client.get("/healthz", headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert client.get("/healthz", headers={"Authorization": "Bearer s3cret"}).json()["status"] == "ok"
+
+
+def test_sigint_during_a_batch_answers_the_batch_then_stops_cleanly(tmp_path):
+    """Ctrl-C while a batch runs: the request in flight still gets its answer, the process exits 0, no traceback."""
+    _write(tmp_path, "only", 0)
+    proc, client = _start(tmp_path, 1, "--max-texts", "64")
+    texts = [" ".join(TEXTS) * 2] * 64  # long texts: a batch of about a second on 2 cores
+    with ThreadPoolExecutor(1) as pool:
+        metrics = client.get("/metrics").text
+        reply = pool.submit(client.post, "/v1/predict", json={"task": "only", "texts": texts})
+        while "fedrp_serve_examples_in_flight 64.0" not in client.get("/metrics").text:  # the batch has started
+            assert not reply.done(), reply.result().text
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        assert reply.result().status_code == 200 and len(reply.result().json()["predictions"]) == 64
+    client.close()
+    assert proc.wait(timeout=60) == 0
+    out = proc.stdout.read()
+    assert "Traceback" not in out and "Error" not in out, out
+    assert "fedrp_serve_examples_in_flight 0.0" in metrics

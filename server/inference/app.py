@@ -55,6 +55,8 @@ class Metrics:
         self.latency = Histogram("fedrp_serve_request_seconds", "time from a request's arrival to its answer",
                                  registry=self.registry)
         self.tasks = Gauge("fedrp_serve_tasks_loaded", "adapters loaded", registry=self.registry)
+        self.in_flight = Gauge("fedrp_serve_examples_in_flight", "examples in the batched call running now",
+                               registry=self.registry)
 
 
 class Adapters:
@@ -132,6 +134,7 @@ class Batcher:
             tasks = [t for task, texts, _, _ in batch for t in [task] * len(texts)]
             texts = [x for _, t, _, _ in batch for x in t]
             pairs = [x for _, t, p, _ in batch for x in (p if p is not None else [None] * len(t))]
+            self.metrics.in_flight.set(len(texts))
             try:
                 answers = await loop.run_in_executor(self.executor, self._predict, tasks, texts, pairs)
             except Exception as err:  # noqa: BLE001 - every waiting request gets the failure, the worker lives on
@@ -139,6 +142,8 @@ class Batcher:
                     if not future.done():
                         future.set_exception(err)
                 continue
+            finally:
+                self.metrics.in_flight.set(0)
             self.metrics.batch.observe(len(texts))
             start = 0
             for _, t, _, future in batch:
