@@ -28,7 +28,7 @@ import tempfile
 import time
 
 from fedrp.rates import FEDERATED_BATCH_SIZE
-from simulations.bench_options import add_data_dir, machine
+from simulations.bench_options import add_data_dir, machine, report
 
 TARGET = 0.8  # federated examples per second over centralized, at least
 
@@ -93,8 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         out[engine]["ratio"] = {k: round(out[engine][f"examples_per_second_{k}"] / base[f"examples_per_second_{k}"], 3)
                                 for k in ("train", "end_to_end")}
         out[engine]["met"] = out[engine]["ratio"]["end_to_end"] >= TARGET
-    out["machine"] = host
-    print(json.dumps(out, indent=1))
+    report(out, host)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ columns, measured against the same store without them).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sqlite3
 import tempfile
@@ -107,7 +106,7 @@ def render_seconds(store: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from simulations.bench_options import machine
+    from simulations.bench_options import machine, report
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=100)
@@ -124,9 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
                "render_seconds": render_seconds(path)}
     out["met"] = {"render": max(out["render_seconds"].values()) < TARGETS["render_seconds"],
                   "storage": out["added_bytes_per_reply"] <= TARGETS["added_bytes_per_reply"]}
-    out["machine"] = host
-    print(json.dumps(out, indent=1))
-    return out
+    return report(out, host)
 
 
 if __name__ == "__main__":

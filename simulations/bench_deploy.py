@@ -15,7 +15,6 @@ only on an otherwise idle machine.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import statistics
@@ -26,7 +25,7 @@ from pathlib import Path
 
 from fedrp.cli import OneLineParser
 from server.store import RunStore
-from simulations.bench_options import add_data_dir, machine
+from simulations.bench_options import add_data_dir, machine, report
 from simulations.harness.cells import run_federation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,11 +128,9 @@ def main(argv: list[str] | None = None) -> None:
     sim = rows["simulation_flower"]["median_after_first"]
     ratios = {f"{name}_over_simulation": row["median_after_first"] / sim
               for name, row in rows.items() if name.startswith("deploy")}
-    json.dump({"config": {**run_config(args), "nodes": args.nodes, "rounds": args.rounds},
-               "target_deploy_over_simulation_max": TARGET_DEPLOY_OVER_SIMULATION, "variants": rows, "ratios": ratios,
-               "met": ratios["deploy_warm_over_simulation"] <= TARGET_DEPLOY_OVER_SIMULATION, "machine": host},
-              sys.stdout, indent=1)
-    print()
+    report({"config": {**run_config(args), "nodes": args.nodes, "rounds": args.rounds},
+            "target_deploy_over_simulation_max": TARGET_DEPLOY_OVER_SIMULATION, "variants": rows, "ratios": ratios,
+            "met": ratios["deploy_warm_over_simulation"] <= TARGET_DEPLOY_OVER_SIMULATION}, host)
 
 
 if __name__ == "__main__":

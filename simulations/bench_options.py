@@ -7,8 +7,10 @@ uses it too.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import subprocess
 from pathlib import Path
 
 # The workplace's GLUE copy, beside the checkout. fedrp itself falls back to the Hugging Face Hub
@@ -41,3 +43,24 @@ def machine() -> dict:
             "memory_total_mb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20),
             "load_average_at_start": [round(x, 2) for x in load], "idle_at_start": load[0] <= BUSY_LOAD,
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "platform": platform.platform()}
+
+
+def commit() -> str | None:
+    """The checkout's commit, with "+changes" when tracked files differ from it (None outside git): which code
+    the numbers are of."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                 capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+changes" if changed else "")
+
+
+def report(out: dict, host: dict) -> dict:
+    """A benchmark's JSON on stdout, with the machine (`machine()`, taken before the work) and the commit."""
+    out = {**out, "machine": host, "commit": commit()}
+    print(json.dumps(out, indent=1))
+    return out

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +28,7 @@ from fedrp.adapters import build_model, make_config
 from fedrp.backbone import load_backbone, target_linears
 from fedrp.export import export, load_exported
 from fedrp.inputs import batch_inputs, classify
-from simulations.bench_options import glue_dir_default, machine
+from simulations.bench_options import glue_dir_default, machine, report
 
 TARGETS = {"slash_train_ratio_max": 1.10, "export_latency_ratio_max": 1.02}
 
@@ -163,14 +161,13 @@ def main(argv: list[str] | None = None) -> None:
         "device": "cpu", "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "batch_size": args.batch_size,
         "mean_tokens": sum(int(b["attention_mask"].sum()) for b in batches) / len(texts),
-        "train": train, "inference": infer, "targets": TARGETS, "machine": host,
+        "train": train, "inference": infer, "targets": TARGETS,
         "met": {
             "slash_train": train["slash"]["ratio_to_floor"] <= TARGETS["slash_train_ratio_max"],
             "export_latency": all(v["ratio"] <= TARGETS["export_latency_ratio_max"] for v in infer.values()),
         },
     }
-    json.dump(result, sys.stdout, indent=2)
-    print()
+    report(result, host)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 
-from simulations.bench_options import machine
+from simulations.bench_options import machine, report
 
 SHAPES = {"big": (4096, 4096, 32), "default": (1024, 384, 6)}  # d, H, blocks
 MODES = ("stored", "streamed", "srht")
@@ -119,9 +119,8 @@ def main(argv: list[str] | None = None) -> None:
                        "the buffers share generate()'s cached arrays (one copy of W). "
                        "generation_ns_per_value (streamed): its fingerprint pass, generate + hash, per W entry; "
                        "stored's fingerprint reads the disk cache its build wrote.")
-    results["machine"] = {**host, "python": platform.python_version()}
     results["wall_s"] = time.perf_counter() - start
-    print(json.dumps(results, indent=1))
+    report(results, {**host, "python": platform.python_version()})
 
 
 if __name__ == "__main__":

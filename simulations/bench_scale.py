@@ -32,7 +32,7 @@ from pathlib import Path
 
 import psutil
 
-from simulations.bench_options import add_data_dir, machine
+from simulations.bench_options import add_data_dir, machine, report
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENTS = (10, 30, 100)
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     cpu_before = psutil.Process().cpu_times()
     cells = [run_size(n, args) for n in sorted(args.clients)]
     cpu_after = psutil.Process().cpu_times()
-    json.dump({
+    report({
         "setting": {"task": "sst2", "method": "slash", "rounds": args.rounds, "sampled_per_round": args.sampled,
                     "max_train_samples": args.max_train_samples, "max_train_samples_per_client": args.per_client,
                     "partition_scheme": "iid", "fraction_evaluate": 0.0, "max_eval_samples": 200,
@@ -252,9 +252,7 @@ def main(argv: list[str] | None = None) -> None:
                     "sampler_cpu_seconds": round((cpu_after.user + cpu_after.system)
                                                  - (cpu_before.user + cpu_before.system), 1)},
         "target_peak_gib": TARGET_PEAK_GIB, "cells": cells, "growth": growth(cells), "met": verdict(cells),
-        "machine": host,
-    }, sys.stdout, indent=1)
-    print()
+    }, host)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ heads: what is timed does not depend on their values. The texts are SST-2 dev's.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -92,7 +91,7 @@ def latencies(folder: Path, tasks: int, concurrency: list[int], requests: int, t
         for clients in concurrency:
             local = threading.local()  # one connection per client thread, at this level
             with ThreadPoolExecutor(clients) as pool:
-                seconds = list(pool.map(lambda i: one(i, local), range(max(requests, clients))))
+                seconds = list(pool.map(one, range(max(requests, clients)), [local] * max(requests, clients)))
             out[clients] = {"p50_ms": round(float(np.percentile(seconds, 50)) * 1000, 1),
                             "p99_ms": round(float(np.percentile(seconds, 99)) * 1000, 1)}
     finally:
@@ -132,7 +131,7 @@ def compute_ms(bank, texts: list[str], sizes: list[int], repeats: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from simulations.bench_options import add_data_dir, machine
+    from simulations.bench_options import add_data_dir, machine, report
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_data_dir(parser)
@@ -183,9 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
         "latency": out["latency"][8]["p99_ms"] <= TARGETS["p99_at_8_over_single"] * out["latency"][1]["p50_ms"]
         if {1, 8} <= set(out["latency"]) else None,
     }
-    out["machine"] = host
-    print(json.dumps(out, indent=1))
-    return out
+    return report(out, host)
 
 
 if __name__ == "__main__":

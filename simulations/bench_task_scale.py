@@ -47,7 +47,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from simulations.bench_options import machine
+from simulations.bench_options import machine, report
 
 ROWS = (10_000, 100_000, 1_000_000)
 RSS_GROWTH_LIMIT_MB = 200.0
@@ -410,8 +410,7 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         if temporary:
             temporary.cleanup()
-    print(json.dumps(out, indent=1))
-    return out
+    return report(out, out.pop("machine"))
 
 
 if __name__ == "__main__":
