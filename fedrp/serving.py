@@ -71,9 +71,10 @@ def _pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
 class TaskBank:
     """Adapters of one backbone, by name; `predict` answers examples of any of them in shared forward passes."""
 
-    def __init__(self, backbone: Backbone) -> None:
+    def __init__(self, backbone: Backbone, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
         self.backbone = backbone
-        self.backbone.model.eval()
+        self.backbone.model.to(self.device).eval()
         self.accepts = accepted_inputs(backbone.model)
         self.tasks: dict[str, Task] = {}
         self.kinds: dict[tuple[str, str, str], _Kind] = {}
@@ -87,10 +88,11 @@ class TaskBank:
                              f"not this server's {self.backbone.name!r} ({self.backbone.config_hash[:12]})")
         config = config_from_dict(art.config)
         model = artifact.apply(art, build_model(self.backbone, config))
-        try:
+        try:  # computed where the adapter was built, then kept on the bank's device
             with torch.no_grad():
-                vectors = model.vectors().float()
-                weight, bias = model.head.weight.detach().float().clone(), model.head.bias.detach().float().clone()
+                vectors = model.vectors().float().to(self.device)
+                weight = model.head.weight.detach().float().to(self.device, copy=True)
+                bias = model.head.bias.detach().float().to(self.device, copy=True)
         finally:
             model.detach_layers()
         if name in self.tasks:  # first: the kind it leaves may go with it
@@ -103,12 +105,12 @@ class TaskBank:
         return task
 
     @classmethod
-    def of(cls, files: dict[str, Path], model: str | None = None) -> TaskBank:
+    def of(cls, files: dict[str, Path], model: str | None = None, device: torch.device | str = "cpu") -> TaskBank:
         """A bank on the backbone the adapters name (or `model`), holding each of `files` under its name."""
         from fedrp.backbone import load_backbone
 
         first = next(iter(files.values()))
-        bank = cls(load_backbone(model or artifact.load(first, verify=False).backbone))
+        bank = cls(load_backbone(model or artifact.load(first, verify=False).backbone), device)
         for name, path in files.items():
             bank.add(name, path)
         return bank
@@ -152,10 +154,10 @@ class TaskBank:
                  max_length: int) -> torch.Tensor:
         """Logits (B, most labels) of a batch of one kind, each example through its own task's vectors and head."""
         vectors, weights, biases = kind.stacks()
-        rows = torch.tensor([t.row for t in tasks])
+        rows = torch.tensor([t.row for t in tasks], device=self.device)
         mine = vectors[rows].unsqueeze(2)  # (B, layers, 1, width): each example's own
         tokenizer = self.backbone.tokenizer
-        inputs = batch_inputs(tokenizer, texts, pairs, kind.pooling, max_length)
+        inputs = {k: v.to(self.device) for k, v in batch_inputs(tokenizer, texts, pairs, kind.pooling, max_length).items()}
         hooks = kind.method.attach_vectors(self.backbone.model, kind.config, lambda layer: mine[:, layer])
         try:
             accepted = {k: v for k, v in inputs.items() if k in self.accepts}
@@ -164,7 +166,7 @@ class TaskBank:
             for hook in hooks:
                 hook.remove()
         pooled = pool(hidden, inputs["attention_mask"], inputs["input_ids"], kind.pooling, tokenizer.mask_token_id)
-        return torch.einsum("bh,bch->bc", pooled.float(), weights[rows]) + biases[rows]
+        return (torch.einsum("bh,bch->bc", pooled.float(), weights[rows]) + biases[rows]).cpu()
 
 
 def adapter_files(folder: str | os.PathLike, names: Sequence[str], column: str) -> dict[str, Path]:

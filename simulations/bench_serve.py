@@ -55,7 +55,8 @@ def throughput(bank, tasks: list[str], texts: list[str], repeats: int) -> float:
     return len(texts) / statistics.median(times)
 
 
-def latencies(folder: Path, tasks: int, concurrency: list[int], requests: int, texts: list[str]) -> dict:
+def latencies(folder: Path, tasks: int, concurrency: list[int], requests: int, texts: list[str],
+              device: str = "cpu") -> dict:
     """For each number of concurrent HTTP clients (each on its own kept-alive connection): p50 and p99 (ms) of
     one-text requests of random tasks to `fedrp serve`, in its own process over the folder (as it is deployed)."""
     import os
@@ -71,7 +72,8 @@ def latencies(folder: Path, tasks: int, concurrency: list[int], requests: int, t
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "fedrp", "serve", "--adapters", str(folder), "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "fedrp", "serve", "--adapters", str(folder), "--port", str(port),
+                               "--device", device],
                               env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -140,6 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--clients", type=int, nargs="*", default=[1, 8, 64], help="concurrent HTTP clients")
     parser.add_argument("--requests", type=int, default=128, help="requests per concurrency level")
+    parser.add_argument("--device", default="auto", help="where the bank runs: auto (cuda, mps, cpu), or a torch device")
     args = parser.parse_args(argv)
     if min(args.tasks) < 1 or args.batch < 1 or args.repeats < 1:
         parser.error("expected --tasks, --batch and --repeats of at least 1")
@@ -147,15 +150,18 @@ def main(argv: list[str] | None = None) -> dict:
     from fedrp import glue
     from fedrp.backbone import load_backbone
     from fedrp.serving import TaskBank
+    from fedrp.train import select_device
+
+    device = select_device(args.device)
 
     sst2 = glue.load_split("sst2", "dev", args.data_dir)
     texts = sst2["text"][:args.batch]
     most = max(args.tasks)
-    out: dict = {"batch": args.batch, "repeats": args.repeats, "targets": TARGETS}
+    out: dict = {"batch": args.batch, "repeats": args.repeats, "device": str(device), "targets": TARGETS}
     scratch = tempfile.TemporaryDirectory()
     folder = Path(scratch.name)
     paths = write_adapters(folder, most)
-    bank = TaskBank(load_backbone())
+    bank = TaskBank(load_backbone(), device)
     start = time.perf_counter()
     for i, path in enumerate(paths):
         bank.add(path.stem, path)
@@ -172,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
         out["mixed"][count] = {"examples_per_second": round(rate, 1), "over_single": round(rate / single, 3)}
     out["compute_ms"] = compute_ms(bank, texts, sorted({1, *args.clients}), args.repeats)
     del bank  # the latency runs load their own, in the server's process
-    out["latency"] = latencies(folder, most, args.clients, args.requests, texts)
+    out["latency"] = latencies(folder, most, args.clients, args.requests, texts, str(device))
     scratch.cleanup()
     out["met"] = {
         "load": out["load_seconds"][most] < TARGETS["load_seconds_1000"] if most >= 1000 else None,

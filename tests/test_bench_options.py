@@ -25,7 +25,7 @@ def test_a_benchmarks_json_names_the_commit_and_says_when_tracked_files_differ(t
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "."], check=True)
     subprocess.run([*git, "commit", "-qm", "one"], check=True)
-    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     monkeypatch.setattr(bench_options, "__file__", str(root / "simulations" / "bench_options.py"))
     out = bench_options.report({"rate": 1.0}, {"cpu_count": 2})
     assert out == {"rate": 1.0, "machine": {"cpu_count": 2}, "commit": head}

@@ -23,6 +23,8 @@ def register(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback needs a token")
     p.add_argument("--port", type=int, default=8060)
     p.add_argument("--token", default=None, help="required bearer token (default: $FEDRP_SERVE_TOKEN)")
+    p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu in that order), or a torch device: where "
+                                                    "the backbone and every task's vectors and head are kept")
     for f in dataclasses.fields(Limits):  # each limit's default and help, stated once in Limits
         p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
                        help=f"{f.metadata['help']} (default {f.default})")
@@ -42,12 +44,15 @@ def _serve(args: argparse.Namespace) -> None:
         raise ValueError("--max-body-bytes, --max-texts, --max-tokens and --max-batch must be at least 1, "
                          "--timeout positive")
     token = args.token or os.environ.get(TOKEN_ENV)
+    from fedrp.train import select_device
+
+    device = select_device(args.device)
     sock = listen(args.host, args.port, token, "fedrp serve", TOKEN_ENV)  # refused before the backbone loads
     from fedrp.backbone import load_backbone
     from fedrp.serving import TaskBank
 
-    app = create_app(TaskBank(load_backbone(args.model or _named_backbone(folder))), folder, limits, token)
-    log.warning("fedrp serve on http://%s:%d/ over %s", args.host, args.port, folder)
+    app = create_app(TaskBank(load_backbone(args.model or _named_backbone(folder)), device), folder, limits, token)
+    log.warning("fedrp serve on http://%s:%d/ over %s, on %s", args.host, args.port, folder, device)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     try:
         server.run(sockets=[sock])
