@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Issue 38, item 2: the remedies against strong label skew compared on held-out training examples, never dev.
+# Their page: python -m simulations.harness.label_skew_page (docs/results/label_skew.md).
 # slash at alpha 0.1 with the grid's federated settings (simulations/harness/grid.toml: 10 clients, 5 a round,
 # 2,000 examples, batches of 8, SGD 0.3 with cosine decay), 30 rounds, scored on 1,000 held-out examples
 # (simulations.harness.tune: the mean of the last three evaluations). One row per run in the cache below.
