@@ -23,6 +23,10 @@ for task in ${TASKS:-qnli mrpc sst2}; do
   tune --vary aggregation=fedavg,scaffold
   tune --vary frozen-head=etf
   tune --vary local-loss=prior-relative
+  # The logit-adjusted loss (the default) leaves a nearly one-class client little gradient from its majority
+  # examples, so the federation learns mostly from its few minority ones. SCAFFOLD's correction, not the loss,
+  # may carry the skew: the same rule with plain cross-entropy, which learns from every example.
+  tune --set aggregation=scaffold --vary local-loss=ce
   tune --set aggregation=feddyn --vary feddyn-alpha=0.01,0.1
   tune --set aggregation=fedprox --vary proximal-mu=0.01,0.1
   tune --set aggregation=fedavgm --vary server-momentum=0.9
