@@ -105,12 +105,12 @@ class TaskBank:
         return task
 
     @classmethod
-    def of(cls, files: dict[str, Path], model: str | None = None, device: torch.device | str = "cpu") -> TaskBank:
+    def of(cls, files: dict[str, Path], model: str | None = None) -> TaskBank:
         """A bank on the backbone the adapters name (or `model`), holding each of `files` under its name."""
         from fedrp.backbone import load_backbone
 
         first = next(iter(files.values()))
-        bank = cls(load_backbone(model or artifact.load(first, verify=False).backbone), device)
+        bank = cls(load_backbone(model or artifact.load(first, verify=False).backbone))
         for name, path in files.items():
             bank.add(name, path)
         return bank

@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from fedrp.spec import TrainOptions
 from server.inference.limits import Limits
 
 log = logging.getLogger("fedrp.serve")
@@ -23,8 +24,9 @@ def register(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback needs a token")
     p.add_argument("--port", type=int, default=8060)
     p.add_argument("--token", default=None, help="required bearer token (default: $FEDRP_SERVE_TOKEN)")
-    p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu in that order), or a torch device: where "
-                                                    "the backbone and every task's vectors and head are kept")
+    device = next(f for f in dataclasses.fields(TrainOptions) if f.name == "device")  # its default and help, once
+    p.add_argument("--device", default=device.default, help=f"{device.metadata['help']}: where the backbone and every "
+                                                            "task's vectors and heads are kept")
     for f in dataclasses.fields(Limits):  # each limit's default and help, stated once in Limits
         p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
                        help=f"{f.metadata['help']} (default {f.default})")
