@@ -9,8 +9,9 @@ size and texts from one task (target: at 1,000 tasks at least 0.9x); and, throug
 process on a local port, the latency of one-text requests (of random tasks) from 1, 8 and 64 concurrent clients
 (target: p99 at 8 clients at most 2x a lone request's p50). `compute_ms` is the bank's own time for one batched
 call of 1, 8 and 64 texts: the floor under those latencies, which batching lowers only where a bigger batch costs
-little more than a small one (a GPU; on a CPU the cost grows with the texts). The adapters are SLaSh at the default settings with random z and
-heads: what is timed does not depend on their values. The texts are SST-2 dev's.
+little more than a small one (a GPU; on a CPU the cost grows with the texts). The adapters are SLaSh at the
+default settings with random z and heads: what is timed does not depend on their values. The texts are SST-2
+dev's. `--device` places the bank (and the server's) on a GPU.
 """
 
 from __future__ import annotations
@@ -44,15 +45,20 @@ def write_adapters(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def throughput(bank, tasks: list[str], texts: list[str], repeats: int) -> float:
-    """Examples per second over `repeats` batches (after one untimed warm-up), median of the batches."""
+def median_seconds(bank, tasks: list[str], texts: list[str], repeats: int) -> float:
+    """The median time of `repeats` batched calls, after one untimed warm-up."""
     bank.predict(tasks, texts)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         bank.predict(tasks, texts)
         times.append(time.perf_counter() - start)
-    return len(texts) / statistics.median(times)
+    return statistics.median(times)
+
+
+def throughput(bank, tasks: list[str], texts: list[str], repeats: int) -> float:
+    """Examples per second of batched calls (median)."""
+    return len(texts) / median_seconds(bank, tasks, texts, repeats)
 
 
 def latencies(folder: Path, tasks: int, concurrency: list[int], requests: int, texts: list[str],
@@ -72,37 +78,37 @@ def latencies(folder: Path, tasks: int, concurrency: list[int], requests: int, t
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "fedrp", "serve", "--adapters", str(folder), "--port", str(port),
-                               "--device", device],
-                              env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile("w+") as log:  # not a pipe: a full one would stall the server
+        server = subprocess.Popen([sys.executable, "-m", "fedrp", "serve", "--adapters", str(folder), "--port", str(port),
+                                   "--device", device], env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                                  stdout=subprocess.DEVNULL, stderr=log, text=True)
+        url = f"http://127.0.0.1:{port}"
 
-    def one(i: int, local: threading.local) -> float:
-        if not hasattr(local, "client"):
-            local.client = httpx.Client(base_url=url, timeout=120)
-        start = time.perf_counter()
-        reply = local.client.post("/v1/predict", json={"task": f"t{i % tasks}", "texts": [texts[i % len(texts)]]})
-        reply.raise_for_status()
-        return time.perf_counter() - start
+        def one(i: int, local: threading.local) -> float:
+            if not hasattr(local, "client"):
+                local.client = httpx.Client(base_url=url, timeout=120)
+            start = time.perf_counter()
+            reply = local.client.post("/v1/predict", json={"task": f"t{i % tasks}", "texts": [texts[i % len(texts)]]})
+            reply.raise_for_status()
+            return time.perf_counter() - start
 
-    out = {}
-    try:
-        _wait_until_serving(url, tasks, server)
-        one(0, threading.local())  # warm-up
-        for clients in concurrency:
-            local = threading.local()  # one connection per client thread, at this level
-            with ThreadPoolExecutor(clients) as pool:
-                seconds = list(pool.map(one, range(max(requests, clients)), [local] * max(requests, clients)))
-            out[clients] = {"p50_ms": round(float(np.percentile(seconds, 50)) * 1000, 1),
-                            "p99_ms": round(float(np.percentile(seconds, 99)) * 1000, 1)}
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
+        out = {}
+        try:
+            _wait_until_serving(url, tasks, server, log)
+            one(0, threading.local())  # warm-up
+            for clients in concurrency:
+                local = threading.local()  # one connection per client thread, at this level
+                with ThreadPoolExecutor(clients) as pool:
+                    seconds = list(pool.map(one, range(max(requests, clients)), [local] * max(requests, clients)))
+                out[clients] = {"p50_ms": round(float(np.percentile(seconds, 50)) * 1000, 1),
+                                "p99_ms": round(float(np.percentile(seconds, 99)) * 1000, 1)}
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
     return out
 
 
-def _wait_until_serving(url: str, tasks: int, server) -> None:
+def _wait_until_serving(url: str, tasks: int, server, log) -> None:
     import httpx
 
     deadline = time.time() + 300
@@ -113,23 +119,15 @@ def _wait_until_serving(url: str, tasks: int, server) -> None:
         except httpx.TransportError:
             pass
         time.sleep(0.2)
-    raise RuntimeError(f"fedrp serve did not come up with {tasks} tasks: {server.stderr.read() if server.poll() is not None else 'timed out'}")
+    log.seek(0)
+    raise RuntimeError(f"fedrp serve did not come up with {tasks} tasks: {log.read()[-2000:] or 'timed out'}")
 
 
 def compute_ms(bank, texts: list[str], sizes: list[int], repeats: int) -> dict:
     """The bank's own time (ms, median) for one batched call of each size: the floor under the latency at that
     many concurrent one-text requests, whatever the server does."""
-    out = {}
-    for size in sizes:
-        batch = [texts[i % len(texts)] for i in range(size)]
-        bank.predict(["t0"] * size, batch)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            bank.predict(["t0"] * size, batch)
-            times.append(time.perf_counter() - start)
-        out[size] = round(statistics.median(times) * 1000, 1)
-    return out
+    return {size: round(median_seconds(bank, ["t0"] * size, [texts[i % len(texts)] for i in range(size)], repeats)
+                        * 1000, 1) for size in sizes}
 
 
 def main(argv: list[str] | None = None) -> dict:
