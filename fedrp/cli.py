@@ -549,6 +549,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fedrp {args.command}: error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
               f"{_hub_hint(args)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, no traceback; files are written whole or not at all
+        print(f"fedrp {args.command}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

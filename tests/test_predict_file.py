@@ -190,6 +190,34 @@ def test_a_failure_midway_leaves_no_partial_output(adapter, inputs, tmp_path, ca
     assert not existing or out.read_text() == "earlier\n"
 
 
+@pytest.mark.parametrize("existing", [True, False])
+def test_ctrl_c_midway_is_one_line_exit_130_and_leaves_no_partial_output(adapter, inputs, tmp_path, capsys, monkeypatch,
+                                                                          existing):
+    from fedrp import predict
+
+    out = tmp_path / "predictions.jsonl"
+    if existing:
+        out.write_text("earlier\n")
+    calls, real = [], predict.predict
+
+    def interrupted_in_the_second_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "predict", interrupted_in_the_second_batch)
+    try:
+        status = main(["predict", "--adapter", str(adapter), "--input", str(inputs / "good.csv"), "--output", str(out),
+                       "--batch-size", "2"])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped fedrp's main as a traceback")
+    assert status == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "fedrp predict: interrupted"
+    assert [p.name for p in tmp_path.iterdir()] == (["predictions.jsonl"] if existing else [])
+    assert not existing or out.read_text() == "earlier\n"
+
+
 def test_eval_takes_the_users_task_file(trained, task, capsys):
     path, printed = trained
     res = json.loads(fedrp(capsys, "eval", "--adapter", path, "--task", task, "--json").stdout)
