@@ -174,12 +174,14 @@ class FedAvgRP(Validating, FedAvg):
 class FedAvgMRP(Validating, FedAvgM):
     """FedAvgM (Hsu et al., 2019): the server steps along a momentum of the rounds' averaged updates, so the
     swing that each round's sample of label-skewed clients gives the global vector averages out over rounds.
-    Its rate is 1 - momentum: a steady update moves the model as far as FedAvg's would."""
+    Its rate is server_step * (1 - momentum): at step 1 a steady update moves the model as far as FedAvg's would;
+    with momentum 0 and a step above 1 it is FedAvg with a server rate that moves past the clients' average."""
 
-    settings: ClassVar[dict[str, str]] = {"server_momentum": "server_momentum"}
+    settings: ClassVar[dict[str, str]] = {"server_momentum": "server_momentum", "server_step": "server_step"}
 
-    def __init__(self, *, server_momentum: float, **kwargs) -> None:
-        super().__init__(server_momentum=server_momentum, server_learning_rate=1.0 - server_momentum, **kwargs)
+    def __init__(self, *, server_momentum: float, server_step: float = 1.0, **kwargs) -> None:
+        super().__init__(server_momentum=server_momentum, server_learning_rate=server_step * (1.0 - server_momentum),
+                         **kwargs)
         self.saved_momentum: dict[str, np.ndarray] | None = None
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:

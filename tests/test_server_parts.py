@@ -283,6 +283,23 @@ def test_fedavgm_steps_along_the_momentum_of_the_rounds_and_a_resumed_run_keeps_
     assert all(np.array_equal(again[k], x2[k]) for k in x0)
 
 
+def test_fedavgm_at_momentum_0_with_a_server_step_moves_past_the_clients_average(in_a_server_app):
+    """x_1 = x_0 + step * (mean of the replies - x_0): FedAvg's move, scaled by the server's step."""
+    rng = np.random.default_rng(2)
+    cfg = FedConfig(aggregation="fedavgm", server_momentum=0.0, server_step=3.0, fraction_train=1.0,
+                    fraction_evaluate=0.0)
+    x0 = {"z": rng.normal(size=5).astype(np.float32), "head.weight": rng.normal(size=(2, 3)).astype(np.float32)}
+    updates = {pid: {k: v + rng.normal(size=v.shape).astype(np.float32) for k, v in x0.items()} for pid in (0, 1)}
+    strategy = make_strategy(cfg)
+    arrays, _ = strategy.aggregate_train(1, _replies(strategy, x0, updates))
+    x1 = from_record(arrays)
+    for k, start in x0.items():
+        mean = (updates[0][k] + updates[1][k]) / 2
+        np.testing.assert_allclose(x1[k], start + 3.0 * (mean - start), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="server-step must be a positive number, got 0.0"):
+        FedConfig(aggregation="fedavgm", server_step=0.0)
+
+
 @pytest.mark.parametrize("aggregation", ["median", "trimmed-mean"])
 def test_robust_rules_outvote_a_scaled_update_and_refuse_a_crash(aggregation, in_a_server_app):
     """Six sampled clients: one sends x1000, one crashes, one refuses the round; the rule takes the middle of

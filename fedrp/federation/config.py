@@ -83,6 +83,9 @@ class FedConfig(ModelOptions):
     server_lr: float = option(0.01, "fedadam's and fedyogi's server rate (eta)")
     server_momentum: float = option(0.9, "fedavgm: the server's momentum on the averaged update, in [0, 1) (its "
                                          "rate is 1 - momentum, so a steady update moves as far as fedavg's)")
+    server_step: float = option(1.0, "fedavgm: a multiple of its rate 1 - momentum; with server-momentum 0 and a "
+                                      "step above 1 the server moves past the clients' average (server "
+                                      "extrapolation: small local steps, each round's progress scaled up)")
     trim_beta: float = option(0.2, "trimmed-mean: the share cut from each end, per coordinate")
     proximal_mu: float = option(0.01, "fedprox: the weight mu of the proximal term mu/2 ||w - w_global||^2 that "
                                       "clients add to their loss")
@@ -139,7 +142,7 @@ class FedConfig(ModelOptions):
             raise ValueError(f"fraction-evaluate must be in [0, 1], got {self.fraction_evaluate}")
         for key, value in (("local-epochs", self.local_epochs), ("server-lr", self.server_lr),
                            ("round-timeout", self.round_timeout), ("proximal-mu", self.proximal_mu),
-                           ("feddyn-alpha", self.feddyn_alpha)):
+                           ("feddyn-alpha", self.feddyn_alpha), ("server-step", self.server_step)):
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{key} must be a positive number, got {value}")
         if not (math.isfinite(self.server_momentum) and 0.0 <= self.server_momentum < 1.0):
