@@ -165,9 +165,11 @@ def test_a_pair_task_reads_both_columns_and_an_unnamed_task_the_given_one(others
 
 
 @pytest.mark.parametrize("existing", [True, False])
-def test_a_failure_midway_leaves_no_partial_output(adapter, inputs, tmp_path, capsys, monkeypatch, existing):
+@pytest.mark.parametrize("stop", ["error", "ctrl-c"])
+def test_a_failure_or_ctrl_c_midway_leaves_no_partial_output(adapter, inputs, tmp_path, capsys, monkeypatch, existing,
+                                                             stop):
     """The lines go to a temporary file renamed into place at the end: an earlier file stays whole, and a new one
-    is not there at all."""
+    is not there at all. Ctrl-C is one line and exit status 130, not a traceback."""
     from fedrp import predict
 
     out = tmp_path / "predictions.jsonl"
@@ -175,45 +177,25 @@ def test_a_failure_midway_leaves_no_partial_output(adapter, inputs, tmp_path, ca
         out.write_text("earlier\n")
     calls, real = [], predict.predict
 
-    def fail_on_the_second_batch(*args, **kwargs):
+    def stopped_in_the_second_batch(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
-            raise RuntimeError("out of memory")
+            raise RuntimeError("out of memory") if stop == "error" else KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(predict, "predict", fail_on_the_second_batch)
-    with pytest.raises(RuntimeError, match="out of memory"):
-        main(["predict", "--adapter", str(adapter), "--input", str(inputs / "good.csv"), "--output", str(out),
-              "--batch-size", "2"])
+    monkeypatch.setattr(predict, "predict", stopped_in_the_second_batch)
+    argv = ["predict", "--adapter", str(adapter), "--input", str(inputs / "good.csv"), "--output", str(out),
+            "--batch-size", "2"]
+    if stop == "error":
+        with pytest.raises(RuntimeError, match="out of memory"):
+            main(argv)
+    else:
+        try:
+            assert main(argv) == 130
+        except KeyboardInterrupt:
+            pytest.fail("Ctrl-C escaped fedrp's main as a traceback")
+        assert capsys.readouterr().err.strip().splitlines()[-1] == "fedrp predict: interrupted"
     assert len(calls) == 2
-    assert [p.name for p in tmp_path.iterdir()] == (["predictions.jsonl"] if existing else [])
-    assert not existing or out.read_text() == "earlier\n"
-
-
-@pytest.mark.parametrize("existing", [True, False])
-def test_ctrl_c_midway_is_one_line_exit_130_and_leaves_no_partial_output(adapter, inputs, tmp_path, capsys, monkeypatch,
-                                                                          existing):
-    from fedrp import predict
-
-    out = tmp_path / "predictions.jsonl"
-    if existing:
-        out.write_text("earlier\n")
-    calls, real = [], predict.predict
-
-    def interrupted_in_the_second_batch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(predict, "predict", interrupted_in_the_second_batch)
-    try:
-        status = main(["predict", "--adapter", str(adapter), "--input", str(inputs / "good.csv"), "--output", str(out),
-                       "--batch-size", "2"])
-    except KeyboardInterrupt:
-        pytest.fail("Ctrl-C escaped fedrp's main as a traceback")
-    assert status == 130
-    assert capsys.readouterr().err.strip().splitlines()[-1] == "fedrp predict: interrupted"
     assert [p.name for p in tmp_path.iterdir()] == (["predictions.jsonl"] if existing else [])
     assert not existing or out.read_text() == "earlier\n"
 
