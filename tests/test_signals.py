@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.parametrize("engine", ["inprocess", "flower"])
 def test_sigterm_records_the_run_as_interrupted_and_exits_143(tmp_path, glue_dir, engine):
-    proc = simulate(tmp_path, glue_dir, "--num-server-rounds", "4", "--fraction-evaluate", "0", supernodes=2,
+    # 30 rounds: the signal comes in round 1 or 2, never after a run that has already ended (rounds take a second)
+    proc = simulate(tmp_path, glue_dir, "--num-server-rounds", "30", "--fraction-evaluate", "0", supernodes=2,
                     wait=False, engine=engine)
     first = tmp_path / "ckpt" / "run-1" / "round-0001.safetensors"
     deadline = time.time() + 300
