@@ -27,6 +27,7 @@ def test_each_remedy_is_scored_against_fedavg_of_its_own_code(tmp_path):
         _row("aaaa", [0.50, 0.57, 0.58, 0.59], aggregation="scaffold"),
         _row("aaaa", [0.50, 0.50, 0.51, 0.52], aggregation="fedprox", **{"proximal-mu": "0.1"}),
         _row("bbbb", [0.70, 0.70, 0.70, 0.70], aggregation="feddyn"),  # no FedAvg row of its code
+        _row("aaaa", [0.50, 0.60, 0.60, 0.60], aggregation="scaffold", lr="0.1"),  # one row at another rate
     ]) + "\n")
     page = label_skew_page.main(["--cache", str(cache), "--out", str(tmp_path / "page.md")])
     assert (tmp_path / "page.md").read_text() == page
@@ -36,6 +37,7 @@ def test_each_remedy_is_scored_against_fedavg_of_its_own_code(tmp_path):
     assert lines["aggregation=fedprox, proximal-mu=0.1"][1:3] == ["0.510", "-4.0"]
     assert lines["fedavg"][1:3] == ["0.550", ""]
     assert lines["aggregation=feddyn"][2] == ""  # another code version: not compared
+    assert lines["aggregation=scaffold, lr=0.1"][1:3] == ["0.600", "+5.0"]  # the others keep their names
     assert lines["aggregation=scaffold"][4:6] == ["7,176", "1.00"]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections import Counter
 from pathlib import Path
 
 from fedrp import glue
@@ -27,7 +28,13 @@ def remedy(settings: dict, common: dict) -> str:
     own = {k: v for k, v in settings.items() if common.get(k) != v}
     if own in ({}, {"aggregation": "fedavg"}):
         return "fedavg"
-    return ", ".join(f"{k}={v}" for k, v in own.items())
+    return ", ".join(f"{k}={v}" for k, v in sorted(own.items()))
+
+
+def shared_settings(settings: list[dict]) -> dict:
+    """Each setting that more than half of the rows give the same value: what a row's remedy is told apart from."""
+    counts = Counter(item for row in settings for item in row.items())
+    return {k: v for (k, v), n in counts.items() if n > len(settings) / 2}
 
 
 def rows_by_task(cache: Path) -> dict[str, list[dict]]:
@@ -40,8 +47,7 @@ def rows_by_task(cache: Path) -> dict[str, list[dict]]:
             by_task.setdefault(cell["settings"]["task"], []).append({**cell, "code": json.loads(entry["key"])["code"]})
     out = {}
     for task, cells in by_task.items():
-        keys = set.intersection(*(set(c["settings"].items()) for c in cells))
-        common = dict(keys) | {"aggregation": "fedavg"}
+        common = shared_settings([c["settings"] for c in cells]) | {"aggregation": "fedavg"}
         metric = glue.get_task(task).metrics[0]
         out[task] = [{"remedy": remedy(c["settings"], common), "metric": metric, "score": score(c, metric),
                       "curve": [m[metric] for m in c["metrics"] if metric in m], "code": c["code"],
