@@ -15,10 +15,7 @@
 # Run there (device tool, carry [".device"]):
 #   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .device/whl/*.whl
 #   SECS=420 ALPHA=1.0 METHODS="lora full head jrwarp" bash simulations/device_grid.sh
-R=$(pwd)
-export PYTHONPATH=/tmp/site:$R/.device/site HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
-  FEDRP_CACHE=/tmp/fedrp PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 FLWR_TELEMETRY_ENABLED=0 FLWR_HOME=/tmp/flwr \
-  HF_DATASETS_DISABLE_PROGRESS_BARS=1 TOKENIZERS_PARALLELISM=false
+. simulations/device_env.sh  # R, PYTHONPATH and the offline settings
 only="kind=federated,alpha=${ALPHA:-1.0}"
 for m in ${METHODS:-lora full head jrwarp}; do only="$only,method=$m"; done
 for t in ${TASKS:-sst2 mrpc stsb qnli rte cola}; do

@@ -14,10 +14,7 @@
 # A part is METHOD@ALPHA (the federated candidates at one alpha, then the winner's other decay) or a
 # reference METHOD (its centralized candidates, then the winner's other schedule).
 # Locally, DRY=1 lists each part's candidates and what is cached (run from the pinned commit's worktree).
-R=$(pwd)
-export PYTHONPATH=/tmp/site:$R/.device/site HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
-  FEDRP_CACHE=/tmp/fedrp PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 FLWR_TELEMETRY_ENABLED=0 FLWR_HOME=/tmp/flwr \
-  HF_DATASETS_DISABLE_PROGRESS_BARS=1 TOKENIZERS_PARALLELISM=false
+. simulations/device_env.sh  # R, PYTHONPATH and the offline settings
 CODE=${CODE:-$R/.device/code}
 OUT=${OUT:-/tmp/tuning-out}
 mkdir -p "$OUT"
