@@ -41,6 +41,30 @@ def test_each_remedy_is_scored_against_fedavg_of_its_own_code(tmp_path):
     assert lines["aggregation=scaffold"][4:6] == ["7,176", "1.00"]
 
 
+def test_rows_at_another_alpha_or_under_dp_get_their_own_table_and_fedavg(tmp_path):
+    cache = tmp_path / "skew.jsonl"
+    dp = {"dp-epsilon": "8", "lr": "0.05"}
+    cache.write_text("\n".join([
+        _row("aaaa", [0.50, 0.54, 0.55, 0.56], aggregation="fedavg"),
+        _row("aaaa", [0.50, 0.51, 0.51, 0.51], aggregation="fedavg", **dp),
+        _row("aaaa", [0.50, 0.60, 0.61, 0.62], aggregation="scaffold", **dp),
+        _row("aaaa", [0.50, 0.70, 0.70, 0.70], aggregation="fedavg", alpha="1.0"),
+        _row("aaaa", [0.50, 0.68, 0.68, 0.68], aggregation="scaffold", alpha="1.0"),
+    ]) + "\n")
+    page = label_skew_page.main(["--cache", str(cache), "--out", str(tmp_path / "page.md")])
+    tables = {}
+    for line in page.splitlines():
+        if line.startswith("## "):
+            title = line[3:]
+        elif line.startswith("| ") and "---" not in line and "remedy" not in line:
+            cells = line.split(" | ")
+            tables.setdefault(title, {})[cells[0].lstrip("| ")] = cells[1:3]
+    assert tables["qnli (alpha 0.1)"] == {"fedavg": ["0.550", ""]}
+    assert tables["qnli (alpha 0.1, dp-epsilon 8)"] == {"aggregation=scaffold": ["0.610", "+10.0"],
+                                                        "fedavg": ["0.510", ""]}
+    assert tables["qnli (alpha 1.0)"] == {"fedavg": ["0.700", ""], "aggregation=scaffold": ["0.680", "-2.0"]}
+
+
 def test_a_missing_cache_is_one_line_and_exit_status_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         label_skew_page.main(["--cache", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "page.md")])

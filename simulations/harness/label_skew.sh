@@ -13,13 +13,14 @@ set -euo pipefail
 CACHE="${CACHE:-docs/results/label_skew.jsonl}"
 QNLI_DIR=$(python -c "from simulations.harness.grid_config import load_config, write_qnli_split as w
 g = load_config('simulations/harness/grid.toml'); w(g); print(g.qnli.dir.resolve())")
-COMMON=(--method slash --validation-samples 1000 --cache "$CACHE"
-        --set alpha=0.1 --set num-server-rounds=30 --set eval-every=5 --set num-supernodes=10
-        --set fraction-train=0.5 --set max-train-samples=2000 --set batch-size=8
-        --set local-optimizer=sgd --set lr=0.3 --set lr-decay=cosine)
+BASE=(--method slash --validation-samples 1000 --cache "$CACHE"
+      --set num-server-rounds=30 --set eval-every=5 --set num-supernodes=10
+      --set fraction-train=0.5 --set max-train-samples=2000)
+COMMON=("${BASE[@]}" --set alpha=0.1 --set batch-size=8 --set local-optimizer=sgd --set lr=0.3 --set lr-decay=cosine)
 for task in ${TASKS:-qnli mrpc sst2}; do
   data=(); [ "$task" = qnli ] && data=(--data-dir "$QNLI_DIR")
-  tune() { OMP_NUM_THREADS=1 python -m simulations.harness.tune --task "$task" "${data[@]}" "${COMMON[@]}" "$@"; }
+  run() { OMP_NUM_THREADS=1 python -m simulations.harness.tune --task "$task" "${data[@]}" "$@"; }
+  tune() { run "${COMMON[@]}" "$@"; }
   tune --vary aggregation=fedavg,scaffold
   tune --vary frozen-head=etf
   tune --vary local-loss=prior-relative
@@ -36,4 +37,11 @@ for task in ${TASKS:-qnli mrpc sst2}; do
   # scaled up by the server (simulations/skew_gradients.py: near the global state the clients' sum points
   # where centralized training goes).
   # tune --set aggregation=fedavgm --set server-momentum=0 --set lr=0.03 --vary server-step=3,10
+  # Whether the leader (SCAFFOLD) may be the default: under sample-level DP at epsilon 8 with the clients' DP
+  # defaults (batches, optimizer, rate), and at alpha 1 with slash's own defaults (the grid's alpha-1 settings).
+  # Each has its own table and its own FedAvg on the page.
+  if [ "$task" = sst2 ]; then run "${BASE[@]}" --set alpha=0.1 --set dp-epsilon=8 --vary aggregation=fedavg,scaffold; fi
+  if [ "$task" != mrpc ]; then
+    run "${BASE[@]}" --set alpha=1.0 --set batch-size=8 --set lr-decay=cosine --vary aggregation=fedavg,scaffold
+  fi
 done
