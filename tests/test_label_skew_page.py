@@ -65,6 +65,23 @@ def test_rows_at_another_alpha_or_under_dp_get_their_own_table_and_fedavg(tmp_pa
     assert tables["qnli (alpha 1.0)"] == {"fedavg": ["0.700", ""], "aggregation=scaffold": ["0.680", "-2.0"]}
 
 
+def test_seeds_make_one_line_with_an_interval_and_a_paired_difference(tmp_path):
+    cache = tmp_path / "skew.jsonl"
+    runs = [("fedavg", None, 0.55), ("fedavg", "1", 0.53), ("fedavg", "2", 0.57),
+            ("scaffold", None, 0.58), ("scaffold", "1", 0.55), ("scaffold", "2", 0.60),
+            ("feddyn", "1", 0.50)]  # one seed, paired with FedAvg's at that seed only
+    cache.write_text("\n".join(_row("aaaa", [s] * 4, aggregation=rule, **({"data-seed": seed} if seed else {}))
+                               for rule, seed, s in runs) + "\n")
+    page = label_skew_page.main(["--cache", str(cache), "--out", str(tmp_path / "page.md")])
+    lines = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in page.splitlines()
+             if line.startswith("| ") and "---" not in line and "remedy" not in line}
+    assert set(lines) == {"fedavg", "aggregation=scaffold", "aggregation=feddyn"}
+    # mean 0.5767, sd 0.0252, t(2) 4.303: half-width 0.0625; differences 3, 2, 3 points: 2.67 +- 1.43
+    assert lines["aggregation=scaffold"][1:3] == ["0.577 ± 0.063 (3 seeds)", "+2.7 ± 1.4 (3 seeds)"]
+    assert lines["fedavg"][1:3] == ["0.550 ± 0.050 (3 seeds)", ""]
+    assert lines["aggregation=feddyn"][1:3] == ["0.500", "-3.0"]
+
+
 def test_a_missing_cache_is_one_line_and_exit_status_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         label_skew_page.main(["--cache", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "page.md")])

@@ -38,6 +38,9 @@ for task in ${TASKS:-qnli mrpc sst2}; do
   # step 3 and 0.494 at step 10, the model swinging between one-class answers with the round's sample of clients;
   # FedAvg was not rerun at that commit (at 4186fc5 it scored 0.548), as both sit at the majority class's level.
   # tune --set aggregation=fedavgm --set server-momentum=0 --set lr=0.03 --vary server-step=3,10
+  # The leader and FedAvg at two more data seeds (subset, partition, sampling; the held-out examples stay), paired
+  # seed by seed on the page: single runs differ by less than their noise (label_skew.md).
+  tune --vary aggregation=fedavg,scaffold --vary data-seed=1,2
   # Whether the leader (SCAFFOLD) may be the default: under sample-level DP at epsilon 8 with the clients' DP
   # defaults (batches, optimizer, rate), and at alpha 1 with slash's own defaults (the grid's alpha-1 settings).
   # Each has its own table and its own FedAvg on the page.
