@@ -93,11 +93,11 @@ def points(e, scale: float = 1.0, sign: str = "") -> str:
 
 def table(rows: list[dict]) -> list[str]:
     """A task's rows, against FedAvg's at the same code version and seed (blank where there is none)."""
-    lines_ = merge_seeds(rows)
-    base = {line["code"]: line["scores"] for line in lines_ if line["remedy"] == "fedavg"}
+    merged = merge_seeds(rows)
+    base = {line["code"]: line["scores"] for line in merged if line["remedy"] == "fedavg"}
     lines = [(f"| remedy | held-out {rows[0]['metric']} | vs fedavg | evaluations (every 5 rounds) | bytes up per "
              "client per round | hours | code |"), "| --- | ---: | ---: | --- | ---: | ---: | --- |"]
-    for r in sorted(lines_, key=lambda r: -r["estimate"].mean):
+    for r in sorted(merged, key=lambda r: -r["estimate"].mean):
         paired = [r["scores"][seed] - fedavg for seed, fedavg in base.get(r["code"], {}).items() if seed in r["scores"]]
         diff = points(estimate(paired), 100, "+") if paired and r["remedy"] != "fedavg" else ""
         curve = " ".join(f"{v:.3f}" for v in r["curve"])
