@@ -71,18 +71,15 @@ def rows_by_table(cache: Path) -> dict[tuple[str, str], list[dict]]:
 
 def merge_seeds(rows: list[dict]) -> list[dict]:
     """One line per remedy and code version: its scores by seed, the mean curve, the largest upload, the hours."""
-    lines: dict[tuple[str, str], dict] = {}
+    by_line: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
-        line = lines.setdefault((r["remedy"], r["code"]), {**r, "scores": {}, "curves": [], "hours": 0.0})
-        line["scores"][r["seed"]] = r["score"]
-        line["curves"].append(r["curve"])
-        line["hours"] += r["hours"]
-        line["bytes_up"] = max(line["bytes_up"], r["bytes_up"])
-        line["cores_shared"] = line["cores_shared"] or r["cores_shared"]
-    for line in lines.values():
-        line["estimate"] = estimate(list(line["scores"].values()))
-        line["curve"] = [sum(v) / len(v) for v in zip(*line["curves"])]
-    return list(lines.values())
+        by_line.setdefault((r["remedy"], r["code"]), []).append(r)
+    scores = {key: {r["seed"]: r["score"] for r in runs} for key, runs in by_line.items()}  # a rerun seed: the last
+    return [{"remedy": remedy_, "code": code, "scores": scores[remedy_, code],
+             "estimate": estimate(list(scores[remedy_, code].values())),
+             "curve": [sum(v) / len(v) for v in zip(*(r["curve"] for r in runs))],
+             "bytes_up": max(r["bytes_up"] for r in runs), "hours": sum(r["hours"] for r in runs),
+             "cores_shared": any(r["cores_shared"] for r in runs)} for (remedy_, code), runs in by_line.items()]
 
 
 def points(e, scale: float = 1.0, sign: str = "") -> str:
