@@ -87,3 +87,14 @@ def test_a_missing_cache_is_one_line_and_exit_status_2(tmp_path, capsys):
         label_skew_page.main(["--cache", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "page.md")])
     assert exit_.value.code == 2 and "is not a file: expected the comparison's JSON lines" in capsys.readouterr().err
     assert not (tmp_path / "page.md").exists()
+
+
+@pytest.mark.parametrize("bad", ['{"key": oops', '{"key": "{}"}', '[1, 2]'])
+def test_a_line_that_is_not_a_cached_run_is_one_line_and_exit_status_2(tmp_path, capsys, bad):
+    cache = tmp_path / "skew.jsonl"
+    cache.write_text(_row("aaaa", [0.5] * 4, aggregation="fedavg") + "\n" + bad + "\n")
+    with pytest.raises(SystemExit) as exit_:
+        label_skew_page.main(["--cache", str(cache), "--out", str(tmp_path / "page.md")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "line 2 is not a cached run" in err and len(err.strip().splitlines()) == 2
+    assert not (tmp_path / "page.md").exists()

@@ -50,13 +50,18 @@ def context(settings: dict) -> str:
 def rows_by_table(cache: Path) -> dict[tuple[str, str], list[dict]]:
     """The cache's completed rows per (task, setting), in the order they were run, each with its remedy,
     score and code."""
-    raw = [json.loads(line) for line in cache.read_text().splitlines() if line.strip()]
     groups: dict[tuple[str, str], list[dict]] = {}
-    for entry in raw:
-        cell = entry["cell"]
-        if cell.get("status") == "completed":
-            where = (cell["settings"]["task"], context(cell["settings"]))
-            groups.setdefault(where, []).append({**cell, "code": json.loads(entry["key"])["code"]})
+    for number, line in enumerate(cache.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            cell = entry["cell"]
+            if cell.get("status") == "completed":
+                where = (cell["settings"]["task"], context(cell["settings"]))
+                groups.setdefault(where, []).append({**cell, "code": json.loads(entry["key"])["code"]})
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"line {number} is not a cached run ({type(err).__name__}: {err})") from None
     out = {}
     for (task, where), cells in groups.items():
         common = shared_settings([c["settings"] for c in cells]) | {"aggregation": "fedavg"}
@@ -130,7 +135,11 @@ def main(argv: list[str] | None = None) -> str:
     args = parser.parse_args(argv)
     if not args.cache.is_file():
         parser.error(f"--cache {args.cache} is not a file: expected the comparison's JSON lines")
-    page = render(rows_by_table(args.cache), args.cache)
+    try:
+        tables = rows_by_table(args.cache)
+    except ValueError as err:
+        parser.error(f"--cache {args.cache}: {err}; expected the comparison's JSON lines")
+    page = render(tables, args.cache)
     args.out.write_text(page)
     return page
 
