@@ -7,7 +7,8 @@
 #
 # The rows are of commit 4186fc5: run this in a worktree of it, so main moves on while the runs resume across
 # sittings (git worktree add --detach ../skewwt 4186fc5; cd ../skewwt; bash simulations/harness/label_skew.sh
-# from main's copy), then append the worktree's new rows to main's cache.
+# from main's copy), then append the worktree's new rows to main's cache. Server extrapolation and the DP pair
+# ran at ead0a2e (server-step is newer); the page compares each row only with FedAvg of its own code.
 # QNLI reads the grid's split (rows sharing a question or sentence stay on one side), written here first.
 set -euo pipefail
 CACHE="${CACHE:-docs/results/label_skew.jsonl}"
