@@ -7,7 +7,7 @@ import pytest
 
 from simulations.harness import label_skew_page
 
-COMMON = {"task": "qnli", "method": "slash", "alpha": "0.1", "lr": "0.3"}
+COMMON = {"task": "qnli", "method": "slash", "alpha": "0.1", "lr": "0.3", "eval-every": "5"}
 
 
 def _row(code: str, accuracies: list[float], **own) -> str:
@@ -80,6 +80,20 @@ def test_seeds_make_one_line_with_an_interval_and_a_paired_difference(tmp_path):
     assert lines["aggregation=scaffold"][1:3] == ["0.577 ± 0.063 (3 seeds)", "+2.7 ± 1.4 (3 seeds)"]
     assert lines["fedavg"][1:3] == ["0.550 ± 0.050 (3 seeds)", ""]
     assert lines["aggregation=feddyn"][1:3] == ["0.500", "-3.0"]
+
+
+def test_a_line_that_evaluates_at_another_interval_says_so(tmp_path):
+    cache = tmp_path / "skew.jsonl"
+    short = {"eval-every": "25", "local-epochs": "0.2", "num-server-rounds": "150"}
+    cache.write_text("\n".join([_row("aaaa", [0.50, 0.54, 0.55, 0.56], aggregation="fedavg"),
+                                _row("aaaa", [0.50, 0.57, 0.58, 0.59], aggregation="scaffold"),
+                                _row("aaaa", [0.50, 0.60, 0.61, 0.62], aggregation="fedavg", **short)]) + "\n")
+    page = label_skew_page.main(["--cache", str(cache), "--out", str(tmp_path / "page.md")])
+    assert "| evaluations (every 5 rounds) |" in page
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in page.splitlines()
+            if line.startswith("| ") and "---" not in line and "remedy" not in line}
+    assert rows["eval-every=25, local-epochs=0.2, num-server-rounds=150"][3] == "0.500 0.600 0.610 0.620 (every 25)"
+    assert rows["aggregation=scaffold"][3] == "0.500 0.570 0.580 0.590"
 
 
 def test_a_missing_cache_is_one_line_and_exit_status_2(tmp_path, capsys):

@@ -67,7 +67,7 @@ def rows_by_table(cache: Path) -> dict[tuple[str, str], list[dict]]:
         common = shared_settings([c["settings"] for c in cells]) | {"aggregation": "fedavg"}
         metric = glue.get_task(task).metrics[0]
         out[task, where] = [{"remedy": remedy(c["settings"], common), "metric": metric, "score": score(c, metric),
-                             "seed": str(c["settings"].get(SEED, 0)),
+                             "seed": str(c["settings"].get(SEED, 0)), "every": int(c["settings"].get("eval-every", 1)),
                              "curve": [m[metric] for m in c["metrics"] if metric in m], "code": c["code"],
                              "bytes_up": max(c["bytes_up_per_client"]), "hours": sum(c["wall_seconds"]) / 3600,
                              "cores_shared": bool(c.get("cores_shared"))} for c in cells]
@@ -81,7 +81,7 @@ def merge_seeds(rows: list[dict]) -> list[dict]:
         by_line.setdefault((r["remedy"], r["code"]), []).append(r)
     scores = {key: {r["seed"]: r["score"] for r in runs} for key, runs in by_line.items()}  # a rerun seed: the last
     return [{"remedy": remedy_, "code": code, "scores": scores[remedy_, code],
-             "estimate": estimate(list(scores[remedy_, code].values())),
+             "estimate": estimate(list(scores[remedy_, code].values())), "every": runs[0]["every"],
              "curve": [sum(v) / len(v) for v in zip(*(r["curve"] for r in runs))],
              "bytes_up": max(r["bytes_up"] for r in runs), "hours": sum(r["hours"] for r in runs),
              "cores_shared": any(r["cores_shared"] for r in runs)} for (remedy_, code), runs in by_line.items()]
@@ -97,12 +97,13 @@ def table(rows: list[dict]) -> list[str]:
     """A task's rows, against FedAvg's at the same code version and seed (blank where there is none)."""
     merged = merge_seeds(rows)
     base = {line["code"]: line["scores"] for line in merged if line["remedy"] == "fedavg"}
-    lines = [(f"| remedy | held-out {rows[0]['metric']} | vs fedavg | evaluations (every 5 rounds) | bytes up per "
-             "client per round | hours | code |"), "| --- | ---: | ---: | --- | ---: | ---: | --- |"]
+    every = Counter(r["every"] for r in rows).most_common(1)[0][0]  # a line that evaluates otherwise says so
+    lines = [(f"| remedy | held-out {rows[0]['metric']} | vs fedavg | evaluations (every {every} rounds) | bytes up "
+             "per client per round | hours | code |"), "| --- | ---: | ---: | --- | ---: | ---: | --- |"]
     for r in sorted(merged, key=lambda r: -r["estimate"].mean):
         paired = [r["scores"][seed] - fedavg for seed, fedavg in base.get(r["code"], {}).items() if seed in r["scores"]]
         diff = points(estimate(paired), 100, "+") if paired and r["remedy"] != "fedavg" else ""
-        curve = " ".join(f"{v:.3f}" for v in r["curve"])
+        curve = " ".join(f"{v:.3f}" for v in r["curve"]) + (f" (every {r['every']})" if r["every"] != every else "")
         lines.append(f"| {r['remedy']} | {points(r['estimate'])} | {diff} | {curve} | {r['bytes_up']:,.0f} | "
                      f"{r['hours']:.2f}{'*' if r['cores_shared'] else ''} | {r['code'][:8]} |")
     return lines
