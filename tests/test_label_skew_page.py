@@ -20,6 +20,12 @@ def _row(code: str, accuracies: list[float], **own) -> str:
     return json.dumps({"key": json.dumps({**settings, "code": code}), "cell": cell})
 
 
+def _lines(page: str) -> dict[str, list[str]]:
+    """The page's table lines by remedy, each split into its cells."""
+    return {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in page.splitlines()
+            if line.startswith("| ") and "---" not in line and "remedy" not in line}
+
+
 def test_each_remedy_is_scored_against_fedavg_of_its_own_code(tmp_path):
     cache = tmp_path / "skew.jsonl"
     cache.write_text("\n".join([
@@ -31,8 +37,7 @@ def test_each_remedy_is_scored_against_fedavg_of_its_own_code(tmp_path):
     ]) + "\n")
     page = label_skew_page.main(["--cache", str(cache), "--out", str(tmp_path / "page.md")])
     assert (tmp_path / "page.md").read_text() == page
-    lines = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in page.splitlines()
-             if line.startswith("| ") and "---" not in line and "remedy" not in line}
+    lines = _lines(page)
     assert lines["aggregation=scaffold"][1:3] == ["0.580", "+3.0"]  # (0.57+0.58+0.59)/3 against 0.55
     assert lines["aggregation=fedprox, proximal-mu=0.1"][1:3] == ["0.510", "-4.0"]
     assert lines["fedavg"][1:3] == ["0.550", ""]
@@ -73,8 +78,7 @@ def test_seeds_make_one_line_with_an_interval_and_a_paired_difference(tmp_path):
     cache.write_text("\n".join(_row("aaaa", [s] * 4, aggregation=rule, **({"data-seed": seed} if seed else {}))
                                for rule, seed, s in runs) + "\n")
     page = label_skew_page.main(["--cache", str(cache), "--out", str(tmp_path / "page.md")])
-    lines = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in page.splitlines()
-             if line.startswith("| ") and "---" not in line and "remedy" not in line}
+    lines = _lines(page)
     assert set(lines) == {"fedavg", "aggregation=scaffold", "aggregation=feddyn"}
     # mean 0.5767, sd 0.0252, t(2) 4.303: half-width 0.0625; differences 3, 2, 3 points: 2.67 +- 1.43
     assert lines["aggregation=scaffold"][1:3] == ["0.577 ± 0.063 (3 seeds)", "+2.7 ± 1.4 (3 seeds)"]
@@ -90,8 +94,7 @@ def test_a_line_that_evaluates_at_another_interval_says_so(tmp_path):
                                 _row("aaaa", [0.50, 0.60, 0.61, 0.62], aggregation="fedavg", **short)]) + "\n")
     page = label_skew_page.main(["--cache", str(cache), "--out", str(tmp_path / "page.md")])
     assert "| evaluations (every 5 rounds) |" in page
-    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in page.splitlines()
-            if line.startswith("| ") and "---" not in line and "remedy" not in line}
+    rows = _lines(page)
     assert rows["eval-every=25, local-epochs=0.2, num-server-rounds=150"][3] == "0.500 0.600 0.610 0.620 (every 25)"
     assert rows["aggregation=scaffold"][3] == "0.500 0.570 0.580 0.590"
 
