@@ -1,5 +1,6 @@
 """The shared training loop and the baselines, on small real slices of GLUE and the real backbone."""
 
+import dataclasses
 from contextlib import nullcontext
 
 import numpy as np
@@ -60,6 +61,32 @@ def test_gradient_accumulation_matches_the_larger_batch(sst2):
     assert moved > 100 * TOLERANCE  # the four steps moved z far more than the tolerance below
     # same examples per optimizer step: equal up to padding-dependent rounding
     torch.testing.assert_close(zs[0], zs[1], rtol=0, atol=TOLERANCE)
+
+
+def test_local_steps_take_each_step_on_a_clients_whole_data_whatever_its_size(sst2):
+    from fedrp.federation import FedConfig, local_train_config
+    from fedrp.privacy.engine import poisson_schedule
+
+    train_ds, _ = sst2
+    fedsgd = FedConfig(local_steps=1, batch_size=8, local_optimizer="sgd", lr=0.3, lr_decay="none", bf16="off")
+    for n in (24, 44):  # 44: a last batch of 4
+        cfg = local_train_config(fedsgd, train_ds.select(range(n)), 1, 0)
+        assert (cfg.epochs, cfg.batch_size, cfg.grad_accum) == (1.0, 8, -(-n // 8))
+    twice = local_train_config(FedConfig(local_steps=2, batch_size=8, bf16="off"), train_ds.select(range(12)), 1, 0)
+    result = train(build(ModelSpec(method="slash"), load_backbone()), train_ds.select(range(12)), twice, CPU)
+    assert (result.steps, result.examples) == (2, 24)  # two passes, each its own step
+    zs = []  # FedSGD's step on 24 examples in batches of 8 is the step of one batch of all 24
+    for tcfg in (cfg := local_train_config(fedsgd, train_ds.select(range(24)), 1, 0),
+                 dataclasses.replace(cfg, batch_size=24, grad_accum=1)):
+        model = build(ModelSpec(method="slash"), load_backbone())
+        result = train(model, train_ds.select(range(24)), dataclasses.replace(tcfg, progress=False), CPU)
+        assert (result.steps, result.examples) == (1, 24)
+        zs.append(model.z.detach().clone())
+    assert (zs[0] - build(ModelSpec(method="slash"), load_backbone()).z.detach()).abs().max() > 100 * TOLERANCE
+    torch.testing.assert_close(zs[0], zs[1], rtol=0, atol=TOLERANCE)
+    # Under DP-SGD a step is one Poisson batch of the whole data (rate 1), so the accountant counts one step.
+    private = local_train_config(dataclasses.replace(fedsgd, dp_epsilon=8.0), train_ds.select(range(44)), 1, 0)
+    assert poisson_schedule(44, private.batch_size, private.epochs) == (1.0, 1)
 
 
 def test_sgd_steps_in_proportion_to_the_gradient_and_adamw_by_its_sign(sst2):

@@ -51,6 +51,9 @@ class FedConfig(ModelOptions):
     max_length: int = option(MAX_LENGTH, "tokens per example", minimum=8)
     # local training: what each sampled client does in a round
     local_epochs: float = option(1.0, "passes over a client's data per round")
+    local_steps: int = option(0, "> 0: this many optimizer steps a round in place of local-epochs, each on the "
+                                 "client's whole data (its batches' gradients averaged; under dp-epsilon one Poisson "
+                                 "batch at rate 1); 1: FedSGD, whatever the clients' sizes", minimum=0)
     lr: float = option(0.0, "the clients' rate in round 1; 0: the method's federated default for its local "
                             "optimizer, with or without dp-epsilon (fedrp.methods.federated_local)")
     local_optimizer: str = option("", "empty: the method's (AdamW); or adamw, or sgd (momentum 0.9)",

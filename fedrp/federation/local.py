@@ -109,8 +109,15 @@ def local_train_config(cfg: FedConfig, train_data: datasets.Dataset, server_roun
     offsets = prior_offsets(counts) if adjust and counts is not None else None
     if offsets is not None and cfg.local_loss == "prior-relative" and label_prior is not None:
         offsets = tuple(own - shared for own, shared in zip(offsets, label_prior, strict=True))
-    return TrainConfig(lr=round_lr(cfg, server_round), optimizer=cfg.optimizer, epochs=cfg.local_epochs,
-                       batch_size=cfg.local_batch_size,
+    epochs, batch, accumulate = cfg.local_epochs, cfg.local_batch_size, 1
+    if cfg.local_steps:  # each step one pass: its batches' mean gradient (DP-SGD: one batch of them all)
+        epochs = float(cfg.local_steps)
+        if cfg.privacy is None:
+            accumulate = math.ceil(len(train_data["label"]) / batch)
+        else:
+            batch = len(train_data["label"])
+    return TrainConfig(lr=round_lr(cfg, server_round), optimizer=cfg.optimizer, epochs=epochs,
+                       batch_size=batch, grad_accum=accumulate,
                        bf16=cfg.bf16, schedule=cfg.schedule, warmup_ratio=0.0,
                        logit_offsets=offsets,
                        seed=round_seed(cfg.data_seed, server_round, partition_id), progress=False)
