@@ -201,7 +201,7 @@ def train(model: Classifier, data: datasets.Dataset, config: TrainConfig, device
     read_every = 1 if device.type == "cpu" else READ_LOSS_EVERY
     losses = _StepLosses(total_steps, config.lr, bar)
 
-    examples, step, seen, window = 0, 0, 0, []
+    examples, step, seen, window, in_step = 0, 0, 0, [], 0
     start = time.perf_counter()
     epoch = 0
     with seeded(config.seed):
@@ -217,11 +217,18 @@ def train(model: Classifier, data: datasets.Dataset, config: TrainConfig, device
                 with autocast(device, bf16):
                     logits = model(**batch)
                 loss = loss_fn(with_offsets(logits, offsets), labels)
-                (loss / config.grad_accum).backward()
+                # Accumulated, a step's gradient is the mean over its examples: a short last batch weighs its share.
+                (loss if config.grad_accum == 1 else loss * len(labels)).backward()
                 window.append(loss.detach())
                 examples += len(labels)
+                in_step += len(labels)
                 seen += 1
                 if seen % config.grad_accum == 0 or seen == micro_batches:
+                    if config.grad_accum > 1:
+                        for p in params:
+                            if p.grad is not None:
+                                p.grad.div_(in_step)
+                    in_step = 0
                     if config.max_grad_norm:
                         torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
                     if config.correction is not None:

@@ -89,6 +89,31 @@ def test_local_steps_take_each_step_on_a_clients_whole_data_whatever_its_size(ss
     assert poisson_schedule(44, private.batch_size, private.epochs) == (1.0, 1)
 
 
+def test_fedsgd_without_local_clipping_averages_to_the_federations_full_batch_step(sst2):
+    from fedrp.federation import FedConfig, local_train_config
+
+    train_ds, _ = sst2
+    negatives = [i for i, y in enumerate(train_ds["label"]) if y == 0]
+    clients = [train_ds.select(negatives[:12]), train_ds.select(range(12))]  # one class, and a mix
+    union = train_ds.select(negatives[:12] + list(range(12)))
+
+    def step(clip: float, data) -> torch.Tensor:  # SGD's first step at rate 1 is minus the (clipped) gradient
+        fedsgd = FedConfig(local_steps=1, batch_size=8, local_optimizer="sgd", lr=1.0, lr_decay="none", bf16="off",
+                           local_loss="ce", local_clip=clip)
+        model = build(ModelSpec(method="slash"), load_backbone())
+        start = torch.cat([p.detach().flatten() for p in model.trainable_parameters().values()])
+        train(model, data, local_train_config(fedsgd, data, 1, 0), CPU)
+        return torch.cat([p.detach().flatten() for p in model.trainable_parameters().values()]) - start
+
+    assert local_train_config(FedConfig(), clients[0], 1, 0).max_grad_norm == 1.0  # the default clips
+    whole = step(0.0, union)
+    for clip, agrees in ((0.0, True), (1.0, False)):
+        mean = (step(clip, clients[0]) + step(clip, clients[1])) / 2
+        assert torch.allclose(mean, whole, atol=1e-4) is agrees
+    with pytest.raises(ValueError, match="local-clip"):
+        FedConfig(local_clip=-1.0)
+
+
 def test_sgd_steps_in_proportion_to_the_gradient_and_adamw_by_its_sign(sst2):
     train_ds, _ = sst2
     batch = train_ds.select(range(16))

@@ -54,6 +54,9 @@ class FedConfig(ModelOptions):
     local_steps: int = option(0, "> 0: this many optimizer steps a round in place of local-epochs, each on the "
                                  "client's whole data (its batches' gradients averaged; under dp-epsilon one Poisson "
                                  "batch at rate 1); 1: FedSGD, whatever the clients' sizes", minimum=0)
+    local_clip: float = option(1.0, "the L2 norm a local step's gradient is clipped to, without dp-epsilon (DP-SGD "
+                                     "clips each example at dp-max-grad-norm); 0: off. FedSGD wants it off: each "
+                                     "client's clipped step counts by its direction alone, whatever its size")
     lr: float = option(0.0, "the clients' rate in round 1; 0: the method's federated default for its local "
                             "optimizer, with or without dp-epsilon (fedrp.methods.federated_local)")
     local_optimizer: str = option("", "empty: the method's (AdamW); or adamw, or sgd (momentum 0.9)",
@@ -150,6 +153,8 @@ class FedConfig(ModelOptions):
                 raise ValueError(f"{key} must be a positive number, got {value}")
         if not (math.isfinite(self.server_momentum) and 0.0 <= self.server_momentum < 1.0):
             raise ValueError(f"server-momentum must be in [0, 1), got {self.server_momentum}")
+        if not (math.isfinite(self.local_clip) and self.local_clip >= 0):
+            raise ValueError(f"local-clip must be 0 (off) or positive, got {self.local_clip}")
         if not (math.isfinite(self.norm_bound) and self.norm_bound >= 0):
             raise ValueError(f"norm-bound must be 0 (off) or positive, got {self.norm_bound}")
         if not (math.isfinite(self.norm_ratio) and (self.norm_ratio == 0 or self.norm_ratio > 1)):

@@ -117,7 +117,7 @@ def local_train_config(cfg: FedConfig, train_data: datasets.Dataset, server_roun
         else:
             batch = len(train_data["label"])
     return TrainConfig(lr=round_lr(cfg, server_round), optimizer=cfg.optimizer, epochs=epochs,
-                       batch_size=batch, grad_accum=accumulate,
+                       batch_size=batch, grad_accum=accumulate, max_grad_norm=cfg.local_clip or None,
                        bf16=cfg.bf16, schedule=cfg.schedule, warmup_ratio=0.0,
                        logit_offsets=offsets,
                        seed=round_seed(cfg.data_seed, server_round, partition_id), progress=False)
