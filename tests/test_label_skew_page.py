@@ -83,7 +83,7 @@ def test_seeds_make_one_line_with_an_interval_and_a_paired_difference(tmp_path):
     # mean 0.5767, sd 0.0252, t(2) 4.303: half-width 0.0625; differences 3, 2, 3 points: 2.67 +- 1.43
     assert lines["aggregation=scaffold"][1:3] == ["0.577 ± 0.063 (3 seeds)", "+2.7 ± 1.4 (3 seeds)"]
     assert lines["fedavg"][1:3] == ["0.550 ± 0.050 (3 seeds)", ""]
-    assert lines["aggregation=feddyn"][1:3] == ["0.500", "-3.0"]
+    assert lines["aggregation=feddyn"][1:3] == ["0.500 (data seed 1)", "-3.0"]  # one run, not at seed 0: named
 
 
 def test_a_line_that_evaluates_at_another_interval_says_so(tmp_path):

@@ -104,7 +104,9 @@ def table(rows: list[dict]) -> list[str]:
         paired = [r["scores"][seed] - fedavg for seed, fedavg in base.get(r["code"], {}).items() if seed in r["scores"]]
         diff = points(estimate(paired), 100, "+") if paired and r["remedy"] != "fedavg" else ""
         curve = " ".join(f"{v:.3f}" for v in r["curve"]) + (f" (every {r['every']})" if r["every"] != every else "")
-        lines.append(f"| {r['remedy']} | {points(r['estimate'])} | {diff} | {curve} | {r['bytes_up']:,.0f} | "
+        (seed,) = r["scores"] if len(r["scores"]) == 1 else ("0",)
+        at = "" if seed == "0" else f" (data seed {seed})"  # one run at a data seed other than 0 says which
+        lines.append(f"| {r['remedy']} | {points(r['estimate'])}{at} | {diff} | {curve} | {r['bytes_up']:,.0f} | "
                      f"{r['hours']:.2f}{'*' if r['cores_shared'] else ''} | {r['code'][:8]} |")
     return lines
 
