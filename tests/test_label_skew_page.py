@@ -115,3 +115,20 @@ def test_a_line_that_is_not_a_cached_run_is_one_line_and_exit_status_2(tmp_path,
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "line 2 is not a cached run" in err and len(err.strip().splitlines()) == 2
     assert not (tmp_path / "page.md").exists()
+
+
+def test_a_setting_most_rows_share_does_not_merge_fedavg_with_its_variant(tmp_path):
+    cache = tmp_path / "skew.jsonl"
+    plain = {"dp-count-noise": "0"}  # set by three rows of five, FedAvg's among them: the majority, not the baseline
+    cache.write_text("\n".join([
+        _row("aaaa", [0.50, 0.58, 0.58, 0.58], aggregation="fedavg"),
+        _row("aaaa", [0.50, 0.59, 0.59, 0.59], aggregation="scaffold"),
+        _row("aaaa", [0.50, 0.49, 0.49, 0.49], aggregation="fedavg", **plain),
+        _row("aaaa", [0.50, 0.65, 0.65, 0.65], aggregation="fedadam", **plain),
+        _row("aaaa", [0.50, 0.52, 0.52, 0.52], aggregation="fedadam", lr="1.0", **plain),
+    ]) + "\n")
+    lines = _lines(label_skew_page.main(["--cache", str(cache), "--out", str(tmp_path / "page.md")]))
+    assert lines["fedavg"][1:3] == ["0.580", ""]
+    assert lines["dp-count-noise=0"][1:3] == ["0.490", "-9.0"]
+    assert lines["aggregation=scaffold"][1:3] == ["0.590", "+1.0"]
+    assert lines["aggregation=fedadam, dp-count-noise=0"][1:3] == ["0.650", "+7.0"]

@@ -29,15 +29,22 @@ SEED = "data-seed"  # a remedy's rows at several data seeds are one line, each p
 
 
 def remedy(settings: dict, common: dict) -> str:
-    """What a row changes from the settings every row of its task shares ("fedavg" when only the rule is set)."""
+    """What a row changes from its table's FedAvg settings ("fedavg" when only the rule is set); a setting that
+    FedAvg's row sets and this row leaves at its default is named too ("k=default")."""
     own = {k: v for k, v in settings.items() if common.get(k) != v and k != SEED}
+    own |= {k: "default" for k in common if k not in settings and k not in (SEED, "aggregation")}
     if own in ({}, {"aggregation": "fedavg"}):
         return "fedavg"
     return ", ".join(f"{k}={v}" for k, v in sorted(own.items()))
 
 
 def shared_settings(settings: list[dict]) -> dict:
-    """Each setting that more than half of the rows give the same value: what a row's remedy is told apart from."""
+    """What a row's remedy is told apart from: the table's plain FedAvg run (the FedAvg row that sets the fewest
+    keys, seeds aside); with none, each setting that more than half of the rows give the same value."""
+    fedavg = [s for s in settings if s.get("aggregation", "fedavg") == "fedavg"]
+    if fedavg:
+        plain = min(fedavg, key=lambda s: len(set(s) - {SEED, "aggregation"}))
+        return {k: v for k, v in plain.items() if k != SEED}
     counts = Counter(item for row in settings for item in row.items())
     return {k: v for (k, v), n in counts.items() if n > len(settings) / 2}
 
