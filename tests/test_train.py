@@ -9,10 +9,10 @@ import torch
 
 from fedrp import data, glue
 from fedrp.backbone import load_backbone
-from fedrp.federation import logit_offsets
+from fedrp.federation import FedConfig, local_train_config, logit_offsets
 from fedrp.methods import METHODS, build, payload_bytes
 from fedrp.privacy.config import PrivacyConfig
-from fedrp.privacy.engine import train_private
+from fedrp.privacy.engine import poisson_schedule, train_private
 from fedrp.spec import ModelSpec
 from fedrp.train import TrainConfig, evaluate, loss_fn, predictions, select_device, train
 from tests.conftest import TINY_CONFIGS
@@ -64,9 +64,6 @@ def test_gradient_accumulation_matches_the_larger_batch(sst2):
 
 
 def test_local_steps_take_each_step_on_a_clients_whole_data_whatever_its_size(sst2):
-    from fedrp.federation import FedConfig, local_train_config
-    from fedrp.privacy.engine import poisson_schedule
-
     train_ds, _ = sst2
     fedsgd = FedConfig(local_steps=1, batch_size=8, local_optimizer="sgd", lr=0.3, lr_decay="none", bf16="off")
     for n in (24, 44):  # 44: a last batch of 4
@@ -90,8 +87,6 @@ def test_local_steps_take_each_step_on_a_clients_whole_data_whatever_its_size(ss
 
 
 def test_fedsgd_without_local_clipping_averages_to_the_federations_full_batch_step(sst2):
-    from fedrp.federation import FedConfig, local_train_config
-
     train_ds, _ = sst2
     negatives = [i for i, y in enumerate(train_ds["label"]) if y == 0]
     clients = [train_ds.select(negatives[:12]), train_ds.select(range(12))]  # one class, and a mix

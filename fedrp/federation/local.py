@@ -111,11 +111,11 @@ def local_train_config(cfg: FedConfig, train_data: datasets.Dataset, server_roun
         offsets = tuple(own - shared for own, shared in zip(offsets, label_prior, strict=True))
     epochs, batch, accumulate = cfg.local_epochs, cfg.local_batch_size, 1
     if cfg.local_steps:  # each step one pass: its batches' mean gradient (DP-SGD: one batch of them all)
-        epochs = float(cfg.local_steps)
+        epochs, n = float(cfg.local_steps), len(train_data["label"])
         if cfg.privacy is None:
-            accumulate = math.ceil(len(train_data["label"]) / batch)
+            accumulate = math.ceil(n / batch)
         else:
-            batch = len(train_data["label"])
+            batch = n
     return TrainConfig(lr=round_lr(cfg, server_round), optimizer=cfg.optimizer, epochs=epochs,
                        batch_size=batch, grad_accum=accumulate, max_grad_norm=cfg.local_clip or None,
                        bf16=cfg.bf16, schedule=cfg.schedule, warmup_ratio=0.0,
