@@ -91,6 +91,17 @@ def test_a_library_version_moves_the_key(monkeypatch):
     assert cv.library_versions()["peft"] == "9.9.9" and set(cv.library_versions()) == set(cv.LIBRARIES)
 
 
+def test_every_library_in_the_key_is_pinned_by_the_constraints_the_install_uses():
+    """A library in the key with an open range would re-key every cached cell on its next release."""
+    pins = {}
+    for line in (cv.ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name.strip()] = version.strip()
+    assert set(cv.LIBRARIES) <= set(pins)
+    assert "-c constraints.txt" in (cv.ROOT / ".ci" / "run").read_text()
+
+
 def test_the_form_hashed_is_the_same_under_every_python():
     """Python 3.12 added `type_params=[]` to every def and class in ast.dump: the hashed form leaves out
     empty and None fields, so a GPU machine's Python keys a cell as the code it ran."""
