@@ -116,6 +116,9 @@ def _inline_keys(spec: str) -> dict:
         if not sep or not key:
             raise ValueError(f"--task {spec!r}: {item!r} is not KEY=VALUE; expected keys of {sorted(KEYS)}")
         raw[key] = [v for v in value.split(",") if v] if key in LIST_KEYS else value
+        if key in LIST_KEYS and any("=" in v for v in raw[key]):  # `train=a.csv,text=t`: a comma, not a space
+            raise ValueError(f"--task {spec!r}: separate KEY=VALUE pairs with spaces; commas only separate a "
+                             f"list's items ({key}={value!r})")
     return raw
 
 

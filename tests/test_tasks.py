@@ -249,3 +249,5 @@ def test_the_same_keys_given_inline_define_the_same_task(tmp_path, monkeypatch, 
     assert "label 'poor' is listed twice" in capsys.readouterr().err
     assert main(["train", "--task", "train=train.csv text label=stars"]) == 2
     assert "'text' is not KEY=VALUE" in capsys.readouterr().err
+    assert main(["train", "--task", "train=train.csv,validation=dev.csv text=review label=stars"]) == 2
+    assert "separate KEY=VALUE pairs with spaces" in capsys.readouterr().err
