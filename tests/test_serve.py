@@ -170,7 +170,7 @@ def test_a_bad_request_gets_a_4xx_with_one_line_of_json(server, request_kwargs, 
     assert "\n" not in reply.json()["error"]
 
 
-def test_off_loopback_it_needs_a_token_and_refuses_before_the_model_loads(tmp_path):
+def test_off_loopback_it_needs_a_token_and_refuses_before_the_model_loads(tmp_path, capsys):
     nowhere = str(tmp_path / "no-such-model")  # a backbone loaded before the refusal would fail on it instead
     res = subprocess.run([sys.executable, "-m", "fedrp", "serve", "--adapters", str(tmp_path), "--host", "0.0.0.0",
                           "--model", nowhere],
@@ -179,12 +179,12 @@ def test_off_loopback_it_needs_a_token_and_refuses_before_the_model_loads(tmp_pa
     assert res.returncode == 2 and res.stderr.strip().endswith(
         "fedrp serve binds to 0.0.0.0, which is not loopback: give a token with --token or $FEDRP_SERVE_TOKEN, or "
         "bind to 127.0.0.1")
-    missing = subprocess.run([sys.executable, "-m", "fedrp", "serve", "--adapters", str(tmp_path / "none")],
-                             check=False, capture_output=True, text=True)
-    assert missing.returncode == 2 and "is not a folder: expected a folder of adapter files" in missing.stderr
-    device = subprocess.run([sys.executable, "-m", "fedrp", "serve", "--adapters", str(tmp_path), "--device", "gpu0",
-                             "--model", nowhere], check=False, capture_output=True, text=True)
-    assert device.returncode == 2 and device.stderr.strip().endswith(
+    # The other refusals in this process: the same main() as `python -m fedrp`, without seconds of imports each.
+    from fedrp.cli import main
+    assert main(["serve", "--adapters", str(tmp_path / "none")]) == 2
+    assert "is not a folder: expected a folder of adapter files" in capsys.readouterr().err
+    assert main(["serve", "--adapters", str(tmp_path), "--device", "gpu0", "--model", nowhere]) == 2
+    assert capsys.readouterr().err.strip().endswith(
         "device 'gpu0' is not a torch device: expected auto, cpu, cuda, cuda:N or mps")
 
 

@@ -68,10 +68,15 @@ for task in ${TASKS:-qnli mrpc sst2}; do
     # against the full-batch gradient (simulations.skew_gradients --data-seed 1: clipped_ce_cosine).
     run "${BASE[@]}" "${FEDSGD[@]}" --set fraction-train=1.0 --set data-seed=1 --vary server-lr=0.1
   fi
-  if [ "$task" = sst2 ]; then  # at 6b121d6 (local-steps and local-clip are newer): no clipping, a tenth of the rate
-    run "${BASE[@]}" --set alpha=0.1 --set local-loss=ce --set local-steps=1 --set local-clip=0 --set local-optimizer=sgd \
-      --set lr=1.0 --set lr-decay=none --set aggregation=fedadam --set fraction-train=1.0 --set data-seed=1 \
-      --vary server-lr=0.01
+  if [ "$task" = sst2 ]; then  # at 6b121d6 (local-steps and local-clip are newer): no clipping, the server rate chosen
+    # at data seed 1, then run at seed 0; FedAvg again at this code to pair with (at seed 1 it repeats 4186fc5's run to
+    # the last digit: local-steps, local-clip and the accumulated step's mean leave FedAvg as it was).
+    NOCLIP=(--set alpha=0.1 --set local-loss=ce --set local-steps=1 --set local-clip=0 --set local-optimizer=sgd
+            --set lr=1.0 --set lr-decay=none --set aggregation=fedadam --set fraction-train=1.0)
+    tune --set data-seed=1 --vary aggregation=fedavg
+    run "${BASE[@]}" "${NOCLIP[@]}" --set data-seed=1 --vary server-lr=0.01,0.03,0.003
+    tune --vary aggregation=fedavg
+    run "${BASE[@]}" "${NOCLIP[@]}" --vary server-lr=0.01
   fi
   if [ "$task" = sst2 ]; then
     run "${BASE[@]}" "${FEDSGD[@]}" --vary server-lr=0.1
