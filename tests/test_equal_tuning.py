@@ -85,3 +85,21 @@ def test_a_pinned_plan_refuses_to_run_under_other_code_but_reads_its_cache(tmp_p
     assert stop.value.code == 2 and f"pins commit {'a' * 40}" in capsys.readouterr().err
     out = et.main(["--config", str(tmp_path / "plan.toml"), "--dry-run"])  # reading what is cached is fine
     assert out["federated"]["slash@1"]["chosen"] is None
+
+
+def test_the_page_shows_every_candidate_and_marks_only_the_chosen_one():
+    plan = et.load_plan(PLAN)
+    scores = {(t, o, r, "cosine"): 0.6 for t in plan.tasks for o in et.OPTIMIZERS for r in plan.federated["slash"][o]}
+    scores |= {("sst2", "sgd", 0.3, "cosine"): 0.8, ("qnli", "sgd", 0.3, "cosine"): 0.7}
+    scores |= {("sst2", "sgd", 0.3, "none"): 0.7, ("qnli", "sgd", 0.3, "none"): 0.7}  # the other decay loses
+    result = et.choose(plan, FakeRuns(scores), "federated", et.federated_candidates(plan, "slash", 0.1),
+                       lambda c: {**{k: v for k, v in c.items() if k not in ("scores", "mean")}, "lr-decay": "none"})
+    pending = et.choose(plan, FakeRuns({}), "federated", et.federated_candidates(plan, "lora", 0.1), dict)
+    page = et.render(plan, {"federated": {"slash@0.1": result, "lora@0.1": pending}, "reference": {}}, PLAN)
+    slash, lora = page.split("## Federated slash at alpha 0.1")[1].split("## Federated lora at alpha 0.1")
+    rows = [line for line in slash.splitlines() if line.startswith("| ") and line[2:5] in ("ada", "sgd", "**s")]
+    assert len(rows) == 7 and [r for r in rows if "**" in r] == [("| **sgd** | **0.3** | **cosine** | **0.800** | "
+                                                                  "**0.700** | **0.750** |")]
+    assert "| sgd | 0.3 | none | 0.700 | 0.700 | 0.700 |" in rows
+    assert "Chosen: local-optimizer sgd, lr 0.3, lr-decay cosine." in slash
+    assert lora.count("| – | – | – |") == 6 and "Chosen: not yet" in lora and "**" not in lora
