@@ -36,6 +36,11 @@ def test_a_plan_with_unequal_budgets_is_refused(tmp_path, old, new, message):
         et.load_plan(tmp_path / "plan.toml")
 
 
+def constant_rate(candidate: dict) -> dict:
+    """A scored candidate as the settings of its run with the other decay."""
+    return {**{k: v for k, v in candidate.items() if k not in ("scores", "mean")}, "lr-decay": "none"}
+
+
 class FakeRuns:
     """Held-out rows made up from a score per (task, optimizer, rate, decay): nothing trains."""
 
@@ -59,14 +64,14 @@ def test_the_choice_is_the_best_mean_over_the_tasks_then_against_the_other_decay
     scores[("qnli", "sgd", 0.3, "cosine")] = 0.7
     runs = FakeRuns(scores)
     pending = et.choose(plan, runs, "federated", et.federated_candidates(plan, "slash", 0.1),
-                        lambda c: {**{k: v for k, v in c.items() if k not in ("scores", "mean")}, "lr-decay": "none"})
+                        constant_rate)
     assert pending["chosen"] is None  # the winner's other decay has not run yet
     assert pending["candidates"][-1] == {"method": "slash", "alpha": 0.1, "local-optimizer": "sgd", "lr": 0.3,
                                          "lr-decay": "none", "scores": {"sst2": None, "qnli": None}, "mean": None}
     for task, value in (("sst2", 0.78), ("qnli", 0.74)):  # mean 0.76 beats cosine's 0.75
         scores[(task, "sgd", 0.3, "none")] = value
     done = et.choose(plan, runs, "federated", et.federated_candidates(plan, "slash", 0.1),
-                     lambda c: {**{k: v for k, v in c.items() if k not in ("scores", "mean")}, "lr-decay": "none"})
+                     constant_rate)
     assert (done["chosen"]["local-optimizer"], done["chosen"]["lr"], done["chosen"]["lr-decay"]) == ("sgd", 0.3, "none")
     assert done["chosen"]["mean"] == 0.76 and len(done["candidates"]) == 7
 
@@ -93,7 +98,7 @@ def test_the_page_shows_every_candidate_and_marks_only_the_chosen_one():
     scores |= {("sst2", "sgd", 0.3, "cosine"): 0.8, ("qnli", "sgd", 0.3, "cosine"): 0.7}
     scores |= {("sst2", "sgd", 0.3, "none"): 0.7, ("qnli", "sgd", 0.3, "none"): 0.7}  # the other decay loses
     result = et.choose(plan, FakeRuns(scores), "federated", et.federated_candidates(plan, "slash", 0.1),
-                       lambda c: {**{k: v for k, v in c.items() if k not in ("scores", "mean")}, "lr-decay": "none"})
+                       constant_rate)
     pending = et.choose(plan, FakeRuns({}), "federated", et.federated_candidates(plan, "lora", 0.1), dict)
     page = et.render(plan, {"federated": {"slash@0.1": result, "lora@0.1": pending}, "reference": {}}, PLAN)
     slash, lora = page.split("## Federated slash at alpha 0.1")[1].split("## Federated lora at alpha 0.1")
@@ -103,3 +108,4 @@ def test_the_page_shows_every_candidate_and_marks_only_the_chosen_one():
     assert "| sgd | 0.3 | none | 0.700 | 0.700 | 0.700 |" in rows
     assert "Chosen: local-optimizer sgd, lr 0.3, lr-decay cosine." in slash
     assert lora.count("| – | – | – |") == 6 and "Chosen: not yet" in lora and "**" not in lora
+
