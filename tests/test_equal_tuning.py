@@ -109,3 +109,8 @@ def test_the_page_shows_every_candidate_and_marks_only_the_chosen_one():
     assert "Chosen: local-optimizer sgd, lr 0.3, lr-decay cosine." in slash
     assert lora.count("| – | – | – |") == 6 and "Chosen: not yet" in lora and "**" not in lora
 
+
+def test_a_page_in_a_missing_folder_is_one_line_and_exit_status_2_before_anything_is_read(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        et.main(["--page", str(tmp_path / "no-such-folder" / "tuning.md")])
+    assert stop.value.code == 2 and "expected a file in an existing folder" in capsys.readouterr().err

@@ -230,6 +230,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     args.dry_run = args.dry_run or args.page is not None
     try:
+        if args.page is not None and not args.page.parent.is_dir():
+            raise FileNotFoundError(f"--page {args.page}: expected a file in an existing folder")
         plan = load_plan(args.config)
         changed = sorted({m for kind in ("federated", "reference") for m in changed_modules(kind, plan.commit)}
                          if plan.commit else [])
